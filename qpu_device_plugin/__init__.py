@@ -1,0 +1,1 @@
+"""qpu_device_plugin."""

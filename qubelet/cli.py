@@ -1,0 +1,70 @@
+"""The ``qubelet`` command line: kubectl-style verbs, one module per component.
+
+Each component owns a ``register(subparsers)`` function in its own ``cli`` module that adds its
+verbs and sets ``func`` on the parsed namespace. Those modules import their heavy dependencies
+(qiskit, grpc, kubernetes) inside the handlers, so ``qubelet --help`` stays fast and a node image
+without the pipeline's dependencies can still run its own verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from qubelet import __version__, klog
+
+#: Modules that contribute verbs, in the order they appear in ``--help``.
+COMPONENT_CLIS: tuple[str, ...] = (
+    "pipeline.cli",
+    "pipeline.cluster.cli",
+    "policy.cli",
+    "qpu_device_plugin.cli",
+    "dra_driver.cli",
+)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qubelet",
+        description="QPUs as Kubernetes resources and a hybrid circuit-cutting pipeline.",
+    )
+    parser.add_argument("--version", action="version", version=f"qubelet {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMPONENT_CLIS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # A slim image may ship only some components; their verbs are simply absent.
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    klog.setup(args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as exc:
+        print(f"qubelet: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
