@@ -1,1 +1,6 @@
-"""policy."""
+"""Backend selection for cutting subexperiments: the paper's size rule and a telemetry policy.
+
+``policy`` sees circuits (as :class:`~policy.interface.CircuitFeatures`) and backend state
+(:class:`~policy.interface.BackendState`), never the pipeline's workers; the pipeline imports
+``policy``, not the other way round.
+"""

@@ -1,0 +1,109 @@
+"""The contract between the pipeline and any backend-selection policy.
+
+A policy gets one :class:`CircuitFeatures` per subexperiment and the current
+:class:`BackendState` of every backend the run may use, and returns one :class:`Decision` per
+subexperiment. Keeping these plain frozen dataclasses (no qiskit objects) lets the policy run
+in a scheduler, a simulator or a test without the pipeline's dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict
+
+BackendKind = Literal["cpu", "gpu", "qpu"]
+BACKEND_KINDS: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
+
+
+@dataclass(frozen=True)
+class CircuitFeatures:
+    """What a policy may know about one subexperiment before running it."""
+
+    key: str  #: content address of the subexperiment (sha256 of its QPY)
+    num_qubits: int
+    depth: int
+    num_2q_gates: int
+    num_clbits: int
+    shots: int
+    partition: str = ""
+    #: identical subexperiments merged under this key (they run once, results are shared)
+    multiplicity: int = 1
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """A backend as seen at decision time: capacity, health, calibration and queue."""
+
+    name: str  #: "cpu", "gpu", or "qpu:<inventory name>"
+    kind: BackendKind
+    workers: int = 1
+    healthy: bool = True
+    max_qubits: int | None = None
+    model: str = ""
+    fidelity_2q: float | None = None
+    readout_fidelity: float | None = None
+    queue_depth: int = 0
+    queue_wait_seconds: float = 0.0
+    #: seconds of fixed overhead per submitted job (transpile, upload, cloud round trip)
+    job_overhead_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one subexperiment runs and, for a QPU, what its ResourceClaim must demand."""
+
+    key: str
+    backend: str  #: a :attr:`BackendState.name`
+    kind: BackendKind
+    min_qubits: int | None = None
+    min_fidelity_2q: float | None = None
+    predicted_seconds: float | None = None
+    predicted_error: float | None = None
+    reason: str = ""
+    alternatives: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class SelectionPolicy(Protocol):
+    """Anything that assigns subexperiments to backends."""
+
+    name: str
+
+    def select(
+        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
+    ) -> list[Decision]:
+        """One decision per task, in the order of ``tasks``."""
+        ...
+
+
+class TelemetryRow(TypedDict, total=False):
+    """One line of ``telemetry.jsonl``: one executed task (a batch member) on one backend.
+
+    Written by the pipeline after every task attempt and read by ``qubelet policy fit``.
+    """
+
+    ts: float  #: unix time the task started running
+    run_id: str
+    task_id: str
+    key: str
+    partition: str
+    backend: str  #: BackendState.name
+    backend_kind: BackendKind
+    model: str
+    num_qubits: int
+    depth: int
+    num_2q_gates: int
+    num_clbits: int
+    shots: int
+    batch_size: int
+    queue_wait_seconds: float
+    run_seconds: float
+    success: bool
+    error: str | None
+    attempt: int
+    fidelity_2q: float | None
+    readout_fidelity: float | None
+
+
+class NoUsableBackendError(ValueError):
+    """No healthy backend can run a subexperiment (e.g. it is wider than every QPU)."""

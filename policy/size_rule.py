@@ -1,0 +1,76 @@
+"""The paper's toy size rule: <=5 qubits on a QPU, <=20 on a CPU simulator, else a GPU.
+
+Kept as ``--policy size`` so the telemetry policy is always compared against it. When the rule's
+choice is absent or unhealthy it falls back to the next backend that can run the circuit, so a
+run never stalls on a missing GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policy.interface import (
+    BackendKind,
+    BackendState,
+    CircuitFeatures,
+    Decision,
+    NoUsableBackendError,
+)
+
+QPU_MAX_QUBITS = 5
+CPU_MAX_QUBITS = 20
+
+_FALLBACK_ORDER: dict[BackendKind, tuple[BackendKind, ...]] = {
+    "qpu": ("qpu", "cpu", "gpu"),
+    "cpu": ("cpu", "gpu", "qpu"),
+    "gpu": ("gpu", "cpu", "qpu"),
+}
+
+
+def preferred_kind(num_qubits: int) -> BackendKind:
+    """The class the paper's rule picks for a circuit of ``num_qubits`` qubits."""
+    if num_qubits <= QPU_MAX_QUBITS:
+        return "qpu"
+    if num_qubits <= CPU_MAX_QUBITS:
+        return "cpu"
+    return "gpu"
+
+
+def _fits(backend: BackendState, task: CircuitFeatures) -> bool:
+    return backend.healthy and (backend.max_qubits is None or task.num_qubits <= backend.max_qubits)
+
+
+class SizePolicy:
+    """Assigns by circuit width alone; round-robins between backends of the chosen class."""
+
+    name = "size"
+
+    def select(
+        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
+    ) -> list[Decision]:
+        turn: dict[BackendKind, int] = {}
+        decisions = []
+        for task in tasks:
+            wanted = preferred_kind(task.num_qubits)
+            for kind in _FALLBACK_ORDER[wanted]:
+                candidates = [b for b in backends if b.kind == kind and _fits(b, task)]
+                if candidates:
+                    index = turn.get(kind, 0)
+                    turn[kind] = index + 1
+                    chosen = candidates[index % len(candidates)]
+                    break
+            else:
+                raise NoUsableBackendError(
+                    f"subexperiment {task.key[:12]}: no healthy backend fits {task.num_qubits} qubits"
+                )
+            decisions.append(
+                Decision(
+                    key=task.key,
+                    backend=chosen.name,
+                    kind=chosen.kind,
+                    min_qubits=task.num_qubits if chosen.kind == "qpu" else None,
+                    reason=f"size rule: {task.num_qubits} qubits -> {wanted}"
+                    + ("" if chosen.kind == wanted else f" (unavailable, fell back to {chosen.kind})"),
+                )
+            )
+        return decisions
