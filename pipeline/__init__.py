@@ -1,1 +1,6 @@
-"""pipeline."""
+"""The hybrid circuit-cutting pipeline: circuit → cut → select → execute → reconstruct → report.
+
+The same stages (:mod:`pipeline.stages`) back the embedded local executor (``qubelet run``) and
+the containers of the Argo workflow (``qubelet task``), so a laptop run and a cluster run read
+and write identical, content-addressed artifacts.
+"""

@@ -1,0 +1,75 @@
+"""The backend contract and the counts format every backend returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from qiskit import QuantumCircuit
+
+from policy.interface import BackendKind, BackendState
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Sampled outcomes of one circuit: outcome integers (bit i = clbit i) and their counts."""
+
+    outcomes: np.ndarray  # int64, sorted, unique
+    counts: np.ndarray  # int64, same length, sums to shots
+    num_clbits: int
+
+    @property
+    def shots(self) -> int:
+        return int(self.counts.sum())
+
+    @classmethod
+    def from_samples(cls, histogram: np.ndarray, num_clbits: int) -> Counts:
+        """From a dense histogram indexed by outcome integer."""
+        nonzero = np.flatnonzero(histogram)
+        return cls(nonzero.astype(np.int64), histogram[nonzero].astype(np.int64), num_clbits)
+
+    @classmethod
+    def from_qiskit(cls, counts: dict[str, int], num_clbits: int) -> Counts:
+        """From qiskit's ``{"0 10110": n}`` counts (registers separated by spaces, MSB first)."""
+        merged: dict[int, int] = {}
+        for bitstring, n in counts.items():
+            value = int(bitstring.replace(" ", ""), 2)
+            merged[value] = merged.get(value, 0) + int(n)
+        keys = sorted(merged)
+        return cls(
+            np.array(keys, dtype=np.int64), np.array([merged[k] for k in keys], dtype=np.int64), num_clbits
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "num_clbits": self.num_clbits,
+            "outcomes": self.outcomes.tolist(),
+            "counts": self.counts.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Counts:
+        return cls(
+            np.asarray(data["outcomes"], dtype=np.int64),
+            np.asarray(data["counts"], dtype=np.int64),
+            int(data["num_clbits"]),
+        )
+
+
+class Backend(Protocol):
+    """A place subexperiments run. ``run_batch`` is one job: per-job overhead is paid once."""
+
+    name: str
+    kind: BackendKind
+
+    def state(self) -> BackendState:
+        """Capacity, health and calibration as the selection policy sees them."""
+        ...
+
+    def run_batch(
+        self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]
+    ) -> list[Counts]:
+        """Run every circuit with ``shots`` shots; ``seeds[i]`` makes circuit i reproducible."""
+        ...

@@ -1,0 +1,39 @@
+"""Build the backends a run asked for, reporting the ones this machine cannot offer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pipeline.backends.base import Backend
+from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
+from pipeline.backends.simulators import AerStatevectorBackend
+from pipeline.errors import BackendUnavailableError
+
+
+def make_backend(
+    kind: str, *, qpu_spec: str = "fake:IQMFakeApollo", cpu_workers: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> Backend:
+    """One backend of class ``kind``; raises BackendUnavailableError when it cannot run here."""
+    if kind == "cpu":
+        return AerStatevectorBackend("cpu", workers=cpu_workers)
+    if kind == "gpu":
+        return AerStatevectorBackend("gpu")
+    if kind == "qpu":
+        return IQMBackend(resolve_qpu_target(qpu_spec, env))
+    raise BackendUnavailableError(f"unknown backend class {kind!r}")
+
+
+def available_backends(
+    kinds: Sequence[str], *, qpu_spec: str = "fake:IQMFakeApollo", cpu_workers: int = 1,
+    env: Mapping[str, str] | None = None,
+) -> tuple[list[Backend], dict[str, str]]:
+    """The usable backends among ``kinds`` and, for the others, why they are unavailable."""
+    usable: list[Backend] = []
+    unavailable: dict[str, str] = {}
+    for kind in kinds:
+        try:
+            usable.append(make_backend(kind, qpu_spec=qpu_spec, cpu_workers=cpu_workers, env=env))
+        except BackendUnavailableError as exc:
+            unavailable[kind] = str(exc)
+    return usable, unavailable

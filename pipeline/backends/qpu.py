@@ -1,0 +1,234 @@
+"""The ``qpu`` backend: an IQM quantum computer through iqm-client, or its noisy fake twin.
+
+Which QPU is used follows the same contract the device plugin and DRA driver inject into a
+container: ``QUBELET_QPU_BACKEND`` (``fake:<IQMFake class>`` or ``iqm``), ``IQM_SERVER_URL`` and
+``IQM_TOKENS_FILE`` (a path; the token itself is never read into logs or messages). On a laptop
+nothing is set and the embedded default, a fake IQM backend with its calibrated noise model,
+stands in for the cloud QPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit, transpile
+
+from pipeline.backends.base import Counts
+from pipeline.errors import BackendUnavailableError, PipelineError
+from policy.interface import BackendKind, BackendState
+
+FAKE_PREFIX = "fake:"
+KNOWN_FAKES = ("IQMFakeAdonis", "IQMFakeDeneb", "IQMFakeApollo", "IQMFakeAphrodite")
+
+
+@dataclass(frozen=True)
+class QPUTarget:
+    """Where QPU work goes, resolved from flags and the injected environment."""
+
+    name: str
+    spec: str  #: "fake:IQMFakeApollo" or "iqm"
+    server_url: str | None = None
+    tokens_file: Path | None = None
+
+    @property
+    def is_fake(self) -> bool:
+        return self.spec.startswith(FAKE_PREFIX)
+
+
+def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) -> QPUTarget:
+    """Pick the QPU from the environment (as injected by the device plugin / DRA) or the default."""
+    env = os.environ if env is None else env
+    spec = env.get("QUBELET_QPU_BACKEND") or default_spec
+    server_url = env.get("IQM_SERVER_URL") or None
+    tokens = env.get("IQM_TOKENS_FILE") or None
+    if "QUBELET_QPU_BACKEND" not in env and server_url:
+        spec = "iqm"
+    if spec.startswith(FAKE_PREFIX):
+        model = spec[len(FAKE_PREFIX) :]
+        if model not in KNOWN_FAKES:
+            raise PipelineError(
+                f"unknown QPU backend {spec!r}: use one of "
+                + ", ".join(FAKE_PREFIX + f for f in KNOWN_FAKES)
+                + " or 'iqm'"
+            )
+        default_name = model.removeprefix("IQMFake").lower()
+    elif spec == "iqm":
+        if not server_url:
+            raise PipelineError("QPU backend 'iqm' needs IQM_SERVER_URL to be set")
+        if not tokens or not Path(tokens).is_file():
+            raise PipelineError(f"IQM_TOKENS_FILE={tokens or '(unset)'}: no such token file")
+        default_name = "iqm"
+    else:
+        raise PipelineError(f"unknown QPU backend {spec!r}: use fake:<IQMFake class> or 'iqm'")
+    name = env.get("QUBELET_QPU_NAME") or default_name
+    return QPUTarget(
+        name=name, spec=spec, server_url=server_url, tokens_file=Path(tokens) if tokens else None
+    )
+
+
+def _fake_backend(model: str) -> Any:
+    from iqm.qiskit_iqm import fake_backends
+
+    return getattr(fake_backends, model)()
+
+
+def calibration_of(backend: Any) -> tuple[float | None, float | None]:
+    """Mean two-qubit gate fidelity and readout fidelity from an IQM fake's error profile."""
+    profile = getattr(backend, "error_profile", None)
+    if profile is None:
+        return None, None
+    two_qubit = [
+        1.0 - float(p)
+        for per_gate in profile.two_qubit_gate_depolarizing_error_parameters.values()
+        for p in per_gate.values()
+    ]
+    readout = [
+        1.0 - (float(e["0"]) + float(e["1"])) / 2 for e in profile.readout_errors.values()
+    ]
+    return (
+        float(np.mean(two_qubit)) if two_qubit else None,
+        float(np.mean(readout)) if readout else None,
+    )
+
+
+class IQMBackend:
+    """Runs batches on an IQM QPU (real, via iqm-client) or on its noisy fake simulator."""
+
+    kind: BackendKind = "qpu"
+
+    def __init__(self, target: QPUTarget, optimization_level: int = 1) -> None:
+        self.target = target
+        self.name = f"qpu:{target.name}"
+        self._optimization_level = optimization_level
+        if target.is_fake:
+            self._backend = _fake_backend(target.spec[len(FAKE_PREFIX) :])
+        else:
+            try:
+                from iqm.qiskit_iqm import IQMProvider
+
+                provider = IQMProvider(target.server_url, tokens_file=str(target.tokens_file))
+                self._backend = provider.get_backend()
+            except Exception as exc:  # network, auth: never echo the token
+                raise BackendUnavailableError(
+                    f"IQM server {target.server_url}: cannot connect ({type(exc).__name__})"
+                ) from None
+        self.model = target.spec[len(FAKE_PREFIX) :] if target.is_fake else "iqm"
+        self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
+
+    def state(self) -> BackendState:
+        return BackendState(
+            name=self.name,
+            kind="qpu",
+            workers=1,
+            healthy=True,
+            max_qubits=int(self._backend.num_qubits),
+            model=self.model,
+            fidelity_2q=self.fidelity_2q,
+            readout_fidelity=self.readout_fidelity,
+            job_overhead_seconds=0.5 if self.target.is_fake else 5.0,
+        )
+
+    def run_batch(
+        self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]
+    ) -> list[Counts]:
+        too_wide = [c.num_qubits for c in circuits if c.num_qubits > self._backend.num_qubits]
+        if too_wide:
+            raise PipelineError(
+                f"{self.name}: circuit of {max(too_wide)} qubits exceeds the QPU's "
+                f"{self._backend.num_qubits} qubits"
+            )
+        seed = int(seeds[0]) if seeds else 0
+        compiled = transpile(
+            list(circuits),
+            backend=self._backend,
+            optimization_level=self._optimization_level,
+            seed_transpiler=seed,
+        )
+        if self.target.is_fake:
+            return run_noisy_exact(compiled, self._backend.noise_model, shots, seeds)
+        result = self._backend.run(compiled, shots=shots).result()
+        return [
+            Counts.from_qiskit(result.get_counts(i), circuit.num_clbits)
+            for i, circuit in enumerate(circuits)
+        ]
+
+
+def _readout_matrices(noise_model: Any) -> dict[int, np.ndarray]:
+    """Per physical qubit, P[true][recorded] of the noise model's readout errors."""
+    matrices: dict[int, np.ndarray] = {}
+    for qubits, error in getattr(noise_model, "_local_readout_errors", {}).items():
+        matrices[int(qubits[0])] = np.asarray(error.probabilities, dtype=float)
+    return matrices
+
+
+def _apply_confusion(probabilities: np.ndarray, matrices: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Push a distribution over m bits (bit j = index bit j) through per-bit readout errors."""
+    m = len(matrices)
+    tensor = probabilities.reshape([2] * m) if m else probabilities
+    for bit, matrix in enumerate(matrices):
+        if matrix is None:
+            continue
+        axis = m - 1 - bit  # C order: the last axis is bit 0
+        tensor = np.moveaxis(np.tensordot(tensor, matrix, axes=([axis], [0])), -1, axis)
+    return tensor.reshape(-1)
+
+
+def run_noisy_exact(
+    compiled: Sequence[QuantumCircuit], noise_model: Any, shots: int, seeds: Sequence[int]
+) -> list[Counts]:
+    """Sample the fake QPU's exact noisy outcome distribution of device-transpiled circuits.
+
+    The IQM fake noise models put quantum errors on ``r`` and ``cz`` and only classical readout
+    errors on ``measure``. So deferring the measurements (virtual, noise-free ancillas), evolving
+    the density matrix under the gate noise, then applying each clbit's readout confusion matrix
+    gives exactly the distribution the shot-by-shot noisy simulator samples from, in one pass.
+    """
+    from qiskit_aer import AerSimulator
+
+    from pipeline.backends.deferred import (
+        NotDeferrableError,
+        add_save_probabilities,
+        defer_measurements,
+    )
+    from pipeline.backends.simulators import _scatter_outcomes
+
+    readout = _readout_matrices(noise_model)
+    simulator = AerSimulator(method="density_matrix", noise_model=noise_model)
+    prepared: list[QuantumCircuit] = []
+    layouts: list[tuple[list[int], list[np.ndarray | None]]] = []
+    for circuit in compiled:
+        try:
+            flat, sources = defer_measurements(circuit)
+        except NotDeferrableError:
+            raise PipelineError(f"circuit {circuit.name!r} cannot run on the fake QPU") from None
+        written = [clbit for clbit, qubit in enumerate(sources) if qubit >= 0]
+        # Readout error belongs to the physical qubit that was measured into the clbit.
+        measured_on = _measured_physical_qubits(circuit)
+        add_save_probabilities(flat, [sources[c] for c in written])
+        prepared.append(flat)
+        layouts.append((written, [readout.get(measured_on.get(c, -1)) for c in written]))
+    result = simulator.run(prepared, shots=1).result()
+    out: list[Counts] = []
+    for index, (circuit, (written, matrices)) in enumerate(zip(compiled, layouts, strict=True)):
+        probabilities = np.asarray(result.data(index)["probabilities"], dtype=float)
+        probabilities = _apply_confusion(np.clip(probabilities, 0.0, None), matrices)
+        probabilities /= probabilities.sum()
+        sampled = np.random.default_rng(seeds[index]).multinomial(shots, probabilities)
+        histogram = np.zeros(1 << circuit.num_clbits, dtype=np.int64)
+        np.add.at(histogram, _scatter_outcomes(len(written), written), sampled)
+        out.append(Counts.from_samples(histogram, circuit.num_clbits))
+    return out
+
+
+def _measured_physical_qubits(circuit: QuantumCircuit) -> dict[int, int]:
+    """clbit index → the qubit last measured into it."""
+    mapping: dict[int, int] = {}
+    for inst in circuit.data:
+        if inst.operation.name == "measure":
+            mapping[circuit.find_bit(inst.clbits[0]).index] = circuit.find_bit(inst.qubits[0]).index
+    return mapping

@@ -1,0 +1,196 @@
+"""The circuits a run cuts: a hardware-efficient ansatz with a known number of cut gates, or
+a user's QPY / OpenQASM 3 file, plus the observables to estimate.
+
+The ansatz is built so that exactly ``cuts`` two-qubit gates cross the A|B boundary: every other
+entangler stays inside its half. Cutting those gates with qiskit-addon-cutting then yields
+6^K coefficient terms (six QPD terms per CNOT), the paper's 216 for K=3.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from qiskit import QuantumCircuit, qasm3, qpy
+from qiskit.quantum_info import Pauli, PauliList
+
+from pipeline.errors import PipelineError
+
+#: Largest circuit for which the exact statevector reference is computed.
+EXACT_REFERENCE_MAX_QUBITS = 24
+
+
+@dataclass(frozen=True)
+class CutTarget:
+    """A circuit, its partition labels (one letter per qubit) and named observables."""
+
+    circuit: QuantumCircuit
+    partition: str
+    observable_names: tuple[str, ...]
+    observables: PauliList  # one Pauli per entry of ``pauli_names``, qiskit order
+    pauli_names: tuple[str, ...]
+    #: each named observable is a sum of these Paulis (indices into ``observables``)
+    observable_terms: dict[str, tuple[int, ...]]
+
+
+def split_halves(num_qubits: int) -> tuple[int, int]:
+    """Sizes of halves A and B (A gets the smaller half when ``num_qubits`` is odd)."""
+    size_a = num_qubits // 2
+    return size_a, num_qubits - size_a
+
+
+def hardware_efficient_ansatz(num_qubits: int, cuts: int, seed: int) -> tuple[QuantumCircuit, str]:
+    """An HEA on ``num_qubits`` qubits in which exactly ``cuts`` CNOTs cross the A|B boundary.
+
+    Layers of seeded RY·RZ rotations alternate with CNOT ladders inside each half; the ``k``-th
+    crossing CNOT joins A-qubit ``a_k`` and B-qubit ``b_k`` (distinct pairs, so every cut gate
+    touches fresh boundary qubits). Returns the circuit and its partition labels.
+    """
+    if cuts < 1:
+        raise PipelineError(f"cuts must be at least 1, got {cuts}")
+    size_a, size_b = split_halves(num_qubits)
+    if size_a < cuts or size_b < cuts:
+        raise PipelineError(
+            f"{num_qubits} qubits are too few for {cuts} cuts: each half needs at least "
+            f"{cuts} qubits, so use --qubits {2 * cuts} or more"
+        )
+    rng = np.random.default_rng(seed)
+    circuit = QuantumCircuit(num_qubits, name=f"hea_{num_qubits}q_{cuts}cuts")
+    qubits_a = list(range(size_a))
+    qubits_b = list(range(size_a, num_qubits))
+
+    def rotations() -> None:
+        for qubit in range(num_qubits):
+            circuit.ry(float(rng.uniform(0, 2 * np.pi)), qubit)
+            circuit.rz(float(rng.uniform(0, 2 * np.pi)), qubit)
+
+    for layer in range(cuts):
+        rotations()
+        for half in (qubits_a, qubits_b):
+            for left, right in zip(half, half[1:], strict=False):
+                circuit.cx(left, right)
+        # Boundary pair for this layer: walk outwards from the middle.
+        circuit.cx(qubits_a[-1 - layer], qubits_b[layer])
+    rotations()
+    partition = "A" * size_a + "B" * size_b
+    return circuit, partition
+
+
+_INDEXED_TERM = re.compile(r"([XYZ])(\d+)")
+
+
+def parse_observable(name: str, num_qubits: int) -> list[Pauli]:
+    """Turn an observable name into the Paulis whose sum it is.
+
+    Accepted: a full Pauli label (``ZIIIIIIIIZ``, leftmost = highest qubit as in qiskit),
+    an indexed product (``Z0Z9``, ``X3Y4``), or ``sumZ`` / ``sumX`` (sum over all qubits).
+    """
+    spec = name.strip()
+    if spec in ("sumZ", "sumX", "sumY"):
+        letter = spec[-1]
+        return [
+            Pauli("".join(letter if q == i else "I" for q in reversed(range(num_qubits))))
+            for i in range(num_qubits)
+        ]
+    if len(spec) == num_qubits and set(spec) <= set("IXYZ"):
+        return [Pauli(spec)]
+    terms = _INDEXED_TERM.findall(spec)
+    if terms and "".join(f"{p}{q}" for p, q in terms) == spec:
+        letters = ["I"] * num_qubits
+        for letter, index_text in terms:
+            index = int(index_text)
+            if index >= num_qubits or letters[index] != "I":
+                raise PipelineError(
+                    f"observable {name!r}: qubit {index} is out of range or repeated "
+                    f"(circuit has {num_qubits} qubits)"
+                )
+            letters[index] = letter
+        return [Pauli("".join(reversed(letters)))]
+    raise PipelineError(
+        f"unknown observable {name!r}: use a Pauli label of length {num_qubits} "
+        "(e.g. ZIZ...), an indexed product like Z0Z9, or sumZ"
+    )
+
+
+def default_observables(num_qubits: int, partition: str) -> tuple[str, ...]:
+    """A few Pauli strings spanning the cut, plus the sum of Z (all Z-type: one measurement group)."""
+    boundary = partition.index("B")
+    return (
+        "Z" * num_qubits,
+        f"Z0Z{num_qubits - 1}",
+        f"Z{boundary - 1}Z{boundary}",
+        "sumZ",
+    )
+
+
+def build_target(
+    circuit: QuantumCircuit, partition: str, observable_names: Sequence[str]
+) -> CutTarget:
+    """Validate circuit + partition + observables and flatten the observables into Paulis."""
+    if len(partition) != circuit.num_qubits:
+        raise PipelineError(
+            f"partition {partition!r} has {len(partition)} labels but the circuit has "
+            f"{circuit.num_qubits} qubits"
+        )
+    if len(set(partition)) < 2:
+        raise PipelineError(f"partition {partition!r} must name at least two parts (e.g. AAABBB)")
+    if circuit.num_clbits or any(inst.operation.name == "measure" for inst in circuit.data):
+        circuit = circuit.remove_final_measurements(inplace=False)
+        if any(inst.operation.name == "measure" for inst in circuit.data):
+            raise PipelineError("the circuit has mid-circuit measurements; give it without them")
+    paulis: list[Pauli] = []
+    pauli_names: list[str] = []
+    terms: dict[str, tuple[int, ...]] = {}
+    for name in observable_names:
+        indices = []
+        for pauli in parse_observable(name, circuit.num_qubits):
+            label = pauli.to_label()
+            if label not in pauli_names:
+                pauli_names.append(label)
+                paulis.append(pauli)
+            indices.append(pauli_names.index(label))
+        terms[name] = tuple(indices)
+    return CutTarget(
+        circuit=circuit,
+        partition=partition,
+        observable_names=tuple(observable_names),
+        observables=PauliList(paulis),
+        pauli_names=tuple(pauli_names),
+        observable_terms=terms,
+    )
+
+
+def load_circuit_file(path: Path) -> QuantumCircuit:
+    """Read one circuit from a ``.qpy`` or OpenQASM 3 (``.qasm``) file, with a one-line error."""
+    try:
+        if path.suffix == ".qpy":
+            with path.open("rb") as handle:
+                circuits = qpy.load(handle)
+            if len(circuits) != 1:
+                raise PipelineError(f"{path}: expected one circuit, found {len(circuits)}")
+            loaded = circuits[0]
+            if not isinstance(loaded, QuantumCircuit):
+                raise PipelineError(f"{path}: not a QuantumCircuit")
+            return loaded
+        return qasm3.loads(path.read_text())
+    except PipelineError:
+        raise
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such circuit file") from None
+    except Exception as exc:
+        kind = "QPY" if path.suffix == ".qpy" else "OpenQASM 3"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{path}: not a valid {kind} circuit: {detail}") from None
+
+
+def exact_expectations(target: CutTarget) -> list[float] | None:
+    """Exact ⟨P⟩ for every Pauli of the target, or None when the circuit is too wide."""
+    if target.circuit.num_qubits > EXACT_REFERENCE_MAX_QUBITS:
+        return None
+    from qiskit.quantum_info import Statevector
+
+    state = Statevector(target.circuit)
+    return [float(np.real(state.expectation_value(p))) for p in target.observables]

@@ -1,0 +1,74 @@
+"""What one run is: the knobs of ``qubelet run`` as a plain, JSON-serialisable dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+BACKEND_CLASSES = ("cpu", "gpu", "qpu")
+
+
+@dataclass
+class RunConfig:
+    """Parameters of a cutting run. Defaults are the paper's experiment: N=10, K=3 (216 terms)."""
+
+    qubits: int = 10
+    cuts: int = 3
+    shots: int = 4096
+    seed: int = 7
+    policy: str = "size"
+    backends: tuple[str, ...] = BACKEND_CLASSES
+    run_dir: Path = field(default_factory=lambda: Path("runs/latest"))
+    observables: tuple[str, ...] | None = None
+    #: user circuit (QPY or OpenQASM 3) instead of the built-in ansatz, with its A/B partition
+    circuit_file: Path | None = None
+    partition: str | None = None
+    #: IQM fake backend class used as the embedded QPU when no real server is configured
+    qpu_backend: str = "fake:IQMFakeApollo"
+    policy_model: Path | None = None
+    #: upper bound on subexperiments per submitted job (per-job overhead amortised over these)
+    batch_size: int = 64
+    max_attempts: int = 3
+    cpu_workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.backends = tuple(self.backends)
+        if self.observables is not None:
+            self.observables = tuple(self.observables)
+        for name in self.backends:
+            if name not in BACKEND_CLASSES:
+                raise PipelineError(
+                    f"unknown backend {name!r}: choose from {', '.join(BACKEND_CLASSES)}"
+                )
+        if not self.backends:
+            raise PipelineError("no backends given: choose from cpu, gpu, qpu")
+        if self.shots < 1:
+            raise PipelineError(f"shots must be at least 1, got {self.shots}")
+        if self.batch_size < 1:
+            raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("run_dir", "circuit_file", "policy_model"):
+            if data[key] is not None:
+                data[key] = str(data[key])
+        data["backends"] = list(self.backends)
+        data["observables"] = list(self.observables) if self.observables is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("run_dir", "circuit_file", "policy_model"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
+        if kwargs.get("backends") is not None:
+            kwargs["backends"] = tuple(kwargs["backends"])
+        if kwargs.get("observables") is not None:
+            kwargs["observables"] = tuple(kwargs["observables"])
+        return cls(**kwargs)

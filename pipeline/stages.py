@@ -1,0 +1,320 @@
+"""The three stages of a run — generate, execute a batch, reconstruct — as plain functions.
+
+The local executor calls them in-process; ``qubelet task generate|execute|reconstruct`` calls
+them in the containers of the Argo workflow. Both read and write the same run directory
+(:mod:`pipeline.store`), which is what makes a cluster run and a laptop run interchangeable and
+every run resumable: a stage only ever adds files, and skips work whose result already exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends.base import Backend
+from pipeline.backends.factory import available_backends, make_backend
+from pipeline.circuits import (
+    CutTarget,
+    build_target,
+    default_observables,
+    exact_expectations,
+    hardware_efficient_ansatz,
+    load_circuit_file,
+)
+from pipeline.config import RunConfig
+from pipeline.cutting import CutResult, cut_and_store
+from pipeline.errors import PipelineError
+from pipeline.planning import Batch, Plan, batch_decisions
+from pipeline.reconstruct import reconstruct as reconstruct_values
+from pipeline.store import ArtifactStore, read_json, write_json
+from policy.interface import BackendState, CircuitFeatures, TelemetryRow
+from policy.registry import make_policy
+
+MANIFEST_VERSION = 1
+#: config fields that define *what* is computed; a run directory may be resumed only with equal ones
+IDENTITY_FIELDS = ("qubits", "cuts", "shots", "seed", "observables", "circuit_file", "partition")
+
+
+def subexperiment_seed(run_seed: int, key: str) -> int:
+    """Per-subexperiment sampling seed: independent of batch composition and backend order."""
+    digest = hashlib.sha256(f"{run_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def build_cut_target(config: RunConfig) -> CutTarget:
+    """The circuit and observables a config describes (built-in ansatz or the user's file)."""
+    if config.circuit_file is not None:
+        circuit = load_circuit_file(Path(config.circuit_file))
+        if not config.partition:
+            raise PipelineError(f"{config.circuit_file}: a user circuit needs --partition (e.g. AAABBB)")
+        partition = config.partition
+    else:
+        circuit, partition = hardware_efficient_ansatz(config.qubits, config.cuts, config.seed)
+    names = config.observables or default_observables(circuit.num_qubits, partition)
+    return build_target(circuit, partition, names)
+
+
+@dataclass
+class Manifest:
+    """``manifest.json``: what was cut, and everything reconstruction needs besides the counts."""
+
+    run_id: str
+    config: RunConfig
+    cut: CutResult
+    observable_names: list[str]
+    pauli_names: list[str]
+    observable_terms: dict[str, list[int]]
+    exact: list[float] | None
+    features: dict[str, CircuitFeatures] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "run_id": self.run_id,
+            "config": self.config.to_json(),
+            "cut": self.cut.to_json(),
+            "observables": {
+                "names": self.observable_names,
+                "paulis": self.pauli_names,
+                "terms": self.observable_terms,
+            },
+            "exact": self.exact,
+            "features": {k: f.__dict__ for k, f in self.features.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: Path) -> Manifest:
+        if data.get("version") != MANIFEST_VERSION:
+            raise PipelineError(f"{source}: manifest version {data.get('version')!r} is not supported")
+        try:
+            obs = data["observables"]
+            return cls(
+                run_id=data["run_id"],
+                config=RunConfig.from_json(data["config"]),
+                cut=CutResult.from_json(data["cut"]),
+                observable_names=list(obs["names"]),
+                pauli_names=list(obs["paulis"]),
+                observable_terms={k: list(v) for k, v in obs["terms"].items()},
+                exact=data.get("exact"),
+                features={k: CircuitFeatures(**v) for k, v in data.get("features", {}).items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise PipelineError(f"{source}: malformed manifest ({exc})") from None
+
+
+def load_manifest(run_dir: Path) -> Manifest:
+    store = ArtifactStore(run_dir)
+    return Manifest.from_json(read_json(store.manifest_path), store.manifest_path)
+
+
+def load_config(run_dir: Path) -> RunConfig:
+    return load_manifest(run_dir).config
+
+
+def load_plan(run_dir: Path) -> Plan:
+    store = ArtifactStore(run_dir)
+    return Plan.from_json(read_json(store.plan_path))
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    data = config.to_json()
+    return {key: data[key] for key in IDENTITY_FIELDS}
+
+
+def prepare(config: RunConfig) -> Manifest:
+    """Cut the circuit into the run directory, or reuse the cut already there (resume)."""
+    store = ArtifactStore(config.run_dir)
+    if store.manifest_path.exists():
+        manifest = load_manifest(config.run_dir)
+        if _identity(manifest.config) != _identity(config):
+            differing = [
+                k for k in IDENTITY_FIELDS if _identity(manifest.config)[k] != _identity(config)[k]
+            ]
+            raise PipelineError(
+                f"{config.run_dir} holds a different run ({', '.join(differing)} differ); "
+                "use another --run-dir"
+            )
+        manifest.config = config
+        return manifest
+    target = build_cut_target(config)
+    cut, features = cut_and_store(target, store)
+    features = {k: CircuitFeatures(**{**f.__dict__, "shots": config.shots}) for k, f in features.items()}
+    manifest = Manifest(
+        run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        config=config,
+        cut=cut,
+        observable_names=list(target.observable_names),
+        pauli_names=list(target.pauli_names),
+        observable_terms={k: list(v) for k, v in target.observable_terms.items()},
+        exact=exact_expectations(target),
+        features=features,
+    )
+    write_json(store.manifest_path, manifest.to_json())
+    return manifest
+
+
+def plan_pending(
+    manifest: Manifest, backend_states: Sequence[BackendState], unavailable: dict[str, str] | None = None
+) -> Plan:
+    """Ask the policy where every subexperiment without a result runs; batch the answer."""
+    config = manifest.config
+    store = ArtifactStore(config.run_dir)
+    pending = store.missing_results(manifest.cut.unique_keys())
+    if not backend_states:
+        raise PipelineError("no usable backend: " + "; ".join((unavailable or {}).values()))
+    policy = make_policy(config.policy, seed=config.seed, model_path=config.policy_model)
+    decisions = policy.select([manifest.features[k] for k in pending], backend_states) if pending else []
+    workers = {state.name: state.workers for state in backend_states}
+    plan = Plan(
+        run_id=manifest.run_id,
+        policy=config.policy,
+        batches=batch_decisions(decisions, config.batch_size, workers),
+        decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
+        unavailable=dict(unavailable or {}),
+    )
+    write_json(store.plan_path, plan.to_json())
+    return plan
+
+
+def generate(config: RunConfig) -> Plan:
+    """Stage 1: cut (or reuse the cut), then plan the pending subexperiments."""
+    manifest = prepare(config)
+    backends, unavailable = available_backends(
+        config.backends, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers
+    )
+    return plan_pending(manifest, [b.state() for b in backends], unavailable)
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: str
+    backend: str
+    started: float
+    finished: float
+    executed: list[str]
+    skipped: list[str]
+
+
+def execute_batch(
+    run_dir: Path,
+    batch_id: str | Batch,
+    backend: Backend | None = None,
+    *,
+    queued_at: float | None = None,
+    attempt: int = 1,
+    manifest: Manifest | None = None,
+) -> BatchOutcome:
+    """Stage 2: run one batch on its backend and store each result; done keys are skipped."""
+    manifest = manifest or load_manifest(run_dir)
+    config = manifest.config
+    batch = batch_id if isinstance(batch_id, Batch) else load_plan(run_dir).batch(batch_id)
+    store = ArtifactStore(run_dir)
+    todo = store.missing_results(batch.keys)
+    skipped = [k for k in batch.keys if k not in todo]
+    if backend is None:
+        backend = make_backend(batch.kind, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers)
+    started = time.time()
+    if not todo:
+        return BatchOutcome(batch.id, backend.name, started, started, [], skipped)
+    circuits = [store.get_circuit(k) for k in todo]
+    seeds = [subexperiment_seed(config.seed, k) for k in todo]
+    counts = backend.run_batch(circuits, config.shots, seeds)
+    finished = time.time()
+    share = (finished - started) / len(todo)
+    state = backend.state()
+    rows: list[TelemetryRow] = []
+    for key, result in zip(todo, counts, strict=True):
+        store.put_result(
+            key, result, backend=backend.name, kind=backend.kind, batch=batch.id,
+            started=started, finished=finished, seconds=share,
+        )
+        feature = manifest.features[key]
+        rows.append(
+            TelemetryRow(
+                ts=started, run_id=manifest.run_id, task_id=f"{batch.id}/{key[:12]}", key=key,
+                partition=feature.partition, backend=backend.name, backend_kind=backend.kind,
+                model=state.model, num_qubits=feature.num_qubits, depth=feature.depth,
+                num_2q_gates=feature.num_2q_gates, num_clbits=feature.num_clbits, shots=config.shots,
+                batch_size=len(todo),
+                queue_wait_seconds=max(0.0, started - queued_at) if queued_at else 0.0,
+                run_seconds=share, success=True, error=None, attempt=attempt,
+                fidelity_2q=state.fidelity_2q, readout_fidelity=state.readout_fidelity,
+            )
+        )
+    store.append_telemetry([dict(r) for r in rows])
+    return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped)
+
+
+def backend_usage(run_dir: Path, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per backend class: tasks run and seconds spent (from the stored results)."""
+    store = ArtifactStore(run_dir)
+    usage: dict[str, dict[str, float]] = defaultdict(lambda: {"tasks": 0, "seconds": 0.0})
+    for key in keys:
+        info = store.get_result_info(key)
+        entry = usage[info.get("kind", "unknown")]
+        entry["tasks"] += 1
+        entry["seconds"] += float(info.get("seconds", 0.0))
+    return {k: {"tasks": int(v["tasks"]), "seconds": round(v["seconds"], 6)} for k, v in sorted(usage.items())}
+
+
+def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, Any]:
+    """Stage 3: recombine all results into expectation values; write and return summary.json."""
+    manifest = load_manifest(run_dir)
+    store = ArtifactStore(run_dir)
+    keys = manifest.cut.unique_keys()
+    missing = store.missing_results(keys)
+    if missing:
+        raise PipelineError(
+            f"{run_dir}: {len(missing)} of {len(keys)} subexperiments have no result yet "
+            "(run the execute steps first)"
+        )
+    recon = reconstruct_values(manifest.cut, store.get_result)
+    observables = []
+    for name in manifest.observable_names:
+        terms = manifest.observable_terms[name]
+        value = recon.value_of(terms)
+        exact = sum(manifest.exact[p] for p in terms) if manifest.exact is not None else None
+        observables.append(
+            {
+                "name": name,
+                "value": value,
+                "stderr": recon.stderr_of(terms),
+                "exact": exact,
+                "error": (value - exact) if exact is not None else None,
+            }
+        )
+    if wall_seconds is None:
+        infos = [store.get_result_info(k) for k in keys]
+        wall_seconds = max(i["finished"] for i in infos) - min(i["started"] for i in infos)
+    config = manifest.config
+    summary = {
+        "run_id": manifest.run_id,
+        "qubits": len(build_partition(manifest)),
+        "cuts": config.cuts,
+        "shots": config.shots,
+        "seed": config.seed,
+        "policy": config.policy,
+        "subexperiments": manifest.cut.counts_per_partition(),
+        "distinct_subexperiments": manifest.cut.distinct_per_partition(),
+        "coefficient_terms": len(manifest.cut.coefficients),
+        "observables": observables,
+        "backends": backend_usage(run_dir, keys),
+        "wall_seconds": round(float(wall_seconds), 4),
+    }
+    write_json(store.summary_path, summary)
+    return summary
+
+
+def build_partition(manifest: Manifest) -> str:
+    """The partition string of the run (from the config, or the built-in ansatz)."""
+    config = manifest.config
+    if config.partition:
+        return config.partition
+    size_a = config.qubits // 2
+    return "A" * size_a + "B" * (config.qubits - size_a)

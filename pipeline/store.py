@@ -1,0 +1,147 @@
+"""Content-addressed run artifacts: subexperiments as QPY, results and manifests as JSON.
+
+A run directory is the single source of truth for a run, on a laptop or on the shared PVC of
+an Argo workflow::
+
+    manifest.json              what was cut: partitions, ordered keys, coefficients, observables
+    plan.json                  where each subexperiment runs (batches per backend)
+    subexperiments/<key>.qpy   one circuit, key = sha256 of its canonical QPY bytes
+    results/<key>.json         sampled counts, backend, timing (written atomically)
+    telemetry.jsonl            one row per executed task, for ``qubelet policy fit``
+    summary.json, timeline.png
+
+Identical subexperiments share a key, so they are stored, run and resumed once. Nothing here is
+pickled: QPY is qiskit's versioned circuit format, the rest is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from qiskit import QuantumCircuit, qpy
+
+from pipeline.backends.base import Counts
+from pipeline.errors import PipelineError
+
+
+def canonical_qpy(circuit: QuantumCircuit) -> bytes:
+    """QPY bytes of ``circuit`` with its name and metadata blanked, so equal circuits hash equal."""
+    clean = circuit.copy()
+    clean.name = "subexperiment"
+    clean.metadata = {}
+    buffer = io.BytesIO()
+    qpy.dump(clean, buffer)
+    return buffer.getvalue()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file + rename, so a killed writer never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing (was the run generated?)") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path}: corrupt JSON at line {exc.lineno}: {exc.msg}") from None
+
+
+class ArtifactStore:
+    """Reads and writes one run directory; safe for concurrent writers of different keys."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = Path(run_dir)
+        self._telemetry_lock = threading.Lock()
+
+    # layout
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def telemetry_path(self) -> Path:
+        return self.root / "telemetry.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    def circuit_path(self, key: str) -> Path:
+        return self.root / "subexperiments" / f"{key}.qpy"
+
+    def result_path(self, key: str) -> Path:
+        return self.root / "results" / f"{key}.json"
+
+    # circuits
+    def put_circuit(self, circuit: QuantumCircuit) -> str:
+        data = canonical_qpy(circuit)
+        key = hashlib.sha256(data).hexdigest()
+        path = self.circuit_path(key)
+        if not path.exists():
+            atomic_write(path, data)
+        return key
+
+    def get_circuit(self, key: str) -> QuantumCircuit:
+        path = self.circuit_path(key)
+        try:
+            with path.open("rb") as handle:
+                circuits = qpy.load(handle)
+        except FileNotFoundError:
+            raise PipelineError(f"{path}: subexperiment missing from the run directory") from None
+        except Exception as exc:
+            raise PipelineError(f"{path}: not a valid QPY file ({type(exc).__name__})") from None
+        circuit = circuits[0]
+        if not isinstance(circuit, QuantumCircuit):
+            raise PipelineError(f"{path}: not a circuit")
+        return circuit
+
+    # results
+    def has_result(self, key: str) -> bool:
+        return self.result_path(key).exists()
+
+    def put_result(self, key: str, counts: Counts, **info: Any) -> None:
+        write_json(self.result_path(key), {"key": key, **info, **counts.to_json()})
+
+    def get_result(self, key: str) -> Counts:
+        return Counts.from_json(read_json(self.result_path(key)))
+
+    def get_result_info(self, key: str) -> dict[str, Any]:
+        data = read_json(self.result_path(key))
+        return {k: v for k, v in data.items() if k not in ("outcomes", "counts")}
+
+    def missing_results(self, keys: Iterable[str]) -> list[str]:
+        return [key for key in keys if not self.has_result(key)]
+
+    # telemetry
+    def append_telemetry(self, rows: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+        with self._telemetry_lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with self.telemetry_path.open("a") as handle:
+                handle.write(lines)
