@@ -103,6 +103,10 @@ class TelemetryRow(TypedDict, total=False):
     attempt: int
     fidelity_2q: float | None
     readout_fidelity: float | None
+    #: optional (added by the policy owner): the subexperiment's measured error against an exact or
+    #: high-shot reference, when the writer knows it (the simulator always does); corrects the
+    #: analytic error prior of ``policy.models.ErrorModel``.
+    observed_error: float | None
 
 
 class NoUsableBackendError(ValueError):

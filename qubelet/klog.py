@@ -79,9 +79,14 @@ def get_logger(name: str) -> StructuredLogger:
 
 
 def setup(verbosity: int = 0, stream: Any = None) -> None:
-    """Install the klog formatter on the root logger (``-v`` raises it to DEBUG)."""
+    """Install the klog formatter: qubelet components log at INFO (``-v``: DEBUG), libraries at WARNING.
+
+    Component loggers must be named ``qubelet.<component>`` to be shown at INFO.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(KlogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    # Libraries (qiskit logs every transpiler pass at INFO) stay at WARNING unless -vv.
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    logging.getLogger("qubelet").setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)

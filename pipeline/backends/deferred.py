@@ -12,8 +12,10 @@ shots one by one. The cost is one ancilla per mid-circuit measurement (K for K c
 from __future__ import annotations
 
 from qiskit import QuantumCircuit, QuantumRegister
+from qiskit.circuit import CircuitInstruction
+from qiskit.circuit.library import CXGate
 
-SUPPORTED_NON_UNITARY = {"measure", "barrier"}
+_NOT_DEFERRABLE = {"reset", "if_else", "while_loop", "for_loop", "switch_case", "delay_measure"}
 
 
 class NotDeferrableError(ValueError):
@@ -26,51 +28,48 @@ def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[in
     Clbits that are never written map to -1 (they read as 0).
     """
     data = list(circuit.data)
+    qubit_index = {bit: i for i, bit in enumerate(circuit.qubits)}
+    clbit_index = {bit: i for i, bit in enumerate(circuit.clbits)}
     last_use: dict[int, int] = {}
-    for position, inst in enumerate(data):
-        if inst.operation.name == "barrier":
-            continue
-        if getattr(inst.operation, "condition", None) is not None or inst.operation.name in (
-            "reset",
-            "if_else",
-            "while_loop",
-            "for_loop",
-            "switch_case",
-        ):
-            raise NotDeferrableError(f"operation {inst.operation.name!r} cannot be deferred")
-        for qubit in inst.qubits:
-            last_use[circuit.find_bit(qubit).index] = position
-    mid_measurements = sum(
-        1
-        for position, inst in enumerate(data)
-        if inst.operation.name == "measure" and last_use[circuit.find_bit(inst.qubits[0]).index] != position
-    )
-    ancillas = QuantumRegister(mid_measurements, "deferred") if mid_measurements else None
-    out = QuantumCircuit(*circuit.qregs, name=circuit.name)
-    if ancillas is not None:
-        out.add_register(ancillas)
-    clbit_source = [-1] * circuit.num_clbits
-    next_ancilla = 0
     for position, inst in enumerate(data):
         name = inst.operation.name
         if name == "barrier":
             continue
-        qubit_indices = [circuit.find_bit(q).index for q in inst.qubits]
+        if getattr(inst.operation, "condition", None) is not None or name in _NOT_DEFERRABLE:
+            raise NotDeferrableError(f"operation {name!r} cannot be deferred")
+        for qubit in inst.qubits:
+            last_use[qubit_index[qubit]] = position
+    mid_measurements = sum(
+        1
+        for position, inst in enumerate(data)
+        if inst.operation.name == "measure" and last_use[qubit_index[inst.qubits[0]]] != position
+    )
+    out = circuit.copy_empty_like()  # same qubits (and registers); clbits stay unused
+    if mid_measurements:
+        out.add_register(QuantumRegister(mid_measurements, "deferred"))
+    ancilla_indices = range(circuit.num_qubits, circuit.num_qubits + mid_measurements)
+    clbit_source = [-1] * circuit.num_clbits
+    next_ancilla = 0
+    cx = CXGate()
+    for position, inst in enumerate(data):
+        name = inst.operation.name
+        if name == "barrier":
+            continue
         if name == "measure":
-            source = qubit_indices[0]
-            clbit = circuit.find_bit(inst.clbits[0]).index
+            source = qubit_index[inst.qubits[0]]
+            clbit = clbit_index[inst.clbits[0]]
             if last_use[source] == position:
                 clbit_source[clbit] = source
             else:
-                assert ancillas is not None
-                target = ancillas[next_ancilla]
+                target = ancilla_indices[next_ancilla]
                 next_ancilla += 1
-                out.cx(source, target)
-                clbit_source[clbit] = out.find_bit(target).index
+                out._append(CircuitInstruction(cx, (out.qubits[source], out.qubits[target]), ()))
+                clbit_source[clbit] = target
             continue
         if inst.clbits:
             raise NotDeferrableError(f"operation {name!r} writes classical bits")
-        out.append(inst.operation, [out.qubits[i] for i in qubit_indices])
+        # Same qubit objects: the output keeps the input's registers, ancillas come after.
+        out._append(CircuitInstruction(inst.operation, inst.qubits, ()))
     return out, clbit_source
 
 

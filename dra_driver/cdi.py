@@ -1,0 +1,145 @@
+"""CDI spec files: how a prepared claim's QPU reaches the container.
+
+One transient spec per claim, ``<cdi-dir>/qpu.quantum.example.com-<claim uid>.json``, with one
+CDI device per allocated device named ``<claim uid>-<device>`` (the naming dra-example-driver
+uses, so two claims on the same QPU replica never collide). Its container edits carry the
+QPU's environment (``qpu_env``) and, when the QPU has a tokens file, a read-only bind mount of it
+at ``TOKENS_MOUNT_PATH``. The container runtime reads these files; a torn file would fail the
+pod's start, so they are written atomically (tmp + fsync + rename).
+
+The runtime bind-mounts a *host* path. When the plugin runs in a pod the token file usually
+comes from a Secret mounted into the plugin's container, which the runtime cannot see; with
+``tokens_dir`` set (a hostPath such as the plugin's data directory) the token is staged there
+(copied when it changed, mode 0644 inside a 0700 directory) and that copy is mounted instead.
+The token's content is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dra_driver.constants import CDI_KIND, CDI_VERSION, DRIVER_NAME
+from dra_driver.devices import QPUDevice
+from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH, qpu_env
+
+
+def spec_path(cdi_dir: str | Path, claim_uid: str) -> Path:
+    """Where the spec of one claim lives."""
+    return Path(cdi_dir) / f"{DRIVER_NAME}-{claim_uid}.json"
+
+
+def cdi_device_name(claim_uid: str, device: str) -> str:
+    """The CDI device name of one allocated device within a claim."""
+    return f"{claim_uid}-{device}"
+
+
+def cdi_device_id(claim_uid: str, device: str) -> str:
+    """Fully qualified CDI device id ``<vendor>/<class>=<name>`` returned to kubelet."""
+    return f"{CDI_KIND}={cdi_device_name(claim_uid, device)}"
+
+
+def container_edits(device: QPUDevice, host_tokens_path: str | None = None) -> dict[str, Any]:
+    """Env and mounts that give a container one QPU (token mounted from ``host_tokens_path``)."""
+    env = qpu_env(device.qpu)
+    edits: dict[str, Any] = {"env": [f"{k}={v}" for k, v in sorted(env.items())]}
+    if device.qpu.tokens_file:
+        edits["mounts"] = [
+            {
+                "hostPath": host_tokens_path or device.qpu.tokens_file,
+                "containerPath": TOKENS_MOUNT_PATH,
+                "options": ["ro", "nosuid", "nodev", "bind"],
+            }
+        ]
+    return edits
+
+
+def build_spec(
+    claim_uid: str, devices: list[QPUDevice], host_tokens: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The CDI spec document for one claim; ``host_tokens`` maps QPU name → staged token path."""
+    host_tokens = host_tokens or {}
+    return {
+        "cdiVersion": CDI_VERSION,
+        "kind": CDI_KIND,
+        "devices": [
+            {
+                "name": cdi_device_name(claim_uid, d.name),
+                "containerEdits": container_edits(d, host_tokens.get(d.qpu.name)),
+            }
+            for d in devices
+        ],
+    }
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    """Write JSON so readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class CDIWriter:
+    """Writes and removes the per-claim CDI specs in one directory."""
+
+    def __init__(self, cdi_dir: str | Path, tokens_dir: str | Path | None = None) -> None:
+        self.cdi_dir = Path(cdi_dir)
+        self.tokens_dir = Path(tokens_dir) if tokens_dir else None
+
+    def stage_token(self, device: QPUDevice) -> str | None:
+        """Copy the QPU's token file into ``tokens_dir`` when it changed; returns the host path."""
+        source = device.qpu.tokens_file
+        if not source or self.tokens_dir is None:
+            return None
+        data = Path(source).read_bytes()  # OSError → per-claim error (missing/unreadable Secret)
+        target = self.tokens_dir / f"{device.qpu.name}.json"
+        try:
+            current = target.read_bytes()
+        except FileNotFoundError:
+            current = None
+        if current != data:
+            self.tokens_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.tokens_dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return str(target)
+
+    def write_claim(self, claim_uid: str, devices: list[QPUDevice]) -> list[str]:
+        """Write the claim's spec; returns the CDI device ids, in the order of ``devices``."""
+        staged = {d.qpu.name: p for d in devices if (p := self.stage_token(d)) is not None}
+        atomic_write_json(spec_path(self.cdi_dir, claim_uid), build_spec(claim_uid, devices, staged))
+        return [cdi_device_id(claim_uid, d.name) for d in devices]
+
+    def remove_claim(self, claim_uid: str) -> bool:
+        """Delete the claim's spec; False when there was none (idempotent unprepare)."""
+        path = spec_path(self.cdi_dir, claim_uid)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

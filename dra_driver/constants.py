@@ -1,0 +1,44 @@
+"""Names the driver shares with kubelet, the scheduler and the manifests (fixed in DESIGN.md)."""
+
+from __future__ import annotations
+
+#: DRA driver name: DeviceClass name, ResourceSlice ``spec.driver``, attribute domain, CDI vendor.
+DRIVER_NAME = "qpu.quantum.example.com"
+#: CDI class; CDI kind is ``<vendor>/<class>``.
+CDI_CLASS = "qpu"
+CDI_KIND = f"{DRIVER_NAME}/{CDI_CLASS}"
+#: CDI spec version written (the version the upstream kubeletplugin helper writes for its specs).
+CDI_VERSION = "0.5.0"
+#: Extended resource the DeviceClass maps (the device plugin's resource name).
+EXTENDED_RESOURCE_NAME = "quantum.example.com/qpu"
+
+#: Service names as kubelet 1.34 expects them in PluginInfo.supported_versions
+#: (k8s.io/kubelet/pkg/apis/dra/v1.DRAPluginService, v1beta1.DRAPluginService, and the
+#: v1alpha1.DRAResourceHealth service name, listed the way kubeletplugin.Start lists them).
+DRA_V1_SERVICE = "v1.DRAPlugin"
+DRA_V1BETA1_SERVICE = "v1beta1.DRAPlugin"
+DRA_HEALTH_SERVICE = "v1alpha1.DRAResourceHealth"
+SUPPORTED_VERSIONS: tuple[str, ...] = (DRA_V1_SERVICE, DRA_V1BETA1_SERVICE, DRA_HEALTH_SERVICE)
+
+#: PluginInfo.type for DRA drivers (k8s.io/kubelet/pkg/apis/pluginregistration/v1.DRAPlugin).
+PLUGIN_TYPE = "DRAPlugin"
+#: File names as kubeletplugin.Start derives them (no rolling-update UID).
+REGISTRATION_SOCKET = f"{DRIVER_NAME}-reg.sock"
+DRA_SOCKET = "dra.sock"
+CHECKPOINT_FILE = "checkpoint.json"
+
+DEFAULT_PLUGINS_DIR = "/var/lib/kubelet/plugins"
+DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
+DEFAULT_CDI_DIR = "/var/run/cdi"
+
+#: Label on every slice we publish; its value says which publisher owns it, so the node plugin
+#: and the controller never delete each other's slices.
+PUBLISHER_LABEL = "qpu.quantum.example.com/publisher"
+CONTROLLER_PUBLISHER = "controller"
+
+#: Taint key used when unhealthy devices are kept in the slice with a DeviceTaint.
+UNHEALTHY_TAINT_KEY = "qpu.quantum.example.com/unhealthy"
+
+#: Lease for the controller's leader election.
+LEASE_NAMESPACE = "qubelet-system"
+LEASE_NAME = "qpu-quantum-example-com-controller"

@@ -1,0 +1,198 @@
+"""The cluster-wide controller: publishes the network-attached pools of cloud QPUs, once.
+
+A cloud QPU is reachable from every node, so its devices must appear in exactly one pool for
+the whole cluster (``allNodes`` or the QPU's ``nodeSelector``), never once per node. Several
+controller replicas may run; only the holder of a coordination.k8s.io/v1 Lease reconciles, the
+others stand by and take over when the lease expires (client-go's leaderelection rules:
+acquire when absent or expired, renew while held, optimistic concurrency via resourceVersion).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+
+from kubernetes import client as k8s
+
+from dra_driver.client import ResourceAPI, is_status
+from dra_driver.constants import (
+    CONTROLLER_PUBLISHER,
+    DRIVER_NAME,
+    LEASE_NAME,
+    LEASE_NAMESPACE,
+    PUBLISHER_LABEL,
+)
+from dra_driver.devices import cloud_devices
+from dra_driver.health import HealthBroadcaster
+from dra_driver.metrics import DRAMetrics
+from dra_driver.reconcile import ReconcileResult, SliceReconciler
+from dra_driver.slices import UnhealthyMode, cloud_slices
+from qpu_device_plugin.config import Config, QPUConfig
+from qpu_device_plugin.health import HealthMonitor, ProbeResult, probe_once
+from qubelet import klog
+
+log = klog.get_logger("qubelet.dra.controller")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LeaderElector:
+    """Lease-based leader election (one attempt per call; the caller loops)."""
+
+    def __init__(
+        self,
+        api: ResourceAPI,
+        identity: str,
+        namespace: str = LEASE_NAMESPACE,
+        name: str = LEASE_NAME,
+        lease_duration_seconds: int = 15,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.api = api
+        self.identity = identity
+        self.namespace = namespace
+        self.name = name
+        self.lease_duration_seconds = lease_duration_seconds
+        self.now = now
+        self.is_leader = False
+
+    def _spec(self, transitions: int, acquire: dt.datetime) -> k8s.V1LeaseSpec:
+        return k8s.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=self.lease_duration_seconds,
+            acquire_time=acquire,
+            renew_time=self.now(),
+            lease_transitions=transitions,
+        )
+
+    def try_acquire_or_renew(self) -> bool:
+        """True when this identity holds the lease after the call."""
+        try:
+            self.is_leader = self._attempt()
+        except Exception as exc:
+            log.error("leader election attempt failed", err=str(exc), identity=self.identity)
+            self.is_leader = False
+        return self.is_leader
+
+    def _attempt(self) -> bool:
+        now = self.now()
+        try:
+            lease = self.api.read_lease(self.namespace, self.name)
+        except Exception as exc:
+            if not is_status(exc, 404):
+                raise
+            body = k8s.V1Lease(
+                metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=self._spec(0, now),
+            )
+            try:
+                self.api.create_lease(self.namespace, body)
+            except Exception as create_exc:
+                if is_status(create_exc, 409):
+                    return False  # someone else created it first
+                raise
+            log.info("acquired leader lease", identity=self.identity, lease=f"{self.namespace}/{self.name}")
+            return True
+        spec = lease.spec or k8s.V1LeaseSpec()
+        holder = spec.holder_identity
+        renewed = spec.renew_time or spec.acquire_time
+        duration = spec.lease_duration_seconds or self.lease_duration_seconds
+        expired = renewed is None or renewed + dt.timedelta(seconds=duration) < now
+        if holder and holder != self.identity and not expired:
+            return False
+        mine = holder == self.identity
+        transitions = int(spec.lease_transitions or 0) + (0 if mine else 1)
+        lease.spec = self._spec(transitions, spec.acquire_time if mine and spec.acquire_time else now)
+        try:
+            self.api.replace_lease(self.namespace, self.name, lease)
+        except Exception as exc:
+            if is_status(exc, 409):
+                return False  # lost the race for an expired lease
+            raise
+        if not mine:
+            log.info("took over leader lease", identity=self.identity, previous=holder or "")
+        return True
+
+
+class CloudController:
+    """Publishes cloud-QPU pools while it is the leader."""
+
+    def __init__(
+        self,
+        config: Config,
+        api: ResourceAPI,
+        identity: str,
+        *,
+        unhealthy_mode: UnhealthyMode = "remove",
+        lease_duration_seconds: int = 15,
+        metrics: DRAMetrics | None = None,
+        probe: Callable[[QPUConfig], ProbeResult] = probe_once,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.config = config
+        self.qpus = [q for q in config.qpus if q.location != "onprem"]
+        self.api = api
+        self.unhealthy_mode = unhealthy_mode
+        self.metrics = metrics or DRAMetrics()
+        self.elector = LeaderElector(api, identity, lease_duration_seconds=lease_duration_seconds, now=now)
+        self.broadcaster = HealthBroadcaster(cloud_devices(self.qpus))
+        self.monitor = HealthMonitor(self.qpus, on_change=self.broadcaster.set, probe=probe)
+        self.reconciler = SliceReconciler(
+            api,
+            label_selector=f"{PUBLISHER_LABEL}={CONTROLLER_PUBLISHER}",
+            field_selector=f"spec.driver={DRIVER_NAME}",
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.broadcaster.add_listener(self._wake.set)
+        self._thread: threading.Thread | None = None
+
+    def probe_now(self) -> None:
+        """Probe every cloud QPU once (start-up, tests)."""
+        for name, healthy in self.monitor.check_now().items():
+            self.broadcaster.set(name, healthy)
+
+    def run_once(self) -> ReconcileResult | None:
+        """Renew/acquire the lease; when leader, reconcile the cloud pools. None when not leader."""
+        leader = self.elector.try_acquire_or_renew()
+        self.metrics.is_leader.set(1 if leader else 0)
+        if not leader:
+            return None
+        health = self.broadcaster.snapshot()
+        desired = cloud_slices(self.qpus, health, self.unhealthy_mode)
+        result = self.reconciler.reconcile(desired)
+        self.metrics.slices_published.set(len(desired))
+        devices = cloud_devices(self.qpus)
+        healthy = sum(1 for d in devices if health.get(d.qpu.name))
+        self.metrics.devices.labels(health="healthy").set(healthy)
+        self.metrics.devices.labels(health="unhealthy").set(len(devices) - healthy)
+        self.metrics.reconciles.labels(result="changed" if result.changed else "unchanged").inc()
+        return result
+
+    def start(self) -> None:
+        """Probe, then loop: every lease_duration/3 (renew period) or on a health change."""
+        self.probe_now()
+        self.monitor.start()
+        self._thread = threading.Thread(target=self._run, name="dra-controller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = max(1.0, self.elector.lease_duration_seconds / 3)
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception as exc:
+                self.metrics.reconciles.labels(result="error").inc()
+                log.error("cloud slice reconcile failed; will retry", err=str(exc))
+            self._wake.wait(period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.monitor.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

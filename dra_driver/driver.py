@@ -1,0 +1,188 @@
+"""The driver's node-side logic: prepare and unprepare ResourceClaims (no gRPC here).
+
+``NodePrepareResources`` for one claim: answer from the checkpoint when it is already prepared
+(idempotent, no API call); otherwise read the ResourceClaim, check its uid (a claim deleted and
+re-created under the same name is another claim), take the allocation results of this driver,
+map them to inventory devices by (pool, device), write the CDI spec and persist. Every failure
+is a per-claim error string; one bad claim never fails the whole call or the server.
+``NodeUnprepareResources`` uses local state only: the claim may be gone from the API already.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dra_driver.cdi import CDIWriter
+from dra_driver.checkpoint import PreparedClaim, PreparedDevice
+from dra_driver.client import ResourceAPI, is_status
+from dra_driver.constants import DRIVER_NAME
+from dra_driver.devices import QPUDevice
+from dra_driver.metrics import DRAMetrics
+from dra_driver.state import PreparedClaims
+from qubelet import klog
+
+log = klog.get_logger("qubelet.dra.driver")
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    """What kubelet names a claim by (the gRPC ``Claim`` message)."""
+
+    namespace: str
+    uid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """Per-claim answer: devices, or a one-line error (then devices are ignored by kubelet)."""
+
+    devices: tuple[PreparedDevice, ...] = ()
+    error: str = ""
+
+
+class PrepareError(Exception):
+    """One claim could not be prepared; ``reason`` labels the error metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class QPUDriver:
+    """Prepares claims for the devices in ``devices`` (keyed by (pool, device name))."""
+
+    def __init__(
+        self,
+        api: ResourceAPI,
+        devices: Iterable[QPUDevice],
+        cdi_dir: str | Path,
+        checkpoint_path: str | Path,
+        metrics: DRAMetrics | None = None,
+        tokens_dir: str | Path | None = None,
+    ) -> None:
+        self.api = api
+        self.devices = {(d.pool, d.name): d for d in devices}
+        self.cdi = CDIWriter(cdi_dir, tokens_dir)
+        self.state = PreparedClaims(checkpoint_path)
+        self.metrics = metrics or DRAMetrics()
+        self._lock = threading.Lock()
+        self.metrics.prepared_claims.set(len(self.state.uids()))
+
+    def _prepare_one(self, ref: ClaimRef) -> PreparedClaim:
+        where = f"{ref.namespace}/{ref.name}"
+        try:
+            claim = self.api.read_resource_claim(ref.namespace, ref.name)
+        except Exception as exc:
+            if is_status(exc, 404):
+                raise PrepareError("not_found", f"resourceclaim {where} not found") from exc
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise PrepareError("api_error", f"read resourceclaim {where}: {reason}") from exc
+        uid = claim.metadata.uid if claim.metadata else None
+        if uid != ref.uid:
+            raise PrepareError(
+                "uid_mismatch", f"resourceclaim {where} has uid {uid}, kubelet asked for {ref.uid}"
+            )
+        allocation = claim.status.allocation if claim.status else None
+        results = allocation.devices.results if allocation and allocation.devices else None
+        ours = [r for r in results or [] if r.driver == DRIVER_NAME]
+        if not ours:
+            raise PrepareError("not_allocated", f"resourceclaim {where} has no allocation for {DRIVER_NAME}")
+        picked: list[QPUDevice] = []
+        prepared: list[PreparedDevice] = []
+        for r in ours:
+            device = self.devices.get((r.pool, r.device))
+            if device is None:
+                raise PrepareError(
+                    "unknown_device", f"resourceclaim {where}: device {r.pool}/{r.device} is not on this node"
+                )
+            picked.append(device)
+            prepared.append(
+                PreparedDevice(
+                    request_names=(r.request,),
+                    pool_name=r.pool,
+                    device_name=r.device,
+                    cdi_device_ids=(),
+                    share_id=getattr(r, "share_id", None),
+                )
+            )
+        try:
+            ids = self.cdi.write_claim(ref.uid, picked)
+        except OSError as exc:
+            what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+            raise PrepareError("cdi_error", f"write CDI spec for {where}: {what}") from exc
+        devices = tuple(
+            PreparedDevice(p.request_names, p.pool_name, p.device_name, (cdi_id,), p.share_id)
+            for p, cdi_id in zip(prepared, ids, strict=True)
+        )
+        return PreparedClaim(namespace=ref.namespace, name=ref.name, uid=ref.uid, devices=devices)
+
+    def prepare(self, claims: Iterable[ClaimRef]) -> dict[str, PrepareResult]:
+        """NodePrepareResources: one result per claim uid."""
+        start = time.perf_counter()
+        out: dict[str, PrepareResult] = {}
+        new: list[PreparedClaim] = []
+        with self._lock:
+            for ref in claims:
+                known = self.state.get(ref.uid)
+                if known is not None:
+                    out[ref.uid] = PrepareResult(devices=known.devices)
+                    continue
+                try:
+                    claim = self._prepare_one(ref)
+                except PrepareError as exc:
+                    self.metrics.prepare_errors.labels(reason=exc.reason).inc()
+                    log.warning(
+                        "prepare failed", claim=f"{ref.namespace}/{ref.name}", uid=ref.uid, err=str(exc)
+                    )
+                    out[ref.uid] = PrepareResult(error=str(exc))
+                    continue
+                new.append(claim)
+                out[ref.uid] = PrepareResult(devices=claim.devices)
+            try:
+                self.state.add_many(new)
+            except OSError as exc:
+                # Not persisted means not prepared: kubelet retries, and no orphan spec stays.
+                for claim in new:
+                    self.cdi.remove_claim(claim.uid)
+                    self.metrics.prepare_errors.labels(reason="checkpoint_error").inc()
+                    out[claim.uid] = PrepareResult(error=f"write checkpoint: {exc.strerror or exc}")
+            self.metrics.prepared_claims.set(len(self.state.uids()))
+        for claim in new:
+            log.info(
+                "prepared claim",
+                claim=f"{claim.namespace}/{claim.name}",
+                uid=claim.uid,
+                devices=",".join(d.device_name for d in claim.devices),
+            )
+        self.metrics.prepare_duration.observe(time.perf_counter() - start)
+        return out
+
+    def unprepare(self, claims: Iterable[ClaimRef]) -> dict[str, str]:
+        """NodeUnprepareResources from local state: uid → error ("" on success, also for unknown)."""
+        start = time.perf_counter()
+        out: dict[str, str] = {}
+        with self._lock:
+            refs = list(claims)
+            for ref in refs:
+                try:
+                    self.cdi.remove_claim(ref.uid)
+                    out[ref.uid] = ""
+                except OSError as exc:
+                    out[ref.uid] = f"remove CDI spec of {ref.namespace}/{ref.name}: {exc.strerror or exc}"
+            done = [uid for uid, err in out.items() if not err]
+            try:
+                removed = self.state.remove_many(done)
+            except OSError as exc:
+                removed = []
+                for uid in done:
+                    out[uid] = f"write checkpoint: {exc.strerror or exc}"
+            self.metrics.prepared_claims.set(len(self.state.uids()))
+        for claim in removed:
+            log.info("unprepared claim", claim=f"{claim.namespace}/{claim.name}", uid=claim.uid)
+        self.metrics.unprepare_duration.observe(time.perf_counter() - start)
+        return out

@@ -1,0 +1,115 @@
+"""Device health → the kubelet's resource-health stream and the slice reconcile loop.
+
+The device plugin's :class:`HealthMonitor` probes QPUs; this module turns its per-QPU
+transitions into per-device ``DeviceHealth`` messages for every open ``NodeWatchResources``
+stream (kubelet shows them in pod status) and wakes the slice reconciler so unhealthy devices
+leave (or get tainted in) the ResourceSlice and come back when healthy.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import grpc
+
+from dra_driver.api.dra_health.v1alpha1 import api_pb2 as health_pb2
+from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from dra_driver.devices import QPUDevice
+
+#: How long a stream waits for a change before re-checking that the client is still there.
+_POLL_SECONDS = 0.5
+
+
+def _word(state: bool | None) -> str:
+    return "not probed yet" if state is None else "healthy" if state else "unhealthy"
+
+
+class HealthBroadcaster:
+    """Holds the latest health per QPU and fans changes out to subscribers."""
+
+    def __init__(self, devices: Iterable[QPUDevice], health: dict[str, bool] | None = None) -> None:
+        self.devices = list(devices)
+        self._lock = threading.Lock()
+        self._health: dict[str, bool] = dict(health or {})
+        self._updated: dict[str, int] = {}
+        self._subscribers: list[queue.SimpleQueue[None]] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` after every change (the reconcile loop's wake-up)."""
+        self._listeners.append(fn)
+
+    def snapshot(self) -> dict[str, bool]:
+        with self._lock:
+            return dict(self._health)
+
+    def set(self, qpu_name: str, healthy: bool) -> None:
+        """Record a QPU's health (HealthMonitor's ``on_change``); notifies on change only."""
+        with self._lock:
+            if self._health.get(qpu_name) == healthy:
+                return
+            self._health[qpu_name] = healthy
+            self._updated[qpu_name] = int(time.time())
+            subscribers = list(self._subscribers)
+        for q in subscribers:
+            q.put(None)
+        for fn in self._listeners:
+            fn()
+
+    def message(self) -> health_pb2.NodeWatchResourcesResponse:
+        """The full device health list as kubelet wants it."""
+        with self._lock:
+            health = dict(self._health)
+            updated = dict(self._updated)
+        out = []
+        for d in self.devices:
+            state = health.get(d.qpu.name)
+            status = (
+                health_pb2.UNKNOWN if state is None else health_pb2.HEALTHY if state else health_pb2.UNHEALTHY
+            )
+            out.append(
+                health_pb2.DeviceHealth(
+                    device=health_pb2.DeviceIdentifier(pool_name=d.pool, device_name=d.name),
+                    health=status,
+                    last_updated_time=updated.get(d.qpu.name, int(time.time())),
+                    health_check_timeout_seconds=int(max(1.0, d.qpu.health.interval_seconds * 3)),
+                    message=f"QPU {d.qpu.name} {_word(state)}",
+                )
+            )
+        return health_pb2.NodeWatchResourcesResponse(devices=out)
+
+    def subscribe(self) -> queue.SimpleQueue[None]:
+        q: queue.SimpleQueue[None] = queue.SimpleQueue()
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.SimpleQueue[None]) -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+
+
+class HealthService(health_grpc.DRAResourceHealthServicer):
+    """``v1alpha1.DRAResourceHealth``: the current state first, then one message per change."""
+
+    def __init__(self, broadcaster: HealthBroadcaster) -> None:
+        self.broadcaster = broadcaster
+
+    def NodeWatchResources(
+        self, request: health_pb2.NodeWatchResourcesRequest, context: grpc.ServicerContext
+    ) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
+        q = self.broadcaster.subscribe()
+        try:
+            yield self.broadcaster.message()
+            while context.is_active():
+                try:
+                    q.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                yield self.broadcaster.message()
+        finally:
+            self.broadcaster.unsubscribe(q)

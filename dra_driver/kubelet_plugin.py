@@ -1,0 +1,188 @@
+"""The per-node kubelet plugin: registration, DRA services, health stream and the node pool.
+
+Runs as a DaemonSet on every node that may run QPU pods. It publishes the node-local pool
+(on-prem QPUs reached from this node, ``spec.nodeName`` = this node) and prepares claims for
+any QPU in the inventory, cloud QPUs included, because kubelet calls the plugin on whichever
+node the pod landed on. Start order copies the upstream helper: the DRA socket first, then the
+registration socket, so kubelet never learns of an endpoint that does not answer yet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc
+from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
+from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
+from dra_driver.client import ResourceAPI
+from dra_driver.constants import (
+    CHECKPOINT_FILE,
+    DRA_SOCKET,
+    DRIVER_NAME,
+    PUBLISHER_LABEL,
+    REGISTRATION_SOCKET,
+)
+from dra_driver.devices import all_devices
+from dra_driver.driver import QPUDriver
+from dra_driver.grpc_server import serve_unix, stop_unix
+from dra_driver.health import HealthBroadcaster, HealthService
+from dra_driver.metrics import DRAMetrics
+from dra_driver.reconcile import ReconcileResult, SliceReconciler
+from dra_driver.registration import RegistrationService
+from dra_driver.services import DRAPluginV1, DRAPluginV1Beta1
+from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, UnhealthyMode, node_slices
+from qpu_device_plugin.config import Config, QPUConfig
+from qpu_device_plugin.health import HealthMonitor, ProbeResult, probe_once
+from qubelet import klog
+
+log = klog.get_logger("qubelet.dra.kubelet_plugin")
+
+
+class SliceLoop:
+    """Re-publishes slices on every wake-up (health change) and every ``resync_seconds``."""
+
+    def __init__(self, reconcile: Callable[[], ReconcileResult], resync_seconds: float, name: str) -> None:
+        self._reconcile = reconcile
+        self.resync_seconds = resync_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.errors = 0
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            wait = self.resync_seconds
+            try:
+                self._reconcile()
+            except Exception as exc:  # API errors: retry soon, never die
+                self.errors += 1
+                log.error("resource slice reconcile failed; will retry", err=str(exc))
+                wait = min(self.resync_seconds, 2.0)
+            self._wake.wait(wait)
+
+
+class KubeletPlugin:
+    """One node's DRA kubelet plugin for ``qpu.quantum.example.com``."""
+
+    def __init__(
+        self,
+        config: Config,
+        node_name: str,
+        plugins_dir: str | Path,
+        registry_dir: str | Path,
+        cdi_dir: str | Path,
+        api: ResourceAPI,
+        *,
+        unhealthy_mode: UnhealthyMode = "remove",
+        resync_seconds: float = 30.0,
+        metrics: DRAMetrics | None = None,
+        probe: Callable[[QPUConfig], ProbeResult] = probe_once,
+        publish_slices: bool = True,
+        tokens_dir: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.node_name = node_name
+        self.plugin_dir = Path(plugins_dir) / DRIVER_NAME
+        self.dra_socket = self.plugin_dir / DRA_SOCKET
+        self.registration_socket = Path(registry_dir) / REGISTRATION_SOCKET
+        self.cdi_dir = Path(cdi_dir)
+        self.api = api
+        self.unhealthy_mode = unhealthy_mode
+        self.metrics = metrics or DRAMetrics()
+        self.devices = all_devices(config.qpus, node_name)
+        self.driver = QPUDriver(
+            api,
+            self.devices.values(),
+            cdi_dir,
+            self.plugin_dir / CHECKPOINT_FILE,
+            self.metrics,
+            tokens_dir=tokens_dir,
+        )
+        self.broadcaster = HealthBroadcaster(self.devices.values())
+        self.monitor = HealthMonitor(list(config.qpus), on_change=self.broadcaster.set, probe=probe)
+        self.registration = RegistrationService(str(self.dra_socket))
+        self.reconciler = SliceReconciler(
+            api,
+            label_selector=f"{PUBLISHER_LABEL}={KUBELET_PLUGIN_PUBLISHER}",
+            field_selector=f"spec.driver={DRIVER_NAME},spec.nodeName={node_name}",
+        )
+        self.publish_slices = publish_slices
+        self.loop = SliceLoop(self.reconcile_slices, resync_seconds, "dra-node-slices")
+        self.broadcaster.add_listener(self.loop.wake)
+        self._dra_server: grpc.Server | None = None
+        self._reg_server: grpc.Server | None = None
+
+    def reconcile_slices(self) -> ReconcileResult:
+        """Publish this node's pool from the current health (one pass)."""
+        health = self.broadcaster.snapshot()
+        desired = node_slices(self.config.qpus, self.node_name, health, self.unhealthy_mode)
+        try:
+            result = self.reconciler.reconcile(desired)
+        except Exception:
+            self.metrics.reconciles.labels(result="error").inc()
+            raise
+        self.metrics.reconciles.labels(result="changed" if result.changed else "unchanged").inc()
+        self.metrics.slices_published.set(len(desired))
+        node_qpus = [d for d in self.devices.values() if d.pool == self.node_name]
+        healthy = sum(1 for d in node_qpus if health.get(d.qpu.name))
+        self.metrics.devices.labels(health="healthy").set(healthy)
+        self.metrics.devices.labels(health="unhealthy").set(len(node_qpus) - healthy)
+        return result
+
+    def _add_dra(self, server: grpc.Server) -> None:
+        v1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1(self.driver), server)
+        v1beta1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1Beta1(self.driver), server)
+        health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(self.broadcaster), server)
+
+    def start(self) -> None:
+        """Probe once, serve DRA, then register with kubelet, then start the loops."""
+        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        self.cdi_dir.mkdir(parents=True, exist_ok=True)
+        for name, healthy in self.monitor.check_now().items():
+            self.broadcaster.set(name, healthy)
+        self._dra_server = serve_unix(self.dra_socket, self._add_dra)
+        self._reg_server = serve_unix(
+            self.registration_socket,
+            lambda s: reg_grpc.add_RegistrationServicer_to_server(self.registration, s),
+            workers=2,
+        )
+        log.info(
+            "kubelet plugin serving",
+            driver=DRIVER_NAME,
+            node=self.node_name,
+            draSocket=str(self.dra_socket),
+            registrationSocket=str(self.registration_socket),
+            devices=len(self.devices),
+            prepared=len(self.driver.state.uids()),
+        )
+        self.monitor.start()
+        if self.publish_slices:
+            self.loop.start()
+
+    def stop(self) -> None:
+        """Unregister first (remove the registration socket), then stop serving."""
+        if self.publish_slices:
+            self.loop.stop()
+        self.monitor.stop()
+        stop_unix(self._reg_server, self.registration_socket)
+        stop_unix(self._dra_server, self.dra_socket)
+        self._reg_server = self._dra_server = None

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the DRA driver (``qubelet_dra_*``, base units).
+
+Metrics live in a per-instance :class:`CollectorRegistry` so several plugin instances (tests,
+benchmarks) can coexist in one process; the daemon serves that registry on ``--metrics-port``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class DRAMetrics:
+    """All metrics of one driver instance."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.slices_published = Gauge(
+            "qubelet_dra_slices_published",
+            "ResourceSlices this publisher holds in the API server",
+            registry=r,
+        )
+        self.devices = Gauge(
+            "qubelet_dra_devices", "QPU devices known to this publisher, by health", ["health"], registry=r
+        )
+        self.reconciles = Counter(
+            "qubelet_dra_reconciles_total",
+            "ResourceSlice reconcile passes, by result",
+            ["result"],
+            registry=r,
+        )
+        self.prepare_duration = Histogram(
+            "qubelet_dra_prepare_duration_seconds",
+            "NodePrepareResources call latency",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.unprepare_duration = Histogram(
+            "qubelet_dra_unprepare_duration_seconds",
+            "NodeUnprepareResources call latency",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prepare_errors = Counter(
+            "qubelet_dra_prepare_errors_total",
+            "Claims that failed to prepare, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.prepared_claims = Gauge(
+            "qubelet_dra_prepared_claims", "ResourceClaims currently prepared on this node", registry=r
+        )
+        self.is_leader = Gauge(
+            "qubelet_dra_controller_leader", "1 while this controller holds the leader Lease", registry=r
+        )

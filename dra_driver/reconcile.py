@@ -1,0 +1,111 @@
+"""Make the API server hold exactly the desired ResourceSlices of one publisher.
+
+The loop lists what exists (narrowed by label and field selectors to the slices this
+publisher owns), and per pool: leaves it alone when nothing changed, otherwise bumps the pool
+generation (so the scheduler never mixes old and new slices of a pool) and creates/replaces
+its slices; slices of pools or chunks no longer wanted are deleted. Slice names are
+deterministic, so running it twice never duplicates anything.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client as k8s
+
+from dra_driver.client import ResourceAPI
+from dra_driver.slices import to_dict
+from qubelet import klog
+
+log = klog.get_logger("qubelet.dra.reconcile")
+
+
+@dataclass
+class ReconcileResult:
+    """Names of the slices touched by one pass."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+def _comparable(s: k8s.V1ResourceSlice) -> Any:
+    """What decides "changed": spec without the pool generation, plus our labels."""
+    spec = to_dict(s.spec) or {}
+    spec.get("pool", {}).pop("generation", None)
+    return {"labels": (s.metadata.labels or {}) if s.metadata else {}, "spec": spec}
+
+
+def _pool(s: k8s.V1ResourceSlice) -> str:
+    return str(s.spec.pool.name)
+
+
+class SliceReconciler:
+    """Reconciles the slices selected by ``label_selector``/``field_selector``."""
+
+    def __init__(self, api: ResourceAPI, label_selector: str, field_selector: str = "") -> None:
+        self.api = api
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+
+    def reconcile(self, desired: list[k8s.V1ResourceSlice]) -> ReconcileResult:
+        """One pass; API errors propagate (the caller retries on its next tick).
+
+        ``desired`` is freshly built by the caller and is modified in place (pool generation,
+        resourceVersion) rather than copied: copying kubernetes models is the slow part.
+        """
+        result = ReconcileResult()
+        existing = {
+            s.metadata.name: s
+            for s in self.api.list_resource_slices(
+                label_selector=self.label_selector, field_selector=self.field_selector
+            )
+        }
+        want = {s.metadata.name: s for s in desired}
+        by_pool: dict[str, list[k8s.V1ResourceSlice]] = defaultdict(list)
+        for s in desired:
+            by_pool[_pool(s)].append(s)
+        old_by_pool: dict[str, list[k8s.V1ResourceSlice]] = defaultdict(list)
+        for s in existing.values():
+            old_by_pool[_pool(s)].append(s)
+
+        for pool, slices in by_pool.items():
+            old = {s.metadata.name: s for s in old_by_pool.get(pool, [])}
+            same = set(old) == {s.metadata.name for s in slices} and all(
+                _comparable(old[s.metadata.name]) == _comparable(s) for s in slices
+            )
+            if same:
+                result.unchanged.extend(s.metadata.name for s in slices)
+                continue
+            generation = 1 + max((int(s.spec.pool.generation or 0) for s in old.values()), default=0)
+            for s in slices:
+                body = s
+                body.spec.pool.generation = generation
+                name = body.metadata.name
+                current = existing.get(name)
+                if current is None:
+                    self.api.create_resource_slice(body)
+                    result.created.append(name)
+                else:
+                    body.metadata.resource_version = current.metadata.resource_version
+                    self.api.replace_resource_slice(name, body)
+                    result.updated.append(name)
+        for name in sorted(set(existing) - set(want)):
+            self.api.delete_resource_slice(name)
+            result.deleted.append(name)
+        if result.changed:
+            log.info(
+                "reconciled resource slices",
+                created=len(result.created),
+                updated=len(result.updated),
+                deleted=len(result.deleted),
+                selector=self.label_selector,
+            )
+        return result

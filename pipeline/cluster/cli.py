@@ -1,0 +1,271 @@
+"""Verbs ``qubelet task …``, ``qubelet render`` and ``qubelet submit``.
+
+Heavy imports (qiskit via the pipeline stages, kubernetes) happen inside the handlers so
+``qubelet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qubelet import klog
+
+log = klog.get_logger("qubelet.cluster.cli")
+
+#: ``qubelet run`` flags forwarded verbatim to the cluster's generate step when set.
+_PASSTHROUGH = (
+    ("observables", "--observables"),
+    ("qpu_backend", "--qpu-backend"),
+    ("policy_model", "--policy-model"),
+    ("circuit", "--circuit"),
+    ("partition", "--partition"),
+)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The same run flags as ``qubelet run`` (pipeline.cli owns them)."""
+    from pipeline.cli import add_run_arguments
+
+    add_run_arguments(parser)
+
+
+def _config(args: argparse.Namespace, run_dir: Path) -> Any:
+    """A RunConfig from the run flags (bad flags become one-line usage errors)."""
+    from pipeline.cli import config_from_args
+
+    return config_from_args(args, run_dir)
+
+
+def _run_args(args: argparse.Namespace) -> Any:
+    """The run flags as the rendered generate step will repeat them."""
+    from pipeline.cluster.render import RunArgs
+
+    config = _config(args, Path("unused"))
+    extra = []
+    for attr, flag in _PASSTHROUGH:
+        value = getattr(args, attr, None)
+        if value is not None and (attr != "qpu_backend" or value != "fake:IQMFakeApollo"):
+            extra.append(f"{flag}={value}")
+    return RunArgs(
+        qubits=config.qubits,
+        cuts=config.cuts,
+        shots=config.shots,
+        seed=config.seed,
+        policy=config.policy,
+        backends=tuple(config.backends),
+        batch_size=config.batch_size,
+        extra=tuple(extra),
+    )
+
+
+def _add_render_flags(parser: argparse.ArgumentParser) -> None:
+    _add_run_flags(parser)
+    parser.add_argument("--namespace", default="qubelet-workloads")
+    parser.add_argument(
+        "--image", default="ghcr.io/qubelet/pipeline:0.1.0", help="pipeline image for every step"
+    )
+    parser.add_argument(
+        "--qpu-request",
+        choices=("claim", "extended-resource"),
+        default="claim",
+        help="QPU steps ask through a ResourceClaim (DRA) or quantum.example.com/qpu (device plugin)",
+    )
+    parser.add_argument(
+        "--argo-compat",
+        choices=("typed", "podspecpatch"),
+        default="typed",
+        help="typed template resourceClaims (Argo >= v4.1) or podSpecPatch (older Argo)",
+    )
+    parser.add_argument(
+        "--claim-constraints",
+        action="store_true",
+        help="emit ResourceClaimTemplates with a CEL qubit floor for QPU batches that need one",
+    )
+    parser.add_argument(
+        "--run-id", default=None, help="run directory name on the PVC (default: the plan's id)"
+    )
+    parser.add_argument("--pvc", default="qubelet-runs")
+    parser.add_argument("--retries", type=int, default=3, help="retryStrategy.limit of every step")
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from pipeline.cluster.render import RenderOptions
+
+    return RenderOptions(
+        namespace=args.namespace,
+        image=args.image,
+        qpu_request=args.qpu_request,
+        argo_compat=args.argo_compat,
+        claim_constraints=args.claim_constraints,
+        pvc=args.pvc,
+        retries=args.retries,
+    )
+
+
+def render_documents(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Plan the run in a scratch directory and render its objects (claim templates, then Workflow).
+
+    The plan is computed here with the backends this machine offers; the cluster's generate step
+    re-plans with the same flags and checks it gets no batch the Workflow lacks.
+    """
+    from pipeline.cluster import render, tasks
+    from pipeline.errors import PipelineError
+    from qubelet.cli import UsageError
+
+    opts = _options(args)
+    run = _run_args(args)
+    with tempfile.TemporaryDirectory(prefix="qubelet-render-") as scratch:
+        try:
+            plan = tasks.generate(_config(args, Path(scratch) / "run"))
+        except PipelineError as exc:
+            raise UsageError(str(exc)) from None
+    run_id = args.run_id or plan.run_id
+    try:
+        workflow = render.build_workflow(run, run_id, plan.batches, opts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return [*render.claim_templates(plan.batches, opts), workflow]
+
+
+def _dump(docs: list[dict[str, Any]], out: str, header: str = "") -> None:
+    import yaml
+
+    text = header + yaml.safe_dump_all(docs, sort_keys=False, width=120)
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from pipeline.cluster import render
+    from qubelet.cli import UsageError
+
+    if args.output != "-" and not Path(args.output).resolve().parent.is_dir():
+        # Fail before the (seconds-long) planning.
+        raise UsageError(f"-o {args.output}: directory {Path(args.output).parent} does not exist")
+
+    if args.workflow_template:
+        run = _run_args(args)
+        docs = [render.build_workflow_template(_options(args), run)]
+        header = (
+            "# Generated by `qubelet render --workflow-template`: edit pipeline/cluster/render.py instead.\n"
+        )
+    else:
+        docs = render_documents(args)
+        header = ""
+    try:
+        _dump(docs, args.output, header)
+    except OSError as exc:
+        raise UsageError(f"-o {args.output}: {exc.strerror or exc}") from None
+    wf = docs[-1]
+    if args.output != "-":
+        templates = wf["spec"]["templates"]
+        dag = next(t for t in templates if t["name"] == "main")["dag"]["tasks"]
+        print(f"wrote {wf['kind']} with {len(dag)} DAG tasks to {args.output}")
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.cluster import submit
+    from qubelet.cli import UsageError
+
+    try:
+        api_client = submit.load_api_client(args.kubeconfig)
+    except submit.SubmitError as exc:
+        raise UsageError(str(exc)) from None
+    docs = render_documents(args)
+    workflow, claims = docs[-1], docs[:-1]
+    try:
+        created = submit.create(api_client, workflow, claims, dry_run=args.dry_run)
+        name = created["metadata"].get("name") or created["metadata"].get("generateName", "")
+        print(f"workflow {args.namespace}/{name} {'validated (dry run)' if args.dry_run else 'created'}")
+        if args.dry_run or args.no_follow:
+            return 0
+        phase = submit.follow(
+            api_client,
+            args.namespace,
+            name,
+            timeout_seconds=args.timeout,
+            on_change=lambda phase, status: print(f"{name}: {phase} {status.get('progress', '')}".rstrip()),
+        )
+    except submit.SubmitError as exc:
+        print(f"qubelet: error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if phase == "Succeeded" else 1
+
+
+def _cmd_task(args: argparse.Namespace) -> int:
+    from pipeline.cluster import tasks
+    from pipeline.errors import PipelineError
+    from qubelet.cli import UsageError
+
+    run_dir = Path(args.run_dir)
+    port = args.metrics_port if args.metrics_port is not None else tasks.env_number("QUBELET_METRICS_PORT")
+    linger = (
+        args.metrics_linger if args.metrics_linger is not None else tasks.env_number("QUBELET_METRICS_LINGER")
+    )
+    try:
+        with tasks.serving_metrics(int(port), float(linger)):
+            if args.step == "generate":
+                expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
+                tasks.generate(_config(args, run_dir), expect, args.write_batch_lists)
+            elif args.step == "execute":
+                tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok)
+            else:
+                summary = tasks.reconstruct(run_dir)
+                for obs in summary.get("observables", []):
+                    print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
+    except (tasks.TaskError, PipelineError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _add_task_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", required=True, help="run directory on the shared volume")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve metrics (default $QUBELET_METRICS_PORT)"
+    )
+    parser.add_argument(
+        "--metrics-linger", type=float, default=None, help="keep serving metrics this long after (s)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``task``, ``render`` and ``submit``."""
+    task = subparsers.add_parser("task", help="run one step of a cluster workflow (container entry point)")
+    steps = task.add_subparsers(dest="step", metavar="STEP", required=True)
+    gen = steps.add_parser("generate", help="cut the circuit, store subexperiments and plan.json")
+    _add_task_common(gen)
+    _add_run_flags(gen)
+    gen.add_argument(
+        "--expect-batches", default=None, help="comma list of batch ids the workflow was rendered for"
+    )
+    gen.add_argument("--write-batch-lists", action="store_true", help="write argo/batches-<kind>.json")
+    gen.set_defaults(func=_cmd_task)
+    exe = steps.add_parser("execute", help="run one batch of the plan on its backend")
+    _add_task_common(exe)
+    exe.add_argument("--batch", required=True, help="batch id from plan.json")
+    exe.add_argument("--missing-ok", action="store_true", help="a batch not in plan.json is a no-op (resume)")
+    exe.set_defaults(func=_cmd_task)
+    rec = steps.add_parser("reconstruct", help="combine results into summary.json")
+    _add_task_common(rec)
+    rec.set_defaults(func=_cmd_task)
+
+    render = subparsers.add_parser("render", help="write the Argo Workflow for a run")
+    _add_render_flags(render)
+    render.add_argument("--workflow-template", action="store_true", help="write the WorkflowTemplate instead")
+    render.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    render.set_defaults(func=_cmd_render)
+
+    submit = subparsers.add_parser("submit", help="render and create the Workflow, then follow it")
+    _add_render_flags(submit)
+    submit.add_argument("--kubeconfig", default=None)
+    submit.add_argument("--dry-run", action="store_true", help="server-side dry run only")
+    submit.add_argument("--no-follow", action="store_true")
+    submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to follow before giving up")
+    submit.set_defaults(func=_cmd_submit)

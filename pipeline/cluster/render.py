@@ -1,0 +1,396 @@
+"""Render the cutting pipeline as an Argo Workflow (argoproj.io/v1alpha1) or WorkflowTemplate.
+
+The DAG is ``generate`` → one ``execute`` task per batch of the plan → ``reconstruct``. Objects
+are plain dicts in the shape of Argo's CRD (checked against its vendored schema in the tests),
+so nothing here imports Argo or Kubernetes models.
+
+QPU steps get their device from the scheduler, never from a node pin: by default a pod-level
+``resourceClaims`` entry from the ``qpu`` ResourceClaimTemplate plus the container's
+``resources.claims`` (typed template field in Argo >= v4.1; ``podSpecPatch`` for older Argo), or
+the extended resource ``quantum.example.com/qpu`` on device-plugin clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pipeline.cluster import resources as res
+
+ArgoCompat = Literal["typed", "podspecpatch"]
+
+RUNS_VOLUME = "runs"
+TMP_VOLUME = "tmp"
+TOKENS_VOLUME = "iqm-tokens"
+#: Matches ``tokensFile`` in manifests/examples/qpus.yaml.
+TOKENS_MOUNT = "/var/run/secrets/qubelet/iqm"
+PART_OF = {"app.kubernetes.io/part-of": "qubelet", "app.kubernetes.io/name": "qubelet-pipeline"}
+KIND_LABEL = "qubelet.quantum.example.com/backend-kind"
+STEP_LABEL = "qubelet.quantum.example.com/step"
+#: Port of each step's Prometheus endpoint (scraped by manifests/monitoring PodMonitor).
+METRICS_PORT = 9400
+RUN_ID_ANNOTATION = "qubelet.quantum.example.com/run-id"
+#: Run directory on the shared volume: a fixed run id for a rendered Workflow (so a re-submit
+#: resumes from stored results), the workflow name for a run of the WorkflowTemplate.
+RUN_DIR = "{{workflow.parameters.runs-root}}/{{workflow.parameters.run-id}}"
+TEMPLATE_RUN_DIR = "{{workflow.parameters.runs-root}}/{{workflow.name}}"
+
+
+class BatchLike(Protocol):
+    """What rendering needs from a pipeline ``Batch``."""
+
+    id: str
+    kind: str
+    min_qubits: int | None
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The ``qubelet run`` flags the generate step repeats on the cluster."""
+
+    qubits: int = 10
+    cuts: int = 3
+    shots: int = 4096
+    seed: int = 7
+    policy: str = "size"
+    backends: tuple[str, ...] = ("cpu", "gpu", "qpu")
+    batch_size: int | None = None
+    #: further ``qubelet run`` flags passed through verbatim (``--observables=…``, ``--qpu-backend=…``)
+    extra: tuple[str, ...] = ()
+
+    def cli_args(self) -> list[str]:
+        """The same values as ``qubelet task generate`` flags."""
+        return [
+            f"--qubits={self.qubits}",
+            f"--cuts={self.cuts}",
+            f"--shots={self.shots}",
+            f"--seed={self.seed}",
+            f"--policy={self.policy}",
+            f"--backends={','.join(self.backends)}",
+            *([f"--batch-size={self.batch_size}"] if self.batch_size else []),
+            *self.extra,
+        ]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Cluster-side knobs: where, with what image, and how QPUs are requested."""
+
+    namespace: str = "qubelet-workloads"
+    image: str = "ghcr.io/qubelet/pipeline:0.1.0"
+    qpu_request: res.QpuRequest = "claim"
+    argo_compat: ArgoCompat = "typed"
+    pvc: str = "qubelet-runs"
+    runs_root: str = "/runs"
+    service_account: str = "qubelet-workflow"
+    token_secret: str = "qubelet-iqm-tokens"
+    retries: int = 3
+    #: Use a generated ResourceClaimTemplate with a CEL qubit floor when a batch has min_qubits.
+    claim_constraints: bool = False
+    generate_name: str = "qubelet-cutting-"
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def task_name(batch_id: str) -> str:
+    """A DAG task name for a batch id: lower-case alphanumerics and dashes, at most 63 chars."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"execute-{batch_id}".lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+def _container(opts: RenderOptions, kind: str, args: list[str], with_claims: bool) -> dict[str, Any]:
+    # /tmp is an emptyDir: the root filesystem is read-only, Python and matplotlib need scratch.
+    mounts: list[dict[str, Any]] = [
+        {"name": RUNS_VOLUME, "mountPath": opts.runs_root},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+    if kind == "qpu":
+        mounts.append({"name": TOKENS_VOLUME, "mountPath": TOKENS_MOUNT, "readOnly": True})
+    return {
+        "name": "main",
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["qubelet"],
+        "args": args,
+        "env": [
+            {"name": "QUBELET_RUNS_ROOT", "value": opts.runs_root},
+            {"name": "QUBELET_METRICS_PORT", "value": str(METRICS_PORT)},
+            {"name": "QUBELET_METRICS_LINGER", "value": "6"},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "resources": res.container_resources(kind, opts.qpu_request, with_claims=with_claims),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _pod_template(
+    opts: RenderOptions,
+    name: str,
+    kind: str,
+    step: str,
+    args: list[str],
+    *,
+    claim_template: str = res.QPU_CLAIM_TEMPLATE,
+    inputs: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One container template: queue label, requests, retries, PVC, and (QPU only) claim + token."""
+    qpu_claim = kind == "qpu" and opts.qpu_request == "claim"
+    typed_claim = qpu_claim and opts.argo_compat == "typed"
+    template: dict[str, Any] = {
+        "name": name,
+        "metadata": {
+            "labels": {
+                res.QUEUE_LABEL: res.QUEUES[kind],
+                KIND_LABEL: kind,
+                STEP_LABEL: step,
+                **PART_OF,
+                **opts.extra_labels,
+            }
+        },
+        "retryStrategy": {
+            "limit": opts.retries,
+            "retryPolicy": "Always",
+            "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"},
+        },
+        "container": _container(opts, kind, args, with_claims=typed_claim),
+    }
+    if inputs:
+        template["inputs"] = inputs
+    if outputs:
+        template["outputs"] = outputs
+    if kind == "qpu":
+        template["volumes"] = [
+            {"name": TOKENS_VOLUME, "secret": {"secretName": opts.token_secret, "optional": True}}
+        ]
+    if typed_claim:
+        template["resourceClaims"] = [
+            {"name": res.QPU_CLAIM_NAME, "resourceClaimTemplateName": claim_template}
+        ]
+    elif qpu_claim:
+        # Older Argo has no typed template resourceClaims: patch the pod spec instead.
+        template["podSpecPatch"] = json.dumps(
+            {
+                "resourceClaims": [{"name": res.QPU_CLAIM_NAME, "resourceClaimTemplateName": claim_template}],
+                "containers": [{"name": "main", "resources": {"claims": [{"name": res.QPU_CLAIM_NAME}]}}],
+            },
+            sort_keys=True,
+        )
+    return template
+
+
+def _spec_common(opts: RenderOptions, run_id: str | None, params: list[dict[str, Any]]) -> dict[str, Any]:
+    run_param = [{"name": "run-id", "value": run_id}] if run_id is not None else []
+    return {
+        "entrypoint": "main",
+        "serviceAccountName": opts.service_account,
+        "arguments": {
+            "parameters": [
+                *run_param,
+                {"name": "runs-root", "value": opts.runs_root},
+                *params,
+            ]
+        },
+        "volumes": [
+            {"name": RUNS_VOLUME, "persistentVolumeClaim": {"claimName": opts.pvc}},
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "podMetadata": {"labels": dict(PART_OF)},
+        "ttlStrategy": {"secondsAfterCompletion": 7 * 24 * 3600},
+    }
+
+
+def _execute_templates(
+    opts: RenderOptions, kinds: Iterable[str], run_dir: str, claim_templates: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    templates = []
+    inputs = {"parameters": [{"name": "batch"}]}
+    args = ["task", "execute", f"--run-dir={run_dir}", "--batch={{inputs.parameters.batch}}", "--missing-ok"]
+    for kind in sorted(set(kinds)):
+        templates.append(
+            _pod_template(opts, f"execute-{kind}", kind, "execute", list(args), inputs=dict(inputs))
+        )
+    for claim in claim_templates:
+        templates.append(
+            _pod_template(
+                opts,
+                f"execute-{claim}",
+                "qpu",
+                "execute",
+                list(args),
+                claim_template=claim,
+                inputs=dict(inputs),
+            )
+        )
+    return templates
+
+
+def build_workflow(
+    run: RunArgs, run_id: str, batches: Sequence[BatchLike], opts: RenderOptions | None = None
+) -> dict[str, Any]:
+    """The Workflow for one planned run: an explicit DAG task per batch.
+
+    The generate step re-plans on the cluster with the same flags and fails fast (``--expect-batches``)
+    if its batches differ from the ones rendered here, so no batch is silently dropped.
+    """
+    opts = opts or RenderOptions()
+    if not batches:
+        raise ValueError("the plan has no batches to render")
+    use_constraints = opts.claim_constraints and opts.qpu_request == "claim"
+    claim_for: dict[str, str] = {}
+    for batch in batches:
+        if batch.kind not in res.QUEUES:
+            raise ValueError(f"batch {batch.id}: unknown backend kind {batch.kind!r}")
+        if batch.kind == "qpu" and use_constraints:
+            claim_for[batch.id] = res.claim_template_name(batch.min_qubits)
+    generate_args = [
+        "task",
+        "generate",
+        f"--run-dir={RUN_DIR}",
+        *run.cli_args(),
+        f"--expect-batches={','.join(b.id for b in batches)}",
+    ]
+    extra_claims = sorted({c for c in claim_for.values() if c != res.QPU_CLAIM_TEMPLATE})
+    constrained = {bid for bid, c in claim_for.items() if c != res.QPU_CLAIM_TEMPLATE}
+    templates: list[dict[str, Any]] = [
+        _pod_template(opts, "generate", "cpu", "generate", generate_args),
+        *_execute_templates(
+            opts, (b.kind for b in batches if b.id not in constrained), RUN_DIR, extra_claims
+        ),
+        _pod_template(
+            opts, "reconstruct", "cpu", "reconstruct", ["task", "reconstruct", f"--run-dir={RUN_DIR}"]
+        ),
+    ]
+    tasks: list[dict[str, Any]] = [{"name": "generate", "template": "generate"}]
+    names: list[str] = []
+    for batch in batches:
+        name = task_name(batch.id)
+        if name in names:
+            raise ValueError(f"batch ids {batch.id!r} collide as DAG task name {name!r}")
+        names.append(name)
+        claim = claim_for.get(batch.id, res.QPU_CLAIM_TEMPLATE)
+        template = f"execute-{claim}" if claim != res.QPU_CLAIM_TEMPLATE else f"execute-{batch.kind}"
+        tasks.append(
+            {
+                "name": name,
+                "template": template,
+                "dependencies": ["generate"],
+                "arguments": {"parameters": [{"name": "batch", "value": batch.id}]},
+            }
+        )
+    tasks.append({"name": "reconstruct", "template": "reconstruct", "dependencies": names})
+    templates.insert(0, {"name": "main", "dag": {"tasks": tasks}})
+    spec = _spec_common(opts, run_id, [])
+    spec["templates"] = templates
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "generateName": opts.generate_name,
+            "namespace": opts.namespace,
+            "labels": dict(PART_OF),
+            "annotations": {RUN_ID_ANNOTATION: run_id},
+        },
+        "spec": spec,
+    }
+
+
+def claim_templates(batches: Sequence[BatchLike], opts: RenderOptions) -> list[dict[str, Any]]:
+    """Generated ResourceClaimTemplates for the qubit floors the rendered Workflow refers to."""
+    if not (opts.claim_constraints and opts.qpu_request == "claim"):
+        return []
+    floors = sorted({int(b.min_qubits) for b in batches if b.kind == "qpu" and b.min_qubits})
+    return [res.claim_template(res.claim_template_name(q), opts.namespace, q) for q in floors]
+
+
+def build_workflow_template(opts: RenderOptions | None = None, run: RunArgs | None = None) -> dict[str, Any]:
+    """The WorkflowTemplate ``qubelet-cutting``: the same DAG, planned on the cluster.
+
+    The batches are not known when the template is written, so ``generate`` writes one JSON list
+    of batch ids per backend class and the DAG fans out over them with ``withParam``; an empty
+    list skips that class.
+    """
+    opts = opts or RenderOptions()
+    run = run or RunArgs()
+    params: list[dict[str, Any]] = [
+        {"name": "qubits", "value": str(run.qubits)},
+        {"name": "cuts", "value": str(run.cuts)},
+        {"name": "shots", "value": str(run.shots)},
+        {"name": "seed", "value": str(run.seed)},
+        {"name": "policy", "value": run.policy, "enum": ["size", "telemetry"]},
+        {"name": "backends", "value": ",".join(run.backends)},
+        {"name": "batch-size", "value": str(run.batch_size or 64)},
+    ]
+    generate_args = [
+        "task",
+        "generate",
+        f"--run-dir={TEMPLATE_RUN_DIR}",
+        "--qubits={{workflow.parameters.qubits}}",
+        "--cuts={{workflow.parameters.cuts}}",
+        "--shots={{workflow.parameters.shots}}",
+        "--seed={{workflow.parameters.seed}}",
+        "--policy={{workflow.parameters.policy}}",
+        "--backends={{workflow.parameters.backends}}",
+        "--batch-size={{workflow.parameters.batch-size}}",
+        *run.extra,
+        "--write-batch-lists",
+    ]
+    kinds = ("cpu", "gpu", "qpu")
+    outputs = {
+        "parameters": [
+            {"name": f"{kind}-batches", "valueFrom": {"path": f"{TEMPLATE_RUN_DIR}/argo/batches-{kind}.json"}}
+            for kind in kinds
+        ]
+    }
+    tasks: list[dict[str, Any]] = [{"name": "generate", "template": "generate"}]
+    for kind in kinds:
+        tasks.append(
+            {
+                "name": f"execute-{kind}",
+                "template": f"execute-{kind}",
+                "depends": "generate",
+                "withParam": f"{{{{tasks.generate.outputs.parameters.{kind}-batches}}}}",
+                "arguments": {"parameters": [{"name": "batch", "value": "{{item}}"}]},
+            }
+        )
+    tasks.append(
+        {
+            "name": "reconstruct",
+            "template": "reconstruct",
+            "depends": " && ".join(f"execute-{k}" for k in kinds),
+        }
+    )
+    templates = [
+        {"name": "main", "dag": {"tasks": tasks}},
+        _pod_template(opts, "generate", "cpu", "generate", generate_args, outputs=outputs),
+        *_execute_templates(opts, kinds, TEMPLATE_RUN_DIR),
+        _pod_template(
+            opts,
+            "reconstruct",
+            "cpu",
+            "reconstruct",
+            ["task", "reconstruct", f"--run-dir={TEMPLATE_RUN_DIR}"],
+        ),
+    ]
+    spec = _spec_common(opts, None, params)
+    spec["templates"] = templates
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "qubelet-cutting", "namespace": opts.namespace, "labels": dict(PART_OF)},
+        "spec": spec,
+    }

@@ -1,0 +1,125 @@
+"""Create a rendered Workflow through the Kubernetes API and follow it to the end.
+
+Uses ``CustomObjectsApi`` (Argo's Workflow is a CRD) and ``ResourceV1Api`` for generated
+ResourceClaimTemplates; no Argo client needed. The API objects passed in are those from
+``pipeline.cluster.render``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qubelet import klog
+
+log = klog.get_logger("qubelet.cluster.submit")
+
+GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
+DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
+
+class SubmitError(Exception):
+    """The cluster could not be reached or refused the objects; one line."""
+
+
+def load_api_client(kubeconfig: str | None = None) -> Any:
+    """An ApiClient from ``kubeconfig`` / ``KUBECONFIG`` / in-cluster config, or SubmitError."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)
+        try:
+            return config.new_client_from_config()
+        except config.ConfigException:
+            config.load_incluster_config()
+            return client.ApiClient()
+    except (config.ConfigException, FileNotFoundError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SubmitError(f"no Kubernetes configuration (set KUBECONFIG or --kubeconfig): {first}") from None
+
+
+def _api_error(exc: Exception, what: str) -> SubmitError:
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    body = getattr(exc, "body", None)
+    message = ""
+    if isinstance(body, str | bytes):
+        import json
+
+        try:
+            message = json.loads(body).get("message", "")
+        except ValueError:
+            message = ""
+    return SubmitError(f"{what}: {status} {reason} {message}".strip())
+
+
+def create(
+    api_client: Any,
+    workflow: dict[str, Any],
+    claim_templates: Sequence[dict[str, Any]] = (),
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Create the claim templates (existing ones are kept) and the Workflow; return the Workflow.
+
+    ``dry_run`` asks the server to validate and admit without persisting (``dryRun=All``).
+    """
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    namespace = workflow["metadata"]["namespace"]
+    dry = "All" if dry_run else None
+    resource_api = client.ResourceV1Api(api_client)
+    for rct in claim_templates:
+        name = rct["metadata"]["name"]
+        try:
+            resource_api.create_namespaced_resource_claim_template(namespace, rct, dry_run=dry)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _api_error(exc, f"ResourceClaimTemplate {namespace}/{name}") from None
+    custom = client.CustomObjectsApi(api_client)
+    try:
+        created: dict[str, Any] = custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, workflow, dry_run=dry
+        )
+    except ApiException as exc:
+        raise _api_error(exc, f"Workflow in {namespace}") from None
+    log.info("workflow created", namespace=namespace, name=created["metadata"].get("name"), dry_run=dry_run)
+    return created
+
+
+def follow(
+    api_client: Any,
+    namespace: str,
+    name: str,
+    timeout_seconds: float = 6 * 3600,
+    poll_seconds: float = 5.0,
+    on_change: Callable[[str, dict[str, Any]], None] | None = None,
+) -> str:
+    """Poll ``status.phase`` until the Workflow is done or the timeout passes; return the phase."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    custom = client.CustomObjectsApi(api_client)
+    deadline = time.monotonic() + timeout_seconds
+    last = ""
+    while True:
+        try:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            raise _api_error(exc, f"Workflow {namespace}/{name}") from None
+        status = obj.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        progress = status.get("progress", "")
+        key = f"{phase} {progress}"
+        if key != last:
+            last = key
+            log.info("workflow", name=name, phase=phase, progress=progress)
+            if on_change:
+                on_change(phase, status)
+        if phase in DONE_PHASES:
+            return str(phase)
+        if time.monotonic() >= deadline:
+            raise SubmitError(f"Workflow {namespace}/{name}: still {phase} after {timeout_seconds:.0f}s")
+        time.sleep(poll_seconds)

@@ -1,0 +1,187 @@
+"""Container entry points of the Argo steps: ``qubelet task generate|execute|reconstruct``.
+
+Each step is one call into the same stages the local executor runs (``pipeline.stages``), on a
+run directory on the shared volume, so a cluster run and ``qubelet run`` read and write the same
+content-addressed artifacts (QPY subexperiments, JSON/NPZ results, no pickle) and a retried or
+re-submitted step resumes from what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qubelet import klog
+
+log = klog.get_logger("qubelet.cluster.tasks")
+
+#: Where ``generate --write-batch-lists`` puts the per-class batch id lists the
+#: WorkflowTemplate fans out over (``withParam``).
+BATCH_LIST_DIR = "argo"
+KINDS = ("cpu", "gpu", "qpu")
+
+
+class TaskError(Exception):
+    """A step cannot run as asked; the message is one line naming what and where."""
+
+
+def batch_lists(batches: Sequence[Any]) -> dict[str, list[str]]:
+    """Batch ids per backend class, in plan order (every class present, maybe empty)."""
+    out: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for batch in batches:
+        if batch.kind not in out:
+            raise TaskError(f"batch {batch.id}: unknown backend kind {batch.kind!r}")
+        out[batch.kind].append(batch.id)
+    return out
+
+
+def write_batch_lists(run_dir: Path, batches: Sequence[Any]) -> dict[str, Path]:
+    """Write ``<run_dir>/argo/batches-<kind>.json`` (JSON lists Argo's ``withParam`` accepts)."""
+    target = run_dir / BATCH_LIST_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind, ids in batch_lists(batches).items():
+        path = target / f"batches-{kind}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(ids))
+        tmp.replace(path)
+        paths[kind] = path
+    return paths
+
+
+def generate(
+    config: Any,
+    expect_batches: Sequence[str] | None = None,
+    write_lists: bool = False,
+) -> Any:
+    """Plan the run into ``run_dir`` and check it against the batches the Workflow was rendered for.
+
+    Why the check: a rendered Workflow has one task per batch id. If planning on the cluster gave
+    different batches (another policy model, other telemetry) some would never run; fail the
+    step with the difference instead.
+    """
+    from pipeline import stages
+
+    run_dir = Path(config.run_dir)
+    plan = stages.generate(config)
+    ids = [b.id for b in plan.batches]
+    if expect_batches is not None:
+        # A resumed run plans only what has no result yet, so fewer batches is fine; a batch the
+        # Workflow has no task for would never run.
+        unexpected = sorted(set(ids) - set(expect_batches))
+        if unexpected:
+            raise TaskError(
+                f"{run_dir}: planned batches {unexpected[:5]} have no task in the rendered workflow "
+                f"(it expects {len(expect_batches)} batches); re-render the workflow"
+            )
+    if write_lists:
+        write_batch_lists(run_dir, plan.batches)
+    log.info("generated", run_dir=str(run_dir), run_id=plan.run_id, batches=len(ids))
+    return plan
+
+
+def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
+    """Run one batch of a planned run on its backend (skipping keys already done).
+
+    ``missing_ok``: a batch absent from plan.json is a no-op instead of an error. Rendered
+    workflows set it because re-submitting a run resumes it: generate then plans only the
+    subexperiments without results, every one of them in some batch of the new plan, so a
+    rendered batch that is no longer planned has nothing left to do. Returns whether it ran.
+    """
+    from pipeline import stages
+
+    plan = _load_plan(run_dir)
+    known = [b.id for b in plan.batches]
+    if batch_id not in known:
+        if missing_ok:
+            log.info("batch not in plan, nothing to do", run_dir=str(run_dir), batch=batch_id)
+            return False
+        raise TaskError(f"{run_dir}: no batch {batch_id!r} in plan.json ({len(known)} batches)")
+    from pipeline import metrics
+
+    batch = plan.batch(batch_id)
+    # Queue wait on a cluster: from the plan being written to this pod starting, i.e. Kueue
+    # admission plus scheduling plus image pull.
+    queued_at = (run_dir / "plan.json").stat().st_mtime
+    metrics.QUEUE_WAIT.labels(batch.backend).observe(max(0.0, time.time() - queued_at))
+    try:
+        outcome = stages.execute_batch(run_dir, batch, queued_at=queued_at)
+    except Exception:
+        metrics.TASKS.labels(batch.backend, "failed").inc(len(batch.keys))
+        metrics.BACKEND_UP.labels(batch.backend).set(0)
+        raise
+    seconds = outcome.finished - outcome.started
+    executed = len(outcome.executed)
+    metrics.BACKEND_UP.labels(outcome.backend).set(1)
+    metrics.BATCH_DURATION.labels(outcome.backend, batch.kind).observe(seconds)
+    for _ in range(executed):
+        metrics.TASK_DURATION.labels(outcome.backend, batch.kind).observe(seconds / executed)
+    metrics.TASKS.labels(outcome.backend, "succeeded").inc(executed)
+    metrics.SUBEXPERIMENTS_COMPLETED.inc(executed)
+    if outcome.skipped:
+        metrics.TASKS.labels(outcome.backend, "skipped").inc(len(outcome.skipped))
+    log.info(
+        "executed",
+        run_dir=str(run_dir),
+        batch=batch_id,
+        backend=outcome.backend,
+        executed=executed,
+        skipped=len(outcome.skipped),
+        seconds=round(seconds, 3),
+    )
+    return True
+
+
+def reconstruct(run_dir: Path) -> dict[str, Any]:
+    """Combine all batch results into ``summary.json`` and return it."""
+    from pipeline import stages
+
+    _load_plan(run_dir)
+    summary: dict[str, Any] = stages.reconstruct(run_dir)
+    log.info("reconstructed", run_dir=str(run_dir))
+    return summary
+
+
+def _load_plan(run_dir: Path) -> Any:
+    from pipeline import stages
+
+    if not (run_dir / "plan.json").is_file():
+        raise TaskError(f"{run_dir}: no plan.json (run `qubelet task generate` first)")
+    return stages.load_plan(run_dir)
+
+
+@contextmanager
+def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
+    """Serve the process's Prometheus registry while a step runs, and a little after.
+
+    Why linger: step pods are short-lived and scraped every few seconds; keeping the endpoint up
+    for one more scrape interval lets Prometheus see the final counter values.
+    """
+    if port <= 0:
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port)
+    try:
+        yield
+    finally:
+        if linger_seconds > 0:
+            time.sleep(min(linger_seconds, 60.0))
+        server.shutdown()
+        if isinstance(thread, threading.Thread):
+            thread.join(timeout=5)
+
+
+def env_number(name: str) -> float:
+    """A numeric setting from the environment (rendered step pods set them), 0 when unset or bad."""
+    try:
+        return float(os.environ.get(name, "0"))
+    except ValueError:
+        return 0.0

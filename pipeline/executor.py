@@ -1,0 +1,282 @@
+"""The embedded local executor: the run's DAG on this machine, one worker pool per backend.
+
+generate → execute (batches in parallel, per backend pool) → reconstruct. A failed batch is
+retried; once its backend has failed twice in a row it is marked unhealthy and the batch moves
+to another backend that fits. Every result is stored as it arrives, so a killed run loses at most
+the batches in flight, and re-running with the same run directory does only what is missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline import metrics
+from pipeline.backends.base import Backend
+from pipeline.backends.factory import available_backends
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.planning import Batch
+from pipeline.stages import (
+    BatchOutcome,
+    Manifest,
+    execute_batch,
+    plan_pending,
+    prepare,
+    reconstruct,
+)
+from pipeline.store import ArtifactStore, write_json
+from qubelet import klog
+
+log = klog.get_logger("qubelet.pipeline")
+
+#: consecutive failures after which a backend is considered unhealthy for the rest of the run
+UNHEALTHY_AFTER = 2
+
+
+class ProgressSink(Protocol):
+    """Where progress goes (a tqdm bar in the CLI, nothing in tests)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, done: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TimelineEvent:
+    """One batch attempt, for the Gantt chart and the summary."""
+
+    batch: str
+    backend: str
+    kind: str
+    start: float
+    end: float
+    tasks: int
+    success: bool
+
+
+@dataclass
+class _BackendHealth:
+    consecutive_failures: int = 0
+    healthy: bool = True
+
+
+@dataclass
+class ExecutionReport:
+    events: list[TimelineEvent] = field(default_factory=list)
+    retried: int = 0
+    moved: int = 0
+
+
+class LocalExecutor:
+    """Runs a :class:`RunConfig` end to end on in-process backends."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        backends: Sequence[Backend] | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.config = config
+        self.store = ArtifactStore(config.run_dir)
+        if backends is None:
+            built, self.unavailable = available_backends(
+                config.backends, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers
+            )
+            self.backends: dict[str, Backend] = {b.name: b for b in built}
+        else:
+            self.backends = {b.name: b for b in backends}
+            self.unavailable = {}
+        self.health = {name: _BackendHealth() for name in self.backends}
+        self.progress: ProgressSink = progress or NoProgress()
+        self._lock = threading.Lock()
+
+    # --- planning -------------------------------------------------------------------------
+    def plan(self, manifest: Manifest) -> list[Batch]:
+        states = [backend.state() for backend in self.backends.values()]
+        for name in self.backends:
+            metrics.BACKEND_UP.labels(name).set(1)
+        return plan_pending(manifest, states, self.unavailable).batches
+
+    def _fallback_for(self, batch: Batch, failed_backend: str) -> Backend | None:
+        """A healthy backend that fits the batch: its own first, then simulators, then QPUs."""
+        own = self.backends.get(failed_backend)
+        if own is not None and self.health[failed_backend].healthy:
+            return own
+        width = 0
+        for key in batch.keys:
+            width = max(width, self._manifest.features[key].num_qubits)
+        order = {"cpu": 0, "gpu": 1, "qpu": 2}
+        candidates = sorted(
+            (b for name, b in self.backends.items() if self.health[name].healthy),
+            key=lambda b: order.get(b.kind, 3),
+        )
+        for backend in candidates:
+            max_qubits = backend.state().max_qubits
+            if max_qubits is None or width <= max_qubits:
+                return backend
+        return None
+
+    # --- execution ------------------------------------------------------------------------
+    def _run_one(self, batch: Batch, backend: Backend, queued_at: float, attempt: int) -> BatchOutcome:
+        metrics.QUEUE_WAIT.labels(backend.name).observe(max(0.0, time.time() - queued_at))
+        return execute_batch(
+            self.config.run_dir, batch, backend, queued_at=queued_at, attempt=attempt, manifest=self._manifest
+        )
+
+    def execute(self, batches: Sequence[Batch]) -> ExecutionReport:
+        report = ExecutionReport()
+        pools = {
+            name: ThreadPoolExecutor(max_workers=max(1, b.state().workers), thread_name_prefix=name)
+            for name, b in self.backends.items()
+        }
+        attempts: dict[str, int] = {}
+        in_flight: dict[Future[BatchOutcome], tuple[Batch, Backend, float]] = {}
+        failed: list[tuple[Batch, str]] = []
+
+        def submit(batch: Batch, backend: Backend) -> None:
+            attempts[batch.id] = attempts.get(batch.id, 0) + 1
+            queued_at = time.time()
+            metrics.QUEUE_DEPTH.labels(backend.name).inc()
+            future = pools[backend.name].submit(self._run_one, batch, backend, queued_at, attempts[batch.id])
+            in_flight[future] = (batch, backend, queued_at)
+
+        try:
+            for batch in batches:
+                backend = self.backends.get(batch.backend)
+                if backend is None:
+                    raise PipelineError(f"plan names backend {batch.backend!r}, which this run does not have")
+                submit(batch, backend)
+            while in_flight:
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    batch, backend, _queued = in_flight.pop(future)
+                    metrics.QUEUE_DEPTH.labels(backend.name).dec()
+                    error = future.exception()
+                    if error is None:
+                        outcome = future.result()
+                        self._record_success(batch, backend, outcome, report)
+                        continue
+                    self._record_failure(batch, backend, error, report)
+                    if attempts[batch.id] >= self.config.max_attempts:
+                        failed.append((batch, f"{type(error).__name__}: {error}"))
+                        continue
+                    target = self._fallback_for(batch, backend.name)
+                    if target is None:
+                        failed.append((batch, "no healthy backend left that fits it"))
+                        continue
+                    report.retried += 1
+                    if target.name != backend.name:
+                        report.moved += 1
+                        log.warning("moving batch", batch=batch.id, src=backend.name, dst=target.name)
+                    metrics.TASKS.labels(backend.name, "retried").inc(len(batch.keys))
+                    submit(batch, target)
+        finally:
+            for pool in pools.values():
+                pool.shutdown(wait=True, cancel_futures=True)
+        if failed:
+            lost = sum(len(b.keys) for b, _ in failed)
+            first_batch, reason = failed[0]
+            raise PipelineError(
+                f"{lost} subexperiments in {len(failed)} batches failed after retries "
+                f"(first: {first_batch.id}: {reason}); results so far are kept, rerun with "
+                f"--run-dir {self.config.run_dir} to resume"
+            )
+        return report
+
+    def _record_success(
+        self, batch: Batch, backend: Backend, outcome: BatchOutcome, report: ExecutionReport
+    ) -> None:
+        with self._lock:
+            health = self.health[backend.name]
+            health.consecutive_failures = 0
+        executed = len(outcome.executed)
+        report.events.append(
+            TimelineEvent(batch.id, backend.name, backend.kind, outcome.started, outcome.finished, executed, True)
+        )
+        seconds = outcome.finished - outcome.started
+        metrics.BATCH_DURATION.labels(backend.name, backend.kind).observe(seconds)
+        if executed:
+            for _ in range(executed):
+                metrics.TASK_DURATION.labels(backend.name, backend.kind).observe(seconds / executed)
+            metrics.TASKS.labels(backend.name, "succeeded").inc(executed)
+            metrics.SUBEXPERIMENTS_COMPLETED.inc(executed)
+        if outcome.skipped:
+            metrics.TASKS.labels(backend.name, "skipped").inc(len(outcome.skipped))
+        self.progress.advance(executed + len(outcome.skipped))
+
+    def _record_failure(
+        self, batch: Batch, backend: Backend, error: BaseException, report: ExecutionReport
+    ) -> None:
+        now = time.time()
+        with self._lock:
+            health = self.health[backend.name]
+            health.consecutive_failures += 1
+            if health.consecutive_failures >= UNHEALTHY_AFTER and health.healthy:
+                health.healthy = False
+                metrics.BACKEND_UP.labels(backend.name).set(0)
+                log.warning("backend marked unhealthy", backend=backend.name)
+        log.warning("batch failed", batch=batch.id, backend=backend.name, err=f"{type(error).__name__}: {error}")
+        metrics.TASKS.labels(backend.name, "failed").inc(len(batch.keys))
+        report.events.append(TimelineEvent(batch.id, backend.name, backend.kind, now, now, len(batch.keys), False))
+        self.store.append_telemetry(
+            [
+                {
+                    "ts": now, "run_id": self._manifest.run_id, "task_id": f"{batch.id}/{key[:12]}",
+                    "key": key, "backend": backend.name, "backend_kind": backend.kind,
+                    "num_qubits": self._manifest.features[key].num_qubits,
+                    "depth": self._manifest.features[key].depth,
+                    "num_2q_gates": self._manifest.features[key].num_2q_gates,
+                    "shots": self.config.shots, "batch_size": len(batch.keys),
+                    "queue_wait_seconds": 0.0, "run_seconds": 0.0, "success": False,
+                    "error": type(error).__name__, "attempt": 0,
+                }
+                for key in batch.keys
+            ]
+        )
+
+    # --- the whole DAG --------------------------------------------------------------------
+    def run(self) -> tuple[dict[str, Any], ExecutionReport]:
+        started = time.time()
+        if not self.backends:
+            raise PipelineError("no usable backend: " + "; ".join(self.unavailable.values()))
+        self._manifest = prepare(self.config)
+        batches = self.plan(self._manifest)
+        self.progress.start(sum(len(b.keys) for b in batches))
+        try:
+            report = self.execute(batches)
+        finally:
+            self.progress.close()
+        wall = time.time() - started
+        summary = reconstruct(self.config.run_dir, wall_seconds=wall)
+        summary["unavailable_backends"] = self.unavailable
+        summary["retried_batches"] = report.retried
+        summary["moved_batches"] = report.moved
+        summary["resumed_subexperiments"] = len(self._manifest.cut.unique_keys()) - sum(
+            len(b.keys) for b in batches
+        )
+        write_json(self.store.summary_path, summary)
+        write_json(
+            self.config.run_dir / "timeline.json",
+            [event.__dict__ for event in report.events],
+        )
+        metrics.RUNS.labels("succeeded").inc()
+        metrics.RUN_DURATION.set(wall)
+        return summary, report

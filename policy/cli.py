@@ -1,0 +1,184 @@
+"""``qubelet policy fit|explain|eval``.
+
+``fit`` learns from earlier runs' ``telemetry.jsonl`` (and optionally a Prometheus server) and
+writes a JSON model; ``explain`` prints each backend's predictions for one subexperiment and why
+the winner wins; ``eval`` runs the cluster simulator and compares ``size``, ``telemetry`` and the
+lower bound. Heavy imports (scikit-learn, scipy) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+EVAL_SCENARIOS = ("paper", "cloud_queue", "drift", "wide")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``policy`` verb and its sub-verbs."""
+    parser = subparsers.add_parser("policy", help="fit, explain and evaluate the backend-selection policy")
+    verbs = parser.add_subparsers(dest="policy_command", metavar="VERB")
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+
+    fit = verbs.add_parser("fit", help="fit the telemetry policy from run telemetry")
+    fit.add_argument(
+        "--telemetry", nargs="+", type=Path, default=[], metavar="FILE", help="telemetry.jsonl files"
+    )
+    fit.add_argument("--prometheus", metavar="URL", help="Prometheus base URL (e.g. http://prometheus:9090)")
+    fit.add_argument("--prometheus-timeout", type=float, default=2.0, metavar="S")
+    fit.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows instead of failing")
+    fit.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.json")
+    fit.set_defaults(func=_fit)
+
+    explain = verbs.add_parser("explain", help="show each backend's predictions for one subexperiment")
+    explain.add_argument("--model", type=Path, help="fitted model (default: priors only)")
+    explain.add_argument("--qubits", type=int, required=True)
+    explain.add_argument("--depth", type=int, required=True)
+    explain.add_argument("--two-qubit-gates", type=int, required=True)
+    explain.add_argument("--shots", type=int, required=True)
+    explain.add_argument("--clbits", type=int, help="measured bits (default: qubits)")
+    explain.add_argument("--cpu-workers", type=int, default=os.cpu_count() or 1)
+    explain.add_argument("--gpu", action="store_true", help="offer a GPU backend")
+    explain.add_argument(
+        "--inventory", type=Path, help="QPU inventory YAML (e.g. manifests/examples/qpus.yaml)"
+    )
+    explain.add_argument("--error-budget", type=float, default=0.35)
+    explain.add_argument("--json", action="store_true", help="print the full explanation as JSON")
+    explain.set_defaults(func=_explain)
+
+    evaluate = verbs.add_parser("eval", help="compare size vs telemetry vs a lower bound in the simulator")
+    evaluate.add_argument("--scenario", choices=(*EVAL_SCENARIOS, "all"), default="all")
+    evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    evaluate.set_defaults(func=_eval)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from policy.models import PolicyModel
+    from policy.telemetry_sources import BackendSnapshot, LocalHistory, PrometheusSource
+    from qubelet.cli import UsageError
+
+    if not args.telemetry and not args.prometheus:
+        raise UsageError("policy fit: give --telemetry FILE... and/or --prometheus URL")
+    for path in args.telemetry:
+        if not path.is_file():
+            raise UsageError(f"policy fit: telemetry file {path} does not exist")
+    try:
+        rows = LocalHistory(args.telemetry, strict=not args.skip_bad_rows).rows()
+    except ValueError as exc:
+        raise UsageError(f"policy fit: {exc}") from exc
+    snapshots: dict[str, BackendSnapshot] = {}
+    if args.prometheus:
+        source = PrometheusSource(args.prometheus, timeout=args.prometheus_timeout)
+        snapshots = source.snapshots()
+        if source.last_error:
+            print(f"warning: {source.last_error}; continuing with what was read")
+    model = PolicyModel(rows, snapshots)
+    try:
+        model.save(args.output)
+    except OSError as exc:
+        raise UsageError(f"policy fit: cannot write {args.output}: {exc.strerror or exc}") from exc
+    print(
+        f"fitted on {len(model.rows)} telemetry rows, {len(snapshots)} Prometheus backends -> {args.output}"
+    )
+    for name, stats in sorted(model.stats.items()):
+        mean = stats.mean_run_seconds or 0.0
+        print(
+            f"  {name:<24} rows={stats.rows:<6} mean_run={mean:.4g}s "
+            f"failure_ratio={stats.failure_ratio():.3f} queue_wait={stats.queue_wait():.3g}s"
+        )
+    return 0
+
+
+def _inventory_backends(path: Path) -> list[Any]:
+    import yaml
+
+    from policy.interface import BackendState
+    from qubelet.cli import UsageError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out = []
+        for qpu in data["qpus"]:
+            calibration = qpu.get("calibration") or {}
+            out.append(
+                BackendState(
+                    name=f"qpu:{qpu['name']}",
+                    kind="qpu",
+                    max_qubits=int(qpu["qubits"]),
+                    model=str(qpu.get("model", "")),
+                    fidelity_2q=calibration.get("fidelity2q"),
+                    readout_fidelity=calibration.get("readoutFidelity"),
+                )
+            )
+        return out
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"policy explain: cannot read inventory {path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"policy explain: inventory {path} has no valid 'qpus' list ({exc})") from exc
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from policy.interface import BackendState, CircuitFeatures
+    from policy.telemetry import TelemetryPolicy
+    from qubelet.cli import UsageError
+
+    if args.model is not None and not args.model.is_file():
+        raise UsageError(f"policy explain: model file {args.model} does not exist")
+    if min(args.qubits, args.shots) < 1 or min(args.depth, args.two_qubit_gates) < 0:
+        raise UsageError("policy explain: --qubits/--shots must be >= 1, --depth/--two-qubit-gates >= 0")
+    try:
+        policy = TelemetryPolicy.load_or_prior(args.model, seed=0, error_budget=args.error_budget)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    backends = [BackendState(name="cpu", kind="cpu", workers=max(args.cpu_workers, 1))]
+    if args.gpu:
+        backends.append(BackendState(name="gpu", kind="gpu"))
+    if args.inventory is not None:
+        backends += _inventory_backends(args.inventory)
+    task = CircuitFeatures(
+        key="explain",
+        num_qubits=args.qubits,
+        depth=args.depth,
+        num_2q_gates=args.two_qubit_gates,
+        num_clbits=args.clbits if args.clbits is not None else args.qubits,
+        shots=args.shots,
+    )
+    report = policy.explain(task, backends)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{'backend':<24} {'run s':>10} {'wait s':>9} {'finish s':>10} {'error':>7} {'model':<22} note")
+    for row in report["backends"]:
+        note = "; ".join(row["excluded_because"]) or ("eligible" if row["eligible"] else "")
+        print(
+            f"{row['backend']:<24} {row['run_seconds']:>10.4g} {row['wait_seconds']:>9.3g} "
+            f"{row['finish_seconds']:>10.4g} {row['error']:>7.3f} "
+            f"{row['model'] + ' (' + str(row['training_rows']) + ' rows)':<22} {note}"
+        )
+    print(f"chosen: {report['chosen']} — {report['why']}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from policy.evaluate import evaluate, format_table
+    from policy.scenarios import SCENARIOS
+    from qubelet.cli import UsageError
+
+    if args.tasks is not None and not 1 <= args.tasks <= 1_000_000:
+        raise UsageError("policy eval: --tasks must be between 1 and 1000000")
+    names = EVAL_SCENARIOS if args.scenario == "all" else (args.scenario,)
+    evaluations = []
+    for name in names:
+        scenario = SCENARIOS[name]
+        if args.tasks is not None:
+            scenario = scenario.scaled(args.tasks)
+        evaluations.append(evaluate(scenario, seed=args.seed))
+    print(format_table(evaluations))
+    if args.json:
+        print(json.dumps({e.scenario: e.summary() for e in evaluations}, sort_keys=True))
+    return 0

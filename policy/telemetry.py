@@ -1,0 +1,234 @@
+"""``--policy telemetry``: predictive backend selection from run history and metrics.
+
+For every (subexperiment, backend) pair the :class:`~policy.models.PolicyModel` predicts run
+time (inflated by ``1 / (1 − failure ratio)`` for expected retries) and error; the backend's
+queue wait comes from its state or, for a cloud QPU, recent telemetry. :func:`policy.decide.list_schedule`
+then minimises expected completion time within the per-subexperiment error budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy import metrics
+from policy.decide import Assignment, UnschedulableTaskError, list_schedule
+from policy.features import backend_features, circuit_vector
+from policy.interface import (
+    BackendState,
+    CircuitFeatures,
+    Decision,
+    NoUsableBackendError,
+    TelemetryRow,
+)
+from policy.models import PolicyModel
+from policy.telemetry_sources import TelemetrySource
+
+DEFAULT_ERROR_BUDGET = 0.35
+DEFAULT_EPSILON = 0.02
+
+
+class TelemetryPolicy:
+    """Minimise expected completion time subject to an error budget, learning as it goes."""
+
+    name = "telemetry"
+
+    def __init__(
+        self,
+        model: PolicyModel | None = None,
+        *,
+        seed: int = 0,
+        error_budget: float = DEFAULT_ERROR_BUDGET,
+        epsilon: float = DEFAULT_EPSILON,
+        record_metrics: bool = True,
+    ) -> None:
+        if not 0.0 <= error_budget <= 1.0:
+            raise ValueError(f"error budget must be in [0, 1], got {error_budget}")
+        self.model = model or PolicyModel()
+        self.seed = seed
+        self.error_budget = error_budget
+        self.epsilon = epsilon
+        self.record_metrics = record_metrics
+        self._rng = np.random.default_rng(seed)
+        #: predictions of decided tasks, (key, backend) -> seconds, for the prediction-error metric
+        self._predicted: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def load_or_prior(cls, model_path: Path | None, seed: int, **kwargs: Any) -> TelemetryPolicy:
+        """The fitted model at ``model_path``; priors only when it is ``None`` or absent.
+
+        A file that exists but is not a valid model raises a one-line ``ValueError`` naming it.
+        """
+        if model_path is None or not Path(model_path).exists():
+            return cls(PolicyModel(), seed=seed, **kwargs)
+        return cls(PolicyModel.load(Path(model_path)), seed=seed, **kwargs)
+
+    @classmethod
+    def from_sources(
+        cls, sources: Sequence[TelemetrySource], seed: int = 0, **kwargs: Any
+    ) -> TelemetryPolicy:
+        """Fit on whatever the sources give (a dead source contributes nothing)."""
+        rows: list[TelemetryRow] = []
+        snapshots = {}
+        for source in sources:
+            rows.extend(source.rows())
+            snapshots.update(source.snapshots())
+        return cls(PolicyModel(rows, snapshots), seed=seed, **kwargs)
+
+    # -- predictions ------------------------------------------------------------------------
+    def _matrices(
+        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n, m = len(tasks), len(backends)
+        seconds = np.zeros((n, m))
+        errors = np.zeros((n, m))
+        fits = np.zeros((n, m), dtype=bool)
+        widths = np.array([t.num_qubits for t in tasks])
+        for b, state in enumerate(backends):
+            retry = 1.0 / (1.0 - self.model.failure_ratio(state))
+            seconds[:, b] = self.model.predict_seconds(tasks, state) * retry
+            errors[:, b] = self.model.predict_error(tasks, state)
+            wide_enough = widths <= (state.max_qubits if state.max_qubits is not None else 10**9)
+            fits[:, b] = wide_enough & self.model.is_up(state)
+        start = np.array([self.model.queue_wait(s) + s.job_overhead_seconds for s in backends])
+        workers = np.array([max(s.workers, 1) for s in backends])
+        return seconds, errors, fits, start, workers
+
+    def _min_fidelity(self, task: CircuitFeatures, state: BackendState) -> float | None:
+        """The weakest two-qubit fidelity that keeps ``task`` within budget on this QPU."""
+        if state.kind != "qpu" or task.num_2q_gates <= 0:
+            return None
+        _, fro = self.model.calibration(state)
+        factor = self.model.error_factor(state)
+        target = 1.0 - self.error_budget / max(factor, 1e-9)
+        measured = task.num_clbits or task.num_qubits
+        if target <= 0:
+            return None
+        need = (target / fro**measured) ** (1.0 / task.num_2q_gates)
+        return round(need, 6) if need <= 1.0 else None
+
+    # -- the SelectionPolicy contract ---------------------------------------------------------
+    def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
+        """One decision per task, same order; deterministic for a seed and call sequence."""
+        if not tasks:
+            return []
+        if not backends:
+            raise NoUsableBackendError("no backends offered")
+        seconds, errors, fits, start, workers = self._matrices(tasks, backends)
+        try:
+            plan = list_schedule(
+                seconds, errors, fits, start, workers,
+                budget=self.error_budget, rng=self._rng, epsilon=self.epsilon,
+            )  # fmt: skip
+        except UnschedulableTaskError as exc:
+            task = tasks[exc.index]
+            raise NoUsableBackendError(
+                f"subexperiment {task.key[:12]}: no healthy backend fits {task.num_qubits} qubits"
+            ) from exc
+        decisions: list[Decision | None] = [None] * len(tasks)
+        for a in plan:
+            decisions[a.task] = self._decision(tasks[a.task], backends, a, seconds, errors, fits, start)
+        out = [d for d in decisions if d is not None]
+        for d in out:
+            self._predicted[(d.key, d.backend)] = float(d.predicted_seconds or 0.0)
+            if self.record_metrics:
+                metrics.record_decision(self.name, d.kind)
+        return out
+
+    def _decision(
+        self,
+        task: CircuitFeatures,
+        backends: Sequence[BackendState],
+        a: Assignment,
+        seconds: np.ndarray,
+        errors: np.ndarray,
+        fits: np.ndarray,
+        start: np.ndarray,
+    ) -> Decision:
+        i, b = a.task, a.backend
+        state = backends[b]
+        alternatives = {
+            s.name: {"seconds": float(seconds[i, k]), "error": float(errors[i, k]), "wait": float(start[k])}
+            for k, s in enumerate(backends)
+            if fits[i, k]
+        }
+        if a.explored:
+            reason = f"exploring {state.name} (finish {a.finish:.3g}s, within 10% of the makespan so far)"
+        else:
+            reason = f"earliest expected finish {a.finish:.3g}s"
+        if not a.within_budget:
+            reason += f"; no backend meets error budget {self.error_budget}, least-error one used"
+        elif state.kind == "qpu":
+            reason += f"; predicted error {errors[i, b]:.3f} <= budget {self.error_budget}"
+        return Decision(
+            key=task.key,
+            backend=state.name,
+            kind=state.kind,
+            min_qubits=task.num_qubits if state.kind == "qpu" else None,
+            min_fidelity_2q=self._min_fidelity(task, state),
+            predicted_seconds=float(seconds[i, b]),
+            predicted_error=float(errors[i, b]),
+            reason=reason,
+            alternatives=alternatives,
+        )
+
+    def explain(self, task: CircuitFeatures, backends: Sequence[BackendState]) -> dict[str, Any]:
+        """Each backend's predictions for ``task`` alone, and why the winner won."""
+        seconds, errors, fits, start, _ = self._matrices([task], backends)
+        rows: list[dict[str, Any]] = []
+        for b, state in enumerate(backends):
+            source, n_rows = self.model.correction_source(state)
+            why_not = []
+            if not self.model.is_up(state):
+                why_not.append("unhealthy")
+            if state.max_qubits is not None and task.num_qubits > state.max_qubits:
+                why_not.append(f"only {state.max_qubits} qubits")
+            if errors[0, b] > self.error_budget:
+                why_not.append(f"error {errors[0, b]:.3f} > budget {self.error_budget}")
+            rows.append(
+                {
+                    "backend": state.name,
+                    "kind": state.kind,
+                    "eligible": bool(fits[0, b]) and errors[0, b] <= self.error_budget,
+                    "run_seconds": float(seconds[0, b]),
+                    "wait_seconds": float(start[b]),
+                    "finish_seconds": float(start[b] + seconds[0, b]),
+                    "error": float(errors[0, b]),
+                    "failure_ratio": self.model.failure_ratio(state),
+                    "model": source,
+                    "training_rows": n_rows,
+                    "excluded_because": why_not,
+                    "backend_features": backend_features(state),
+                }
+            )
+        eligible = [r for r in rows if r["eligible"]]
+        chosen = min(eligible, key=lambda r: r["finish_seconds"]) if eligible else None
+        if chosen is None:
+            why = "no backend is eligible"
+        else:
+            others = sorted((r for r in eligible if r is not chosen), key=lambda r: r["finish_seconds"])
+            why = f"{chosen['backend']} finishes first ({chosen['finish_seconds']:.3g}s)"
+            if others:
+                why += f"; next {others[0]['backend']} at {others[0]['finish_seconds']:.3g}s"
+        return {
+            "task": dict(zip(("num_qubits", "depth", "num_2q_gates", "shots", "num_clbits"),
+                             (task.num_qubits, task.depth, task.num_2q_gates, task.shots, task.num_clbits),
+                             strict=True)),
+            "features": circuit_vector(task),
+            "error_budget": self.error_budget,
+            "backends": rows,
+            "chosen": None if chosen is None else chosen["backend"],
+            "why": why,
+        }  # fmt: skip
+
+    # -- learning -------------------------------------------------------------------------------
+    def observe(self, rows: Sequence[TelemetryRow], *, refit: bool = True) -> None:
+        """Feed back executed tasks: records the prediction-error metric and refits the model."""
+        for row in rows:
+            predicted = self._predicted.pop((str(row.get("key", "")), row["backend"]), None)
+            if predicted is not None and self.record_metrics and row.get("success", True):
+                metrics.record_prediction_error(predicted, float(row["run_seconds"]))
+        self.model.add_rows(rows, refit=refit)

@@ -1,0 +1,253 @@
+"""Where the policy learns from: the pipeline's run history and a Prometheus server.
+
+Both sit behind :class:`TelemetrySource`: ``rows()`` gives per-task :class:`TelemetryRow` records
+(only the local history has those) and ``snapshots()`` gives a per-backend summary (recent
+latency, failure rate, queue depth, up/down). Telemetry is advisory: a missing file, a dead
+endpoint or bad JSON is logged as one clear line and the policy falls back to its priors, so a
+broken monitoring stack can never stop a run. ``LocalHistory(strict=True)`` turns bad lines into a
+``ValueError`` instead, for ``qubelet policy fit`` where the user asked for exactly that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from policy.interface import BACKEND_KINDS, TelemetryRow
+from qubelet import klog
+
+log = klog.get_logger("qubelet.policy")
+
+#: Fields a row must carry to be useful, with their types (bool is checked before int).
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "backend": str,
+    "backend_kind": str,
+    "num_qubits": int,
+    "depth": int,
+    "num_2q_gates": int,
+    "shots": int,
+    "run_seconds": (int, float),
+}
+_OPTIONAL_NUMBERS = ("queue_wait_seconds", "fidelity_2q", "readout_fidelity", "observed_error", "ts")
+
+#: Every PromQL expression the policy sends, in one place. ``{window}`` is a range like ``5m``.
+PROMQL: dict[str, str] = {
+    "mean_run_seconds": (
+        "sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_sum[{window}]))"
+        " / sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_count[{window}]))"
+    ),
+    "failure_ratio": (
+        'sum by (backend) (rate(qubelet_pipeline_tasks_total{{state="failed"}}[{window}]))'
+        " / sum by (backend) (rate(qubelet_pipeline_tasks_total[{window}]))"
+    ),
+    "queue_depth": "max by (backend) (qubelet_pipeline_queue_depth)",
+    "backend_up": "min by (backend) (qubelet_pipeline_backend_up)",
+    "unhealthy_devices": 'sum(qubelet_device_plugin_devices{health="Unhealthy"})',
+}
+
+
+@dataclass
+class BackendSnapshot:
+    """What telemetry says about one backend recently; ``None`` means unknown."""
+
+    backend: str
+    mean_run_seconds: float | None = None
+    failure_ratio: float | None = None
+    queue_depth: float | None = None
+    up: bool | None = None
+    samples: int = 0
+
+
+class TelemetrySource(Protocol):
+    """Anything the policy can learn from."""
+
+    def rows(self) -> list[TelemetryRow]:
+        """Per-task records (empty when the source only has aggregates)."""
+        ...
+
+    def snapshots(self) -> dict[str, BackendSnapshot]:
+        """Per-backend summaries keyed by backend name."""
+        ...
+
+
+def validate_row(raw: Any) -> TelemetryRow:
+    """Check one decoded JSON value is a usable row; raise ``ValueError`` saying what is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    for name, kind in REQUIRED_FIELDS.items():
+        if name not in raw:
+            raise ValueError(f"missing field {name!r}")
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"field {name!r} has bad value {value!r}")
+    if raw["backend_kind"] not in BACKEND_KINDS:
+        raise ValueError(f"field 'backend_kind' must be one of {BACKEND_KINDS}, got {raw['backend_kind']!r}")
+    if not math.isfinite(raw["run_seconds"]) or raw["run_seconds"] < 0:
+        raise ValueError(f"field 'run_seconds' must be a finite number >= 0, got {raw['run_seconds']!r}")
+    for name in _OPTIONAL_NUMBERS:
+        value = raw.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"field {name!r} has bad value {value!r}")
+    row: TelemetryRow = raw  # type: ignore[assignment]
+    return row
+
+
+def summarise(rows: Iterable[TelemetryRow]) -> dict[str, BackendSnapshot]:
+    """Per-backend snapshot computed from rows (the local history's answer to ``snapshots()``)."""
+    out: dict[str, BackendSnapshot] = {}
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        name = row["backend"]
+        snap = out.setdefault(name, BackendSnapshot(backend=name))
+        acc = sums.setdefault(name, [0.0, 0.0])
+        snap.samples += 1
+        acc[0] += float(row["run_seconds"])
+        acc[1] += 0.0 if row.get("success", True) else 1.0
+    for name, snap in out.items():
+        snap.mean_run_seconds = sums[name][0] / snap.samples
+        snap.failure_ratio = sums[name][1] / snap.samples
+    return out
+
+
+class LocalHistory:
+    """``telemetry.jsonl`` files written by earlier runs."""
+
+    def __init__(self, paths: Sequence[Path | str], *, strict: bool = False) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.strict = strict
+        self._rows: list[TelemetryRow] | None = None
+
+    def rows(self) -> list[TelemetryRow]:
+        if self._rows is None:
+            self._rows = []
+            for path in self.paths:
+                self._rows.extend(self._read(path))
+        return list(self._rows)
+
+    def snapshots(self) -> dict[str, BackendSnapshot]:
+        return summarise(self.rows())
+
+    def _read(self, path: Path) -> list[TelemetryRow]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            message = f"cannot read telemetry file {path}: {exc.__class__.__name__}: {exc}"
+            if self.strict:
+                raise ValueError(message) from exc
+            log.warning("telemetry file unreadable, skipped", path=str(path), err=str(exc))
+            return []
+        out: list[TelemetryRow] = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(validate_row(json.loads(line)))
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                message = f"{path}:{lineno}: bad telemetry row: {exc}"
+                if self.strict:
+                    raise ValueError(message) from exc
+                log.warning("bad telemetry row skipped", where=f"{path}:{lineno}", err=str(exc))
+        return out
+
+
+class PrometheusSource:
+    """A Prometheus server's HTTP API (``/api/v1/query`` and ``/api/v1/query_range``).
+
+    Only aggregates exist there, so ``rows()`` is empty and ``snapshots()`` carries the signal.
+    Any failure (connection refused, timeout, non-JSON, ``status != success``) is logged once
+    per call and answered with what could be read, possibly nothing.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, window: str = "5m", lookback_seconds: float = 3600.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.window = window
+        self.lookback_seconds = lookback_seconds
+        self.last_error: str | None = None
+
+    def rows(self) -> list[TelemetryRow]:
+        return []
+
+    def snapshots(self) -> dict[str, BackendSnapshot]:
+        out: dict[str, BackendSnapshot] = {}
+
+        def snap(name: str) -> BackendSnapshot:
+            return out.setdefault(name, BackendSnapshot(backend=name))
+
+        end = time.time()
+        for field_name in ("mean_run_seconds", "failure_ratio"):
+            series = self._range(PROMQL[field_name].format(window=self.window), end)
+            for backend, values in series.items():
+                if values:
+                    setattr(snap(backend), field_name, values[-1])
+                    snap(backend).samples = max(snap(backend).samples, len(values))
+        for backend, value in self._instant(PROMQL["queue_depth"]).items():
+            snap(backend).queue_depth = value
+        for backend, value in self._instant(PROMQL["backend_up"]).items():
+            snap(backend).up = value >= 1.0
+        return out
+
+    def unhealthy_devices(self) -> int | None:
+        """Count of devices the device plugin reports Unhealthy (``None`` when unknown)."""
+        values = self._instant(PROMQL["unhealthy_devices"])
+        return int(sum(values.values())) if values else None
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                body = json.loads(response.read().decode("utf-8"))
+            if not isinstance(body, dict) or body.get("status") != "success":
+                raise ValueError(f"status {body.get('status') if isinstance(body, dict) else body!r}")
+            data = body.get("data")
+            if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+                raise ValueError("no data.result list")
+            return data["result"]
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            self.last_error = f"prometheus {self.url}{path}: {exc.__class__.__name__}: {exc}"
+            log.warning("prometheus query failed, using priors", url=self.url + path, err=str(exc))
+            return None
+
+    def _instant(self, query: str) -> dict[str, float]:
+        result = self._get("/api/v1/query", {"query": query})
+        out: dict[str, float] = {}
+        for item in result or []:
+            try:
+                value = float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                out[str(item.get("metric", {}).get("backend", ""))] = value
+        return out
+
+    def _range(self, query: str, end: float) -> dict[str, list[float]]:
+        params = {
+            "query": query,
+            "start": f"{end - self.lookback_seconds:.3f}",
+            "end": f"{end:.3f}",
+            "step": "60",
+        }
+        result = self._get("/api/v1/query_range", params)
+        out: dict[str, list[float]] = {}
+        for item in result or []:
+            values: list[float] = []
+            for pair in item.get("values", []) if isinstance(item, dict) else []:
+                try:
+                    value = float(pair[1])
+                except (IndexError, TypeError, ValueError):
+                    continue
+                if math.isfinite(value):
+                    values.append(value)
+            out[str(item.get("metric", {}).get("backend", ""))] = values
+        return out

@@ -1,0 +1,344 @@
+"""The versioned QPU inventory file (config ``version: v1``), parsed and validated.
+
+The shape follows NVIDIA's k8s-device-plugin config (``api/config/v1``): a ``version``, global
+``flags``, a ``sharing`` section (time-slicing replicas) and then the resources, here ``qpus``.
+YAML keys are camelCase like upstream; the Python side is snake_case frozen dataclasses so the
+device plugin and the DRA driver share one validated, immutable view of the inventory.
+
+Every validation problem raises :class:`ConfigError` whose message is ONE line naming the file,
+the entry and the field, e.g. ``qpus.yaml: qpus[1] (apollo-cloud): qubits: must be a positive
+integer, got 'x'`` — an admin reading a crash-looping pod's log sees exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from urllib.parse import urlparse
+
+import yaml
+
+SUPPORTED_VERSIONS = ("v1",)
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+FAKE_BACKEND = re.compile(r"^fake:[A-Za-z_][A-Za-z0-9_]*$")
+PROBES = ("fake", "http", "file")
+LOCATIONS = ("onprem", "cloud")
+
+#: Kubelet rejects device ids longer than this; ids are ``<name>-r<replica>``.
+MAX_DEVICE_ID_LENGTH = 63
+DEFAULT_HEALTH_INTERVAL_SECONDS = 10.0
+DEFAULT_PROBE_TIMEOUT_SECONDS = 5.0
+
+_TOP_KEYS = {"version", "flags", "sharing", "qpus"}
+_FLAG_KEYS = {"failOnInitError", "cdiEnabled", "healthCheckIntervalSeconds"}
+_SHARING_KEYS = {"timeSlicing"}
+_TIME_SLICING_KEYS = {"replicas"}
+_QPU_KEYS = {
+    "name",
+    "vendor",
+    "model",
+    "qubits",
+    "technology",
+    "location",
+    "topology",
+    "backend",
+    "endpoint",
+    "tokensFile",
+    "calibration",
+    "health",
+    "replicas",
+    "nodeSelector",
+}
+_CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity"}
+_HEALTH_KEYS = {"probe", "url", "path", "intervalSeconds", "timeoutSeconds"}
+
+
+class ConfigError(ValueError):
+    """An invalid inventory file; ``str()`` is one line naming file, entry and field."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How to decide whether one QPU is usable (see :mod:`qpu_device_plugin.health`)."""
+
+    probe: Literal["fake", "http", "file"]
+    url: str | None
+    path: str | None
+    interval_seconds: float
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class QPUConfig:
+    """One QPU this node reaches (on-prem access node or cloud endpoint)."""
+
+    name: str
+    vendor: str
+    model: str
+    qubits: int
+    technology: str
+    location: Literal["onprem", "cloud"]
+    topology: str
+    backend: str
+    endpoint: str | None
+    tokens_file: str | None
+    fidelity_2q: float | None
+    readout_fidelity: float | None
+    health: ProbeConfig
+    replicas: int
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Global switches (``flags:`` in the file)."""
+
+    fail_on_init_error: bool
+    cdi_enabled: bool
+    health_check_interval_seconds: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated inventory; ``source`` is the file it came from (for messages)."""
+
+    version: str
+    flags: Flags
+    qpus: tuple[QPUConfig, ...]
+    source: str
+
+    def qpu(self, name: str) -> QPUConfig:
+        """The QPU called ``name``; raises :class:`ConfigError` (not KeyError) when unknown."""
+        for qpu in self.qpus:
+            if qpu.name == name:
+                return qpu
+        known = ", ".join(q.name for q in self.qpus) or "none"
+        raise ConfigError(f"unknown QPU {name!r} (known: {known})")
+
+
+def _show(value: object) -> str:
+    """A short one-line rendering of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Ctx:
+    """Where in the file we are, so every error names file, entry and field."""
+
+    def __init__(self, source: str, entry: str = "") -> None:
+        self.source = source
+        self.entry = entry
+
+    def fail(self, field_name: str, problem: str) -> ConfigError:
+        where = f"{self.entry}: " if self.entry else ""
+        return ConfigError(f"{self.source}: {where}{field_name}: {problem}")
+
+    def mapping(self, value: object, field_name: str, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(field_name, f"must be a mapping, got {_show(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(
+                    f"{field_name}.{key}" if field_name else str(key),
+                    f"unknown field (allowed: {', '.join(sorted(allowed))})",
+                )
+        return value
+
+    def string(self, value: object, field_name: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(field_name, f"must be a non-empty string, got {_show(value)}")
+        if "\n" in value:
+            raise self.fail(field_name, "must be a single line")
+        return value
+
+    def boolean(self, value: object, field_name: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(field_name, f"must be a boolean, got {_show(value)}")
+        return value
+
+    def positive_int(self, value: object, field_name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.fail(field_name, f"must be a positive integer, got {_show(value)}")
+        return value
+
+    def positive_float(self, value: object, field_name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise self.fail(field_name, f"must be a positive number, got {_show(value)}")
+        if value != value or value == float("inf"):
+            raise self.fail(field_name, f"must be a finite number, got {_show(value)}")
+        return float(value)
+
+    def fraction(self, value: object, field_name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise self.fail(field_name, f"must be a number in (0, 1], got {_show(value)}")
+        return float(value)
+
+    def enum(self, value: object, field_name: str, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(field_name, f"must be one of {', '.join(allowed)}, got {_show(value)}")
+        return cast(str, value)
+
+    def url(self, value: object, field_name: str) -> str:
+        text = self.string(value, field_name)
+        parsed = urlparse(text)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise self.fail(field_name, f"must be an http(s) URL, got {_show(value)}")
+        return text
+
+
+def _parse_health(raw: object, ctx: _Ctx, default_interval: float, backend: str) -> ProbeConfig:
+    data = ctx.mapping({} if raw is None else raw, "health", _HEALTH_KEYS)
+    default_probe = "fake" if backend.startswith("fake:") else None
+    if "probe" not in data and default_probe is None:
+        raise ctx.fail("health.probe", f"required for backend {backend!r} (one of {', '.join(PROBES)})")
+    probe = ctx.enum(data.get("probe", default_probe), "health.probe", PROBES)
+    if probe == "fake" and not backend.startswith("fake:"):
+        raise ctx.fail("health.probe", f"'fake' only probes fake: backends, backend is {backend!r}")
+    url = ctx.url(data["url"], "health.url") if data.get("url") is not None else None
+    path = ctx.string(data["path"], "health.path") if data.get("path") is not None else None
+    if probe == "http" and url is None:
+        raise ctx.fail("health.url", "required when probe is 'http'")
+    if probe == "file" and path is None:
+        raise ctx.fail("health.path", "required when probe is 'file'")
+    interval = (
+        ctx.positive_float(data["intervalSeconds"], "health.intervalSeconds")
+        if "intervalSeconds" in data
+        else default_interval
+    )
+    timeout = (
+        ctx.positive_float(data["timeoutSeconds"], "health.timeoutSeconds")
+        if "timeoutSeconds" in data
+        else DEFAULT_PROBE_TIMEOUT_SECONDS
+    )
+    return ProbeConfig(
+        probe=cast(Literal["fake", "http", "file"], probe),
+        url=url,
+        path=path,
+        interval_seconds=interval,
+        timeout_seconds=timeout,
+    )
+
+
+def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_replicas: int) -> QPUConfig:
+    ctx = _Ctx(source, f"qpus[{index}]")
+    if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
+        ctx.entry = f"qpus[{index}] ({raw['name']})"
+    data = ctx.mapping(raw, "", _QPU_KEYS) if isinstance(raw, Mapping) else None
+    if data is None:
+        raise ctx.fail("qpus", f"entry must be a mapping, got {_show(raw)}")
+    for required in ("name", "vendor", "model", "qubits", "technology", "location", "backend"):
+        if required not in data:
+            raise ctx.fail(required, "required field is missing")
+    name = ctx.string(data["name"], "name")
+    if len(name) > 63 or not DNS1123_LABEL.match(name):
+        raise ctx.fail("name", f"must be a DNS-1123 label (lowercase a-z, 0-9, '-'), got {_show(name)}")
+    backend = ctx.string(data["backend"], "backend")
+    if backend != "iqm" and not FAKE_BACKEND.match(backend):
+        raise ctx.fail("backend", f"must be 'iqm' or 'fake:<IQMFakeBackendClass>', got {_show(backend)}")
+    endpoint = ctx.url(data["endpoint"], "endpoint") if data.get("endpoint") is not None else None
+    if backend == "iqm" and endpoint is None:
+        raise ctx.fail("endpoint", "required when backend is 'iqm'")
+    tokens_file = ctx.string(data["tokensFile"], "tokensFile") if data.get("tokensFile") is not None else None
+    calibration = ctx.mapping(data.get("calibration") or {}, "calibration", _CALIBRATION_KEYS)
+    fidelity_2q = (
+        ctx.fraction(calibration["fidelity2q"], "calibration.fidelity2q")
+        if calibration.get("fidelity2q") is not None
+        else None
+    )
+    readout = (
+        ctx.fraction(calibration["readoutFidelity"], "calibration.readoutFidelity")
+        if calibration.get("readoutFidelity") is not None
+        else None
+    )
+    selector_raw = data.get("nodeSelector") or {}
+    if not isinstance(selector_raw, Mapping):
+        raise ctx.fail("nodeSelector", f"must be a mapping of strings, got {_show(selector_raw)}")
+    node_selector: dict[str, str] = {}
+    for key, value in selector_raw.items():
+        node_selector[ctx.string(key, "nodeSelector")] = ctx.string(value, f"nodeSelector.{key}")
+    replicas = ctx.positive_int(data["replicas"], "replicas") if "replicas" in data else default_replicas
+    longest_id = f"{name}-r{replicas - 1}"
+    if len(longest_id) > MAX_DEVICE_ID_LENGTH:
+        raise ctx.fail(
+            "name",
+            f"too long: device id {longest_id!r} would exceed kubelet's {MAX_DEVICE_ID_LENGTH} characters",
+        )
+    return QPUConfig(
+        name=name,
+        vendor=ctx.string(data["vendor"], "vendor"),
+        model=ctx.string(data["model"], "model"),
+        qubits=ctx.positive_int(data["qubits"], "qubits"),
+        technology=ctx.string(data["technology"], "technology"),
+        location=cast(Literal["onprem", "cloud"], ctx.enum(data["location"], "location", LOCATIONS)),
+        topology=ctx.string(data["topology"], "topology") if "topology" in data else "unknown",
+        backend=backend,
+        endpoint=endpoint,
+        tokens_file=tokens_file,
+        fidelity_2q=fidelity_2q,
+        readout_fidelity=readout,
+        health=_parse_health(data.get("health"), ctx, flags.health_check_interval_seconds, backend),
+        replicas=replicas,
+        node_selector=node_selector,
+    )
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-decoded YAML/JSON ``data``; ``source`` names it in error messages."""
+    ctx = _Ctx(source)
+    top = ctx.mapping(data, "", _TOP_KEYS) if isinstance(data, Mapping) else None
+    if top is None:
+        raise ConfigError(f"{source}: top level must be a mapping, got {_show(data)}")
+    if "version" not in top:
+        raise ctx.fail("version", f"required field is missing (supported: {', '.join(SUPPORTED_VERSIONS)})")
+    version = ctx.enum(top["version"], "version", SUPPORTED_VERSIONS)
+
+    flags_raw = ctx.mapping(top.get("flags") or {}, "flags", _FLAG_KEYS)
+    flags = Flags(
+        fail_on_init_error=ctx.boolean(flags_raw.get("failOnInitError", False), "flags.failOnInitError"),
+        cdi_enabled=ctx.boolean(flags_raw.get("cdiEnabled", False), "flags.cdiEnabled"),
+        health_check_interval_seconds=ctx.positive_float(
+            flags_raw.get("healthCheckIntervalSeconds", DEFAULT_HEALTH_INTERVAL_SECONDS),
+            "flags.healthCheckIntervalSeconds",
+        ),
+    )
+    sharing = ctx.mapping(top.get("sharing") or {}, "sharing", _SHARING_KEYS)
+    slicing = ctx.mapping(sharing.get("timeSlicing") or {}, "sharing.timeSlicing", _TIME_SLICING_KEYS)
+    default_replicas = ctx.positive_int(slicing.get("replicas", 1), "sharing.timeSlicing.replicas")
+
+    qpus_raw = top.get("qpus")
+    if not isinstance(qpus_raw, list) or not qpus_raw:
+        raise ctx.fail("qpus", f"must be a non-empty list, got {_show(qpus_raw)}")
+    qpus: list[QPUConfig] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(qpus_raw):
+        qpu = _parse_qpu(raw, index, source, flags, default_replicas)
+        if qpu.name in seen:
+            raise ConfigError(
+                f"{source}: qpus[{index}] ({qpu.name}): name: duplicate of qpus[{seen[qpu.name]}]"
+            )
+        seen[qpu.name] = index
+        qpus.append(qpu)
+    return Config(version=version, flags=flags, qpus=tuple(qpus), source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate an inventory file; any problem raises a one-line :class:`ConfigError`."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from exc
+    return parse_config(data, source)

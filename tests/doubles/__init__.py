@@ -1,0 +1,1 @@
+"""Test doubles for what cannot run in a unit test (kubelet, API server), speaking the real wire contracts."""

@@ -1,0 +1,237 @@
+"""FakeResourceAPI: an in-memory stand-in for the Kubernetes API server (no cluster here).
+
+It implements ``dra_driver.client.ResourceAPI`` with the semantics the driver depends on: the
+real ``kubernetes.client`` model objects go in and come out (deep copies, so callers cannot
+mutate stored state), names are unique (409 AlreadyExists on create), ``resourceVersion``
+guards replace (409 Conflict when stale), missing objects raise 404, and list honours
+equality label selectors and the ResourceSlice field selectors the API server supports
+(``spec.nodeName``, ``spec.driver``, ``spec.pool.name``). It counts calls so tests can
+assert "no write on an unchanged reconcile".
+
+Objects are stored in their JSON form and deserialized on every read, as they would be after a
+trip over the wire: callers never share state with the store, and the cost of a read is what
+the real client pays for deserialization (not a deep copy of model objects).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+from kubernetes.client import ApiClient, ApiException, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
+
+_FIELD_PATHS: dict[str, Any] = {
+    "spec.nodeName": lambda d: d["spec"].get("nodeName"),
+    "spec.driver": lambda d: d["spec"].get("driver"),
+    "spec.pool.name": lambda d: (d["spec"].get("pool") or {}).get("name"),
+}
+
+
+def _parse_selector(selector: str) -> list[tuple[str, str]]:
+    pairs = []
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key, sep, value = term.partition("=")
+        if not sep or value.startswith("="):
+            raise ApiException(status=400, reason=f"unsupported selector term {term!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+_CODEC = ApiClient()
+
+
+def _encode(obj: Any) -> dict[str, Any]:
+    return _CODEC.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def _decode(data: dict[str, Any], klass: str) -> Any:
+    return _CODEC._ApiClient__deserialize(data, klass)  # type: ignore[attr-defined]
+
+
+class FakeResourceAPI:
+    """In-memory ResourceSlices, ResourceClaims and Leases with API-server-like errors."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rv = itertools.count(1)
+        self._slices: dict[str, dict[str, Any]] = {}
+        self._claims: dict[tuple[str, str], dict[str, Any]] = {}
+        self._leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _stamp(self, obj: Any, uid: str | None = None) -> dict[str, Any]:
+        data = _encode(obj)
+        meta = data.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._rv))
+        meta["uid"] = uid or meta.get("uid") or str(uuid.uuid4())
+        return data
+
+    @staticmethod
+    def _not_found(kind: str, name: str) -> ApiException:
+        return ApiException(status=404, reason=f'{kind} "{name}" not found')
+
+    @property
+    def slices(self) -> dict[str, V1ResourceSlice]:
+        """Snapshot of every stored slice by name (for assertions)."""
+        with self._lock:
+            return {name: _decode(d, "V1ResourceSlice") for name, d in self._slices.items()}
+
+    @property
+    def leases(self) -> dict[tuple[str, str], V1Lease]:
+        """Snapshot of every stored Lease by (namespace, name)."""
+        with self._lock:
+            return {key: _decode(d, "V1Lease") for key, d in self._leases.items()}
+
+    # -- ResourceSlices --------------------------------------------------------------------
+    def list_resource_slices(
+        self, label_selector: str = "", field_selector: str = ""
+    ) -> list[V1ResourceSlice]:
+        self.calls["list_resource_slices"] += 1
+        labels = _parse_selector(label_selector)
+        fields = _parse_selector(field_selector)
+        for key, _ in fields:
+            if key not in _FIELD_PATHS:
+                raise ApiException(status=400, reason=f'field label not supported: "{key}"')
+        with self._lock:
+            stored = list(self._slices.values())
+        out = []
+        for data in stored:
+            have = data["metadata"].get("labels") or {}
+            if all(have.get(k) == v for k, v in labels) and all(
+                _FIELD_PATHS[k](data) == v for k, v in fields
+            ):
+                out.append(_decode(data, "V1ResourceSlice"))
+        return out
+
+    def create_resource_slice(self, body: V1ResourceSlice) -> V1ResourceSlice:
+        self.calls["create_resource_slice"] += 1
+        data = _encode(body)
+        with self._lock:
+            name = data["metadata"]["name"]
+            if name in self._slices:
+                raise ApiException(status=409, reason=f'resourceslices "{name}" already exists')
+            data = self._stamp(data)
+            self._slices[name] = data
+        return _decode(data, "V1ResourceSlice")
+
+    def replace_resource_slice(self, name: str, body: V1ResourceSlice) -> V1ResourceSlice:
+        self.calls["replace_resource_slice"] += 1
+        data = _encode(body)
+        with self._lock:
+            current = self._slices.get(name)
+            if current is None:
+                raise self._not_found("resourceslices", name)
+            rv = data["metadata"].get("resourceVersion")
+            if rv and rv != current["metadata"]["resourceVersion"]:
+                raise ApiException(status=409, reason=f'Operation cannot be fulfilled on "{name}": conflict')
+            data = self._stamp(data, uid=current["metadata"]["uid"])
+            self._slices[name] = data
+        return _decode(data, "V1ResourceSlice")
+
+    def delete_resource_slice(self, name: str) -> None:
+        self.calls["delete_resource_slice"] += 1
+        with self._lock:
+            if self._slices.pop(name, None) is None:
+                raise self._not_found("resourceslices", name)
+
+    # -- ResourceClaims (the scheduler's side, set by tests) -------------------------------
+    def put_claim(self, claim: ResourceV1ResourceClaim) -> ResourceV1ResourceClaim:
+        """Store a claim as the scheduler would have allocated it."""
+        with self._lock:
+            data = self._stamp(claim)
+            self._claims[(data["metadata"]["namespace"], data["metadata"]["name"])] = data
+        return _decode(data, "ResourceV1ResourceClaim")
+
+    def delete_claim(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._claims.pop((namespace, name), None)
+
+    def read_resource_claim(self, namespace: str, name: str) -> ResourceV1ResourceClaim:
+        self.calls["read_resource_claim"] += 1
+        with self._lock:
+            data = self._claims.get((namespace, name))
+        if data is None:
+            raise self._not_found("resourceclaims", name)
+        return _decode(data, "ResourceV1ResourceClaim")
+
+    # -- Leases ----------------------------------------------------------------------------
+    def read_lease(self, namespace: str, name: str) -> V1Lease:
+        self.calls["read_lease"] += 1
+        with self._lock:
+            data = self._leases.get((namespace, name))
+        if data is None:
+            raise self._not_found("leases", name)
+        return _decode(data, "V1Lease")
+
+    def create_lease(self, namespace: str, body: V1Lease) -> V1Lease:
+        self.calls["create_lease"] += 1
+        with self._lock:
+            key = (namespace, body.metadata.name)
+            if key in self._leases:
+                raise ApiException(status=409, reason=f'leases "{key[1]}" already exists')
+            data = self._stamp(body)
+            self._leases[key] = data
+        return _decode(data, "V1Lease")
+
+    def replace_lease(self, namespace: str, name: str, body: V1Lease) -> V1Lease:
+        self.calls["replace_lease"] += 1
+        with self._lock:
+            current = self._leases.get((namespace, name))
+            if current is None:
+                raise self._not_found("leases", name)
+            if body.metadata.resource_version != current["metadata"]["resourceVersion"]:
+                raise ApiException(status=409, reason=f'Operation cannot be fulfilled on lease "{name}"')
+            data = self._stamp(body, uid=current["metadata"]["uid"])
+            self._leases[(namespace, name)] = data
+        return _decode(data, "V1Lease")
+
+
+def allocated_claim(
+    namespace: str,
+    name: str,
+    results: list[tuple[str, str, str, str]] | None,
+    uid: str | None = None,
+) -> ResourceV1ResourceClaim:
+    """A ResourceClaim as the scheduler leaves it: ``results`` are (driver, pool, device, request).
+
+    ``results=None`` gives a claim that is not allocated yet.
+    """
+    from kubernetes.client import (
+        V1AllocationResult,
+        V1DeviceAllocationResult,
+        V1DeviceClaim,
+        V1DeviceRequest,
+        V1ExactDeviceRequest,
+        V1ObjectMeta,
+        V1ResourceClaimSpec,
+        V1ResourceClaimStatus,
+    )
+    from kubernetes.client import V1DeviceRequestAllocationResult as Result
+
+    status = V1ResourceClaimStatus()
+    if results is not None:
+        status.allocation = V1AllocationResult(
+            devices=V1DeviceAllocationResult(
+                results=[Result(driver=d, pool=p, device=dev, request=r) for d, p, dev, r in results]
+            )
+        )
+    return ResourceV1ResourceClaim(
+        api_version="resource.k8s.io/v1",
+        kind="ResourceClaim",
+        metadata=V1ObjectMeta(namespace=namespace, name=name, uid=uid or str(uuid.uuid4())),
+        spec=V1ResourceClaimSpec(
+            devices=V1DeviceClaim(
+                requests=[
+                    V1DeviceRequest(
+                        name="qpu",
+                        exactly=V1ExactDeviceRequest(device_class_name="qpu.quantum.example.com"),
+                    )
+                ]
+            )
+        ),
+        status=status,
+    )

@@ -1,0 +1,226 @@
+"""ResourceSlice building and reconciliation against the in-memory FakeResourceAPI.
+
+Create, no duplicate on a second pass, update bumps the pool generation, stale slices go,
+unhealthy devices leave and come back (or carry a taint), chunking at 128 devices, and cloud
+pools published once by the Lease holder among two controllers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from doubles.fake_resource_api import FakeResourceAPI
+from kubernetes.client import ApiException
+
+from dra_driver.constants import DRIVER_NAME, PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
+from dra_driver.controller import CloudController, LeaderElector
+from dra_driver.reconcile import SliceReconciler
+from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, cloud_slices, node_slices, to_dict
+from qpu_device_plugin.config import Config, parse_config
+from qpu_device_plugin.health import ProbeResult
+
+pytestmark = pytest.mark.timeout(30)
+NODE = "node-a"
+
+
+def qpu(name: str, location: str, qubits: int = 5, replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "vendor": "IQM",
+        "model": "Adonis",
+        "qubits": qubits,
+        "technology": "superconducting",
+        "location": location,
+        "topology": "star",
+        "backend": "fake:IQMFakeAdonis",
+        "calibration": {"fidelity2q": 0.965, "readoutFidelity": 0.95},
+        "replicas": replicas,
+        **extra,
+    }
+
+
+def config(*qpus: dict[str, Any]) -> Config:
+    return parse_config({"version": "v1", "qpus": list(qpus)}, "test")
+
+
+def node_reconciler(api: FakeResourceAPI) -> SliceReconciler:
+    return SliceReconciler(
+        api,
+        label_selector=f"{PUBLISHER_LABEL}={KUBELET_PLUGIN_PUBLISHER}",
+        field_selector=f"spec.driver={DRIVER_NAME},spec.nodeName={NODE}",
+    )
+
+
+def test_node_slice_shape() -> None:
+    cfg = config(qpu("adonis-onprem", "onprem", replicas=2), qpu("apollo-cloud", "cloud", qubits=20))
+    (s,) = node_slices(cfg.qpus, NODE, {"adonis-onprem": True, "apollo-cloud": True})
+    doc = to_dict(s)
+    assert doc["apiVersion"] == "resource.k8s.io/v1" and doc["kind"] == "ResourceSlice"
+    spec = doc["spec"]
+    assert spec["driver"] == DRIVER_NAME and spec["nodeName"] == NODE and "allNodes" not in spec
+    assert spec["pool"] == {"name": NODE, "generation": 1, "resourceSliceCount": 1}
+    assert [d["name"] for d in spec["devices"]] == ["adonis-onprem-r0", "adonis-onprem-r1"]
+    attrs = spec["devices"][0]["attributes"]
+    assert attrs["qubits"] == {"int": 5}
+    assert attrs["location"] == {"string": "onprem"}
+    assert attrs["fidelity2q"] == {"string": "0.965"} and attrs["readoutFidelity"] == {"string": "0.95"}
+    assert {"vendor", "model", "technology", "topology", "health"} <= set(attrs)
+    assert spec["devices"][0]["capacity"] == {"qubits": {"value": "5"}}
+
+
+def test_cloud_slices_all_nodes_or_selector() -> None:
+    cfg = config(
+        qpu("apollo-cloud", "cloud", qubits=20),
+        qpu("deneb-cloud", "cloud", nodeSelector={"qubelet.io/egress": "true"}),
+        qpu("adonis-onprem", "onprem"),
+    )
+    slices = {s.spec.pool.name: to_dict(s)["spec"] for s in cloud_slices(cfg.qpus, {})}
+    assert set(slices) == {"cloud/apollo-cloud", "cloud/deneb-cloud"}
+    assert slices["cloud/apollo-cloud"]["allNodes"] is True
+    assert slices["cloud/apollo-cloud"]["devices"] == []  # not probed yet → not offered
+    term = slices["cloud/deneb-cloud"]["nodeSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert term == {"key": "qubelet.io/egress", "operator": "In", "values": ["true"]}
+
+
+def test_reconcile_create_then_no_duplicate_then_update_and_stale() -> None:
+    api = FakeResourceAPI()
+    rec = node_reconciler(api)
+    cfg = config(qpu("adonis-onprem", "onprem", replicas=2))
+    healthy = {"adonis-onprem": True}
+    r1 = rec.reconcile(node_slices(cfg.qpus, NODE, healthy))
+    assert len(r1.created) == 1 and not r1.updated
+    writes = api.calls["create_resource_slice"] + api.calls["replace_resource_slice"]
+    r2 = rec.reconcile(node_slices(cfg.qpus, NODE, healthy))
+    assert not r2.changed and len(api.slices) == 1
+    assert api.calls["create_resource_slice"] + api.calls["replace_resource_slice"] == writes
+    # a change in the inventory bumps the pool generation
+    cfg2 = config(qpu("adonis-onprem", "onprem", replicas=3))
+    r3 = rec.reconcile(node_slices(cfg2.qpus, NODE, healthy))
+    assert r3.updated and not r3.created
+    (s,) = api.slices.values()
+    assert s.spec.pool.generation == 2 and len(s.spec.devices) == 3
+    # a slice of ours that is no longer wanted (an old chunk) is deleted; others' slices stay
+    stale = node_slices(cfg2.qpus, NODE, healthy)[0]
+    stale.metadata.name = f"{NODE}-{DRIVER_NAME}-7"
+    api.create_resource_slice(stale)
+    foreign = node_slices(cfg2.qpus, "node-b", healthy)[0]
+    api.create_resource_slice(foreign)
+    r4 = rec.reconcile(node_slices(cfg2.qpus, NODE, healthy))
+    assert r4.deleted == [f"{NODE}-{DRIVER_NAME}-7"]
+    assert sorted(api.slices) == sorted([f"{NODE}-{DRIVER_NAME}-0", f"node-b-{DRIVER_NAME}-0"])
+
+
+def test_unhealthy_device_removed_and_restored() -> None:
+    api = FakeResourceAPI()
+    rec = node_reconciler(api)
+    cfg = config(qpu("adonis-onprem", "onprem"), qpu("deneb-onprem", "onprem"))
+    rec.reconcile(node_slices(cfg.qpus, NODE, {"adonis-onprem": True, "deneb-onprem": True}))
+    rec.reconcile(node_slices(cfg.qpus, NODE, {"adonis-onprem": False, "deneb-onprem": True}))
+    (s,) = api.slices.values()
+    assert [d.name for d in s.spec.devices] == ["deneb-onprem-r0"] and s.spec.pool.generation == 2
+    rec.reconcile(node_slices(cfg.qpus, NODE, {"adonis-onprem": True, "deneb-onprem": True}))
+    (s,) = api.slices.values()
+    assert [d.name for d in s.spec.devices] == ["adonis-onprem-r0", "deneb-onprem-r0"]
+    assert s.spec.pool.generation == 3
+
+
+def test_unhealthy_device_tainted_in_taint_mode() -> None:
+    cfg = config(qpu("adonis-onprem", "onprem"))
+    (s,) = node_slices(cfg.qpus, NODE, {"adonis-onprem": False}, mode="taint")
+    (device,) = to_dict(s)["spec"]["devices"]
+    assert device["taints"] == [{"key": UNHEALTHY_TAINT_KEY, "value": "true", "effect": "NoSchedule"}]
+    assert device["attributes"]["health"] == {"string": "Unhealthy"}
+
+
+def test_large_pool_is_chunked_at_128_devices() -> None:
+    api = FakeResourceAPI()
+    cfg = config(qpu("big-onprem", "onprem", replicas=300))
+    slices = node_slices(cfg.qpus, NODE, {"big-onprem": True})
+    assert [len(s.spec.devices) for s in slices] == [128, 128, 44]
+    assert {s.spec.pool.resource_slice_count for s in slices} == {3}
+    node_reconciler(api).reconcile(slices)
+    assert len(api.slices) == 3
+    smaller = node_slices(config(qpu("big-onprem", "onprem", replicas=100)).qpus, NODE, {"big-onprem": True})
+    result = node_reconciler(api).reconcile(smaller)
+    assert len(result.deleted) == 2 and len(api.slices) == 1
+    (s,) = api.slices.values()
+    assert s.spec.pool.generation == 2 and s.spec.pool.resource_slice_count == 1
+
+
+def test_replace_with_stale_resource_version_conflicts() -> None:
+    api = FakeResourceAPI()
+    cfg = config(qpu("adonis-onprem", "onprem"))
+    (s,) = node_slices(cfg.qpus, NODE, {"adonis-onprem": True})
+    created = api.create_resource_slice(s)
+    api.replace_resource_slice(created.metadata.name, created)
+    with pytest.raises(Exception) as info:
+        api.replace_resource_slice(created.metadata.name, created)
+    assert getattr(info.value, "status", None) == 409
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.t
+
+
+def healthy_probe(q: Any) -> ProbeResult:
+    return ProbeResult(True, 0.0, "test")
+
+
+def test_cloud_pool_published_once_by_the_leader() -> None:
+    api = FakeResourceAPI()
+    clock = Clock()
+    cfg = config(qpu("apollo-cloud", "cloud", qubits=20, replicas=4), qpu("adonis-onprem", "onprem"))
+    a = CloudController(cfg, api, "ctrl-a", probe=healthy_probe, now=clock, lease_duration_seconds=15)
+    b = CloudController(cfg, api, "ctrl-b", probe=healthy_probe, now=clock, lease_duration_seconds=15)
+    a.probe_now()
+    b.probe_now()
+    ra = a.run_once()
+    rb = b.run_once()
+    assert ra is not None and ra.created == [f"cloud-apollo-cloud-{DRIVER_NAME}-0"]
+    assert rb is None  # standing by
+    for _ in range(3):
+        clock.t += dt.timedelta(seconds=5)
+        assert a.run_once() is not None and not a.run_once().changed  # type: ignore[union-attr]
+        assert b.run_once() is None
+    (s,) = api.slices.values()
+    assert s.spec.all_nodes is True and len(s.spec.devices) == 4 and s.spec.pool.generation == 1
+    lease = api.leases[("qubelet-system", "qpu-quantum-example-com-controller")]
+    assert lease.spec.holder_identity == "ctrl-a"
+    # leader disappears: after the lease expires, b takes over and does not duplicate the pool
+    clock.t += dt.timedelta(seconds=16)
+    rb = b.run_once()
+    assert rb is not None and not rb.changed
+    assert len(api.slices) == 1
+    lease = api.leases[("qubelet-system", "qpu-quantum-example-com-controller")]
+    assert lease.spec.holder_identity == "ctrl-b" and lease.spec.lease_transitions == 1
+    assert a.run_once() is None
+
+
+class StaleReads:
+    """The shared fake, seen by a candidate whose read happened before the other's create."""
+
+    def __init__(self, api: FakeResourceAPI) -> None:
+        self.api = api
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+    def read_lease(self, namespace: str, name: str) -> Any:
+        raise ApiException(status=404, reason="not found (stale)")
+
+
+def test_lease_race_on_create_has_one_winner() -> None:
+    api = FakeResourceAPI()
+    clock = Clock()
+    a = LeaderElector(api, "a", now=clock)
+    b = LeaderElector(StaleReads(api), "b", now=clock)  # type: ignore[arg-type]
+    assert a.try_acquire_or_renew() is True
+    assert b.try_acquire_or_renew() is False  # its create got 409 AlreadyExists
+    assert api.calls["create_lease"] == 2
+    assert api.leases[("qubelet-system", "qpu-quantum-example-com-controller")].spec.holder_identity == "a"

@@ -1,0 +1,99 @@
+"""``qubelet policy fit|explain|eval`` through the real top-level parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from policy.scenarios import SCENARIOS
+from policy.simulator import simulate
+from policy.size_rule import SizePolicy
+from qubelet.cli import main
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def telemetry_file(tmp_path: Path) -> Path:
+    rows = simulate(SCENARIOS["paper"].scaled(60), SizePolicy(), seed=0).rows
+    path = tmp_path / "telemetry.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_fit_then_explain(tmp_path: Path, telemetry_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model.json"
+    assert main(["policy", "fit", "--telemetry", str(telemetry_file), "-o", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "qpu:apollo-onprem" in out and model.is_file()
+    inventory = "manifests/examples/qpus.yaml"
+    argv = ["policy", "explain", "--model", str(model), "--qubits", "5", "--depth", "22",
+            "--two-qubit-gates", "8", "--shots", "4096", "--inventory", inventory]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "chosen: cpu" in out and "qpu:adonis-onprem" in out and "budget" in out
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["backend"]: r for r in report["backends"]}
+    assert report["chosen"] == "cpu"
+    # history came from a different Apollo QPU: the pooled per-model fit corrects this one's prior
+    assert rows["qpu:apollo-cloud"]["model"] == "model=qpu:Apollo"
+    assert rows["qpu:apollo-cloud"]["training_rows"] > 0
+
+
+def test_eval_prints_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "eval", "--scenario", "cloud_queue", "--tasks", "120", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("scenario")
+    figures = json.loads(lines[-1])["cloud_queue"]
+    assert figures["makespan_ratio_vs_size"] < 0.5 and figures["error_budget_held"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["policy", "fit", "--telemetry", "/nonexistent.jsonl", "-o", "m.json"], "does not exist"),
+        (["policy", "fit", "-o", "m.json"], "give --telemetry"),
+        (
+            [
+                "policy",
+                "explain",
+                "--model",
+                "/nonexistent.json",
+                "--qubits",
+                "5",
+                "--depth",
+                "3",
+                "--two-qubit-gates",
+                "1",
+                "--shots",
+                "10",
+            ],
+            "does not exist",
+        ),
+        (["policy", "eval", "--tasks", "0"], "--tasks must be"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_corrupt_telemetry_and_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "telemetry.jsonl"
+    bad.write_text('{"backend": "cpu"}\n')
+    assert main(["policy", "fit", "--telemetry", str(bad), "-o", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:1" in err and "missing field" in err
+    model = tmp_path / "model.json"
+    model.write_text("[1, 2")
+    argv = ["policy", "explain", "--model", str(model), "--qubits", "5", "--depth", "3",
+            "--two-qubit-gates", "1", "--shots", "10"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(model) in err and len(err.strip().splitlines()) == 1
