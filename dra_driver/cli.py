@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 def _load(args: argparse.Namespace) -> Any:
     from qpu_device_plugin.config import ConfigError, load_config
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     try:
         return load_config(args.config)
@@ -70,7 +70,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _api(args: argparse.Namespace) -> Any:
     from dra_driver.client import KubeResourceAPI
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     try:
         return KubeResourceAPI(args.kubeconfig)
@@ -95,7 +95,7 @@ def _serve_metrics(port: int, metrics: Any) -> None:
 
 
 def run_kubelet_plugin(args: argparse.Namespace) -> int:
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     if not args.node_name:
         raise UsageError("--node-name is required (or set NODE_NAME)")

@@ -160,7 +160,14 @@ def build_pool(
 def node_slices(
     qpus: Iterable[QPUConfig], node_name: str, health: Mapping[str, bool], mode: UnhealthyMode = "remove"
 ) -> list[k8s.V1ResourceSlice]:
-    """The node pool (on-prem QPUs this node reaches), published by the node's kubelet plugin."""
+    """The node pool (on-prem QPUs this node reaches), published by the node's kubelet plugin.
+
+    No slice at all when the inventory has no on-prem QPU (a node that only prepares cloud
+    claims); an empty slice when they are all unhealthy, so the scheduler drops their devices.
+    """
+    qpus = tuple(qpus)
+    if not any(is_node_local(q) for q in qpus):
+        return []
     devices = pool_devices(node_devices(qpus, node_name), health, mode)
     return build_pool(node_name, devices, KUBELET_PLUGIN_PUBLISHER, node_name=node_name)
 

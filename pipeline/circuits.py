@@ -8,6 +8,7 @@ entangler stays inside its half. Cutting those gates with qiskit-addon-cutting t
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ def hardware_efficient_ansatz(num_qubits: int, cuts: int, seed: int) -> tuple[Qu
     for layer in range(cuts):
         rotations()
         for half in (qubits_a, qubits_b):
-            for left, right in zip(half, half[1:], strict=False):
+            for left, right in itertools.pairwise(half):
                 circuit.cx(left, right)
         # Boundary pair for this layer: walk outwards from the middle.
         circuit.cx(qubits_a[-1 - layer], qubits_b[layer])
@@ -126,9 +127,7 @@ def default_observables(num_qubits: int, partition: str) -> tuple[str, ...]:
     )
 
 
-def build_target(
-    circuit: QuantumCircuit, partition: str, observable_names: Sequence[str]
-) -> CutTarget:
+def build_target(circuit: QuantumCircuit, partition: str, observable_names: Sequence[str]) -> CutTarget:
     """Validate circuit + partition + observables and flatten the observables into Paulis."""
     if len(partition) != circuit.num_qubits:
         raise PipelineError(

@@ -14,22 +14,35 @@ DEFAULT_POLICY = "size"
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that define a run; ``qubelet render`` and ``qubelet task generate`` reuse them."""
     parser.add_argument("--qubits", type=int, default=10, help="ansatz width N (default 10)")
-    parser.add_argument("--cuts", type=int, default=3, help="CNOTs across the A|B cut, K (default 3: 216 terms)")
+    parser.add_argument(
+        "--cuts", type=int, default=3, help="CNOTs across the A|B cut, K (default 3: 216 terms)"
+    )
     parser.add_argument("--shots", type=int, default=4096, help="shots per subexperiment (default 4096)")
     parser.add_argument("--seed", type=int, default=7, help="seed for parameters and sampling (default 7)")
     parser.add_argument(
-        "--policy", default=DEFAULT_POLICY, help=f"backend selection: size|telemetry (default {DEFAULT_POLICY})"
+        "--policy",
+        default=DEFAULT_POLICY,
+        help=f"backend selection: size|telemetry (default {DEFAULT_POLICY})",
     )
     parser.add_argument("--policy-model", type=Path, help="fitted telemetry model (qubelet policy fit)")
     parser.add_argument(
-        "--backends", default="cpu,gpu,qpu", help="backend classes to use, comma-separated (default cpu,gpu,qpu)"
+        "--error-budget",
+        type=float,
+        help="telemetry policy: largest predicted error per subexperiment (default 0.35)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="cpu,gpu,qpu",
+        help="backend classes to use, comma-separated (default cpu,gpu,qpu)",
     )
     parser.add_argument(
         "--observables",
         help="comma-separated: Pauli labels (ZIIZ), indexed products (Z0Z9) or sumZ "
         "(default: Z..Z, Z0Z{N-1}, the two boundary qubits, sumZ)",
     )
-    parser.add_argument("--circuit", type=Path, help="user circuit (.qpy or OpenQASM 3) instead of the ansatz")
+    parser.add_argument(
+        "--circuit", type=Path, help="user circuit (.qpy or OpenQASM 3) instead of the ansatz"
+    )
     parser.add_argument("--partition", help="partition labels for --circuit, one per qubit (e.g. AAABBB)")
     parser.add_argument(
         "--qpu-backend",
@@ -43,7 +56,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     """Build a RunConfig, turning bad flags into one-line usage errors."""
     from pipeline.config import RunConfig
     from pipeline.errors import PipelineError
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     try:
         return RunConfig(
@@ -53,6 +66,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             seed=args.seed,
             policy=args.policy,
             policy_model=args.policy_model,
+            error_budget=args.error_budget,
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
             run_dir=run_dir,
             observables=tuple(o.strip() for o in args.observables.split(",")) if args.observables else None,
@@ -92,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import metrics, report
     from pipeline.errors import PipelineError
     from pipeline.executor import LocalExecutor
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     config = config_from_args(args, run_dir)
@@ -104,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
     timeline = report.plot_timeline(
-        report.load_events(run_dir), run_dir / "timeline.png",
+        report.load_events(run_dir),
+        run_dir / "timeline.png",
         title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
     )
     subexp = ", ".join(

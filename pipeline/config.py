@@ -29,6 +29,8 @@ class RunConfig:
     #: IQM fake backend class used as the embedded QPU when no real server is configured
     qpu_backend: str = "fake:IQMFakeApollo"
     policy_model: Path | None = None
+    #: largest predicted error per subexperiment the telemetry policy accepts (None: its default)
+    error_budget: float | None = None
     #: upper bound on subexperiments per submitted job (per-job overhead amortised over these)
     batch_size: int = 64
     max_attempts: int = 3
@@ -41,9 +43,13 @@ class RunConfig:
             self.observables = tuple(self.observables)
         for name in self.backends:
             if name not in BACKEND_CLASSES:
-                raise PipelineError(
-                    f"unknown backend {name!r}: choose from {', '.join(BACKEND_CLASSES)}"
-                )
+                raise PipelineError(f"unknown backend {name!r}: choose from {', '.join(BACKEND_CLASSES)}")
+        from policy.registry import POLICY_NAMES
+
+        if self.policy not in POLICY_NAMES:
+            raise PipelineError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICY_NAMES)}")
+        if self.error_budget is not None and not 0.0 <= self.error_budget <= 1.0:
+            raise PipelineError(f"error budget must be in [0, 1], got {self.error_budget}")
         if not self.backends:
             raise PipelineError("no backends given: choose from cpu, gpu, qpu")
         if self.shots < 1:

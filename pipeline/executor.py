@@ -209,7 +209,9 @@ class LocalExecutor:
             health.consecutive_failures = 0
         executed = len(outcome.executed)
         report.events.append(
-            TimelineEvent(batch.id, backend.name, backend.kind, outcome.started, outcome.finished, executed, True)
+            TimelineEvent(
+                batch.id, backend.name, backend.kind, outcome.started, outcome.finished, executed, True
+            )
         )
         seconds = outcome.finished - outcome.started
         metrics.BATCH_DURATION.labels(backend.name, backend.kind).observe(seconds)
@@ -233,20 +235,32 @@ class LocalExecutor:
                 health.healthy = False
                 metrics.BACKEND_UP.labels(backend.name).set(0)
                 log.warning("backend marked unhealthy", backend=backend.name)
-        log.warning("batch failed", batch=batch.id, backend=backend.name, err=f"{type(error).__name__}: {error}")
+        log.warning(
+            "batch failed", batch=batch.id, backend=backend.name, err=f"{type(error).__name__}: {error}"
+        )
         metrics.TASKS.labels(backend.name, "failed").inc(len(batch.keys))
-        report.events.append(TimelineEvent(batch.id, backend.name, backend.kind, now, now, len(batch.keys), False))
+        report.events.append(
+            TimelineEvent(batch.id, backend.name, backend.kind, now, now, len(batch.keys), False)
+        )
         self.store.append_telemetry(
             [
                 {
-                    "ts": now, "run_id": self._manifest.run_id, "task_id": f"{batch.id}/{key[:12]}",
-                    "key": key, "backend": backend.name, "backend_kind": backend.kind,
+                    "ts": now,
+                    "run_id": self._manifest.run_id,
+                    "task_id": f"{batch.id}/{key[:12]}",
+                    "key": key,
+                    "backend": backend.name,
+                    "backend_kind": backend.kind,
                     "num_qubits": self._manifest.features[key].num_qubits,
                     "depth": self._manifest.features[key].depth,
                     "num_2q_gates": self._manifest.features[key].num_2q_gates,
-                    "shots": self.config.shots, "batch_size": len(batch.keys),
-                    "queue_wait_seconds": 0.0, "run_seconds": 0.0, "success": False,
-                    "error": type(error).__name__, "attempt": 0,
+                    "shots": self.config.shots,
+                    "batch_size": len(batch.keys),
+                    "queue_wait_seconds": 0.0,
+                    "run_seconds": 0.0,
+                    "success": False,
+                    "error": type(error).__name__,
+                    "attempt": 0,
                 }
                 for key in batch.keys
             ]

@@ -32,9 +32,7 @@ QUEUE_WAIT = Histogram(
     ["backend"],
     buckets=_LATENCY_BUCKETS,
 )
-QUEUE_DEPTH = Gauge(
-    "qubelet_pipeline_queue_depth", "Batches waiting or running per backend.", ["backend"]
-)
+QUEUE_DEPTH = Gauge("qubelet_pipeline_queue_depth", "Batches waiting or running per backend.", ["backend"])
 BACKEND_UP = Gauge(
     "qubelet_pipeline_backend_up", "1 while a backend is healthy, 0 once it is marked failed.", ["backend"]
 )

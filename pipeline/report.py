@@ -17,11 +17,7 @@ def results_table(summary: dict[str, Any]) -> str:
     header = ("observable", "reconstructed", "stderr", "exact", "error", "|error|/stderr")
     rows = []
     for obs in summary["observables"]:
-        sigma = (
-            abs(obs["error"]) / obs["stderr"]
-            if obs["error"] is not None and obs["stderr"] > 0
-            else None
-        )
+        sigma = abs(obs["error"]) / obs["stderr"] if obs["error"] is not None and obs["stderr"] > 0 else None
         rows.append(
             (
                 obs["name"],

@@ -133,9 +133,7 @@ def prepare(config: RunConfig) -> Manifest:
     if store.manifest_path.exists():
         manifest = load_manifest(config.run_dir)
         if _identity(manifest.config) != _identity(config):
-            differing = [
-                k for k in IDENTITY_FIELDS if _identity(manifest.config)[k] != _identity(config)[k]
-            ]
+            differing = [k for k in IDENTITY_FIELDS if _identity(manifest.config)[k] != _identity(config)[k]]
             raise PipelineError(
                 f"{config.run_dir} holds a different run ({', '.join(differing)} differ); "
                 "use another --run-dir"
@@ -168,7 +166,9 @@ def plan_pending(
     pending = store.missing_results(manifest.cut.unique_keys())
     if not backend_states:
         raise PipelineError("no usable backend: " + "; ".join((unavailable or {}).values()))
-    policy = make_policy(config.policy, seed=config.seed, model_path=config.policy_model)
+    policy = make_policy(
+        config.policy, seed=config.seed, model_path=config.policy_model, error_budget=config.error_budget
+    )
     decisions = policy.select([manifest.features[k] for k in pending], backend_states) if pending else []
     workers = {state.name: state.workers for state in backend_states}
     plan = Plan(
@@ -231,20 +231,39 @@ def execute_batch(
     rows: list[TelemetryRow] = []
     for key, result in zip(todo, counts, strict=True):
         store.put_result(
-            key, result, backend=backend.name, kind=backend.kind, batch=batch.id,
-            started=started, finished=finished, seconds=share,
+            key,
+            result,
+            backend=backend.name,
+            kind=backend.kind,
+            batch=batch.id,
+            started=started,
+            finished=finished,
+            seconds=share,
         )
         feature = manifest.features[key]
         rows.append(
             TelemetryRow(
-                ts=started, run_id=manifest.run_id, task_id=f"{batch.id}/{key[:12]}", key=key,
-                partition=feature.partition, backend=backend.name, backend_kind=backend.kind,
-                model=state.model, num_qubits=feature.num_qubits, depth=feature.depth,
-                num_2q_gates=feature.num_2q_gates, num_clbits=feature.num_clbits, shots=config.shots,
+                ts=started,
+                run_id=manifest.run_id,
+                task_id=f"{batch.id}/{key[:12]}",
+                key=key,
+                partition=feature.partition,
+                backend=backend.name,
+                backend_kind=backend.kind,
+                model=state.model,
+                num_qubits=feature.num_qubits,
+                depth=feature.depth,
+                num_2q_gates=feature.num_2q_gates,
+                num_clbits=feature.num_clbits,
+                shots=config.shots,
                 batch_size=len(todo),
                 queue_wait_seconds=max(0.0, started - queued_at) if queued_at else 0.0,
-                run_seconds=share, success=True, error=None, attempt=attempt,
-                fidelity_2q=state.fidelity_2q, readout_fidelity=state.readout_fidelity,
+                run_seconds=share,
+                success=True,
+                error=None,
+                attempt=attempt,
+                fidelity_2q=state.fidelity_2q,
+                readout_fidelity=state.readout_fidelity,
             )
         )
     store.append_telemetry([dict(r) for r in rows])
@@ -260,7 +279,9 @@ def backend_usage(run_dir: Path, keys: Sequence[str]) -> dict[str, dict[str, flo
         entry = usage[info.get("kind", "unknown")]
         entry["tasks"] += 1
         entry["seconds"] += float(info.get("seconds", 0.0))
-    return {k: {"tasks": int(v["tasks"]), "seconds": round(v["seconds"], 6)} for k, v in sorted(usage.items())}
+    return {
+        k: {"tasks": int(v["tasks"]), "seconds": round(v["seconds"], 6)} for k, v in sorted(usage.items())
+    }
 
 
 def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 def _fit(args: argparse.Namespace) -> int:
     from policy.models import PolicyModel
     from policy.telemetry_sources import BackendSnapshot, LocalHistory, PrometheusSource
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     if not args.telemetry and not args.prometheus:
         raise UsageError("policy fit: give --telemetry FILE... and/or --prometheus URL")
@@ -98,7 +98,7 @@ def _inventory_backends(path: Path) -> list[Any]:
     import yaml
 
     from policy.interface import BackendState
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -125,7 +125,7 @@ def _inventory_backends(path: Path) -> list[Any]:
 def _explain(args: argparse.Namespace) -> int:
     from policy.interface import BackendState, CircuitFeatures
     from policy.telemetry import TelemetryPolicy
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     if args.model is not None and not args.model.is_file():
         raise UsageError(f"policy explain: model file {args.model} does not exist")
@@ -167,7 +167,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from policy.evaluate import evaluate, format_table
     from policy.scenarios import SCENARIOS
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     if args.tasks is not None and not 1 <= args.tasks <= 1_000_000:
         raise UsageError("policy eval: --tasks must be between 1 and 1000000")

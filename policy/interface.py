@@ -69,9 +69,7 @@ class SelectionPolicy(Protocol):
 
     name: str
 
-    def select(
-        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
-    ) -> list[Decision]:
+    def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         """One decision per task, in the order of ``tasks``."""
         ...
 

@@ -45,9 +45,7 @@ class SizePolicy:
 
     name = "size"
 
-    def select(
-        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
-    ) -> list[Decision]:
+    def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         turn: dict[BackendKind, int] = {}
         decisions = []
         for task in tasks:

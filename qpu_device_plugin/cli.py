@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from qpu_device_plugin.metrics import PluginMetrics
     from qpu_device_plugin.plugin import DevicePlugin, InitError
     from qubelet import klog
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     log = klog.get_logger("qubelet.device_plugin")
     try:

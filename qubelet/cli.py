@@ -14,6 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from qubelet import __version__, klog
+from qubelet.errors import UsageError
+
+__all__ = ["UsageError", "build_parser", "main"]
 
 #: Modules that contribute verbs, in the order they appear in ``--help``.
 COMPONENT_CLIS: tuple[str, ...] = (
@@ -23,10 +26,6 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "qpu_device_plugin.cli",
     "dra_driver.cli",
 )
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from qubelet.cli import main
 
 pytestmark = pytest.mark.timeout(180)
 
-PAPER_RUN = {
+PAPER_RUN: dict[str, Any] = {
     "qubits": 10,
     "cuts": 3,
     "shots": 256,
@@ -67,7 +67,7 @@ def paper_batches(paper_plan: Any) -> list[Any]:
 def render_batch(batch_id: str, kind: str, min_qubits: int | None) -> Any:
     from pipeline.planning import Batch
 
-    return Batch(id=batch_id, backend=kind, kind=kind, keys=[], min_qubits=min_qubits)
+    return Batch(id=batch_id, backend=kind, kind=kind, keys=[], min_qubits=min_qubits)  # type: ignore[arg-type]
 
 
 def _pod_templates(workflow: dict[str, Any]) -> list[dict[str, Any]]:

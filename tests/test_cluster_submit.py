@@ -108,7 +108,7 @@ def _client(server: FakeArgoApiServer) -> Any:
 def _batch(batch_id: str, kind: str, min_qubits: int | None) -> Any:
     from pipeline.planning import Batch
 
-    return Batch(id=batch_id, backend=kind, kind=kind, keys=[], min_qubits=min_qubits)
+    return Batch(id=batch_id, backend=kind, kind=kind, keys=[], min_qubits=min_qubits)  # type: ignore[arg-type]
 
 
 def test_create_and_follow_through_the_kubernetes_client(fake_api: FakeArgoApiServer) -> None:

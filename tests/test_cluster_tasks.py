@@ -124,7 +124,10 @@ def test_step_serves_prometheus_metrics(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     with tasks.serving_metrics(port):
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert "qubelet_pipeline_tasks_total" in body or "python_info" in body
+        # A second server on the same port (busy) must not fail the step.
+        with tasks.serving_metrics(port):
+            pass
+    assert "# TYPE" in body
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
@@ -136,3 +139,23 @@ def test_batch_lists_reject_unknown_kinds() -> None:
 
     with pytest.raises(tasks.TaskError, match="tpu"):
         tasks.batch_lists([B()])
+
+
+def test_execute_step_records_pipeline_metrics(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    run_dir = tmp_path / "run"
+    assert main(["task", "generate", f"--run-dir={run_dir}", *SMALL]) == 0
+    batch = json.loads((run_dir / "plan.json").read_text())["batches"][0]
+    before_ok = sample("qubelet_pipeline_tasks_total", backend="cpu", state="succeeded")
+    before_done = sample("qubelet_pipeline_subexperiments_completed_total")
+    before_wait = sample("qubelet_pipeline_queue_wait_seconds_count", backend="cpu")
+    assert main(["task", "execute", f"--run-dir={run_dir}", f"--batch={batch['id']}"]) == 0
+    ran = len(batch["keys"])
+    assert sample("qubelet_pipeline_tasks_total", backend="cpu", state="succeeded") == before_ok + ran
+    assert sample("qubelet_pipeline_subexperiments_completed_total") == before_done + ran
+    assert sample("qubelet_pipeline_queue_wait_seconds_count", backend="cpu") == before_wait + 1
+    assert sample("qubelet_pipeline_backend_up", backend="cpu") == 1.0

@@ -70,6 +70,18 @@ def test_node_slice_shape() -> None:
     assert spec["devices"][0]["capacity"] == {"qubits": {"value": "5"}}
 
 
+def test_node_without_onprem_qpus_publishes_nothing() -> None:
+    api = FakeResourceAPI()
+    onprem = config(qpu("adonis-onprem", "onprem"), qpu("apollo-cloud", "cloud"))
+    node_reconciler(api).reconcile(node_slices(onprem.qpus, NODE, {}))
+    (s,) = api.slices.values()
+    assert s.spec.devices == [] or s.spec.devices is None  # all unhealthy: an empty pool
+    cloud_only = config(qpu("apollo-cloud", "cloud"))
+    assert node_slices(cloud_only.qpus, NODE, {"apollo-cloud": True}) == []
+    assert node_reconciler(api).reconcile([]).deleted == [f"{NODE}-{DRIVER_NAME}-0"]
+    assert api.slices == {}
+
+
 def test_cloud_slices_all_nodes_or_selector() -> None:
     cfg = config(
         qpu("apollo-cloud", "cloud", qubits=20),

@@ -89,7 +89,10 @@ def test_user_circuit_files(tmp_path: Path) -> None:
     assert Operator(loaded).equiv(Operator(circuit))
 
 
-@pytest.mark.parametrize(("name", "content", "kind"), [("bad.qpy", b"not qpy", "QPY"), ("bad.qasm", b"OPENQASM 3.0; qubit[2] q; frob q;", "OpenQASM 3")])
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [("bad.qpy", b"not qpy", "QPY"), ("bad.qasm", b"OPENQASM 3.0; qubit[2] q; frob q;", "OpenQASM 3")],
+)
 def test_malformed_circuit_files(tmp_path: Path, name: str, content: bytes, kind: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)

@@ -20,7 +20,9 @@ from pipeline.store import ArtifactStore
     ("qubits", "cuts", "seed"),
     [(6, 1, 1), (8, 2, 2), (10, 3, 3), (12, 2, 4), (14, 2, 5)],
 )
-def test_noise_free_run_within_four_standard_errors(tmp_path: Path, qubits: int, cuts: int, seed: int) -> None:
+def test_noise_free_run_within_four_standard_errors(
+    tmp_path: Path, qubits: int, cuts: int, seed: int
+) -> None:
     config = RunConfig(qubits=qubits, cuts=cuts, shots=4096, seed=seed, backends=("cpu",), run_dir=tmp_path)
     summary, _ = LocalExecutor(config).run()
     assert summary["coefficient_terms"] == 6**cuts
@@ -45,7 +47,9 @@ def test_stderr_is_calibrated_across_seeds(tmp_path: Path) -> None:
     values = []
     stderrs = []
     for seed in range(12):
-        config = RunConfig(qubits=6, cuts=1, shots=512, seed=100, backends=("cpu",), run_dir=tmp_path / str(seed))
+        config = RunConfig(
+            qubits=6, cuts=1, shots=512, seed=100, backends=("cpu",), run_dir=tmp_path / str(seed)
+        )
         stages.prepare(config)
         plan = stages.generate(config)
         manifest = stages.load_manifest(config.run_dir)
@@ -78,10 +82,22 @@ def test_our_values_equal_qiskit_addon_cutting(tmp_path: Path) -> None:
 
 
 def test_run_outputs_and_telemetry(tmp_path: Path) -> None:
-    config = RunConfig(qubits=6, cuts=2, shots=1000, backends=("cpu", "gpu", "qpu"), run_dir=tmp_path, policy="size")
+    config = RunConfig(
+        qubits=6, cuts=2, shots=1000, backends=("cpu", "gpu", "qpu"), run_dir=tmp_path, policy="size"
+    )
     summary, report = LocalExecutor(config).run()
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    for field in ("qubits", "cuts", "shots", "seed", "policy", "subexperiments", "observables", "backends", "wall_seconds"):
+    for field in (
+        "qubits",
+        "cuts",
+        "shots",
+        "seed",
+        "policy",
+        "subexperiments",
+        "observables",
+        "backends",
+        "wall_seconds",
+    ):
         assert field in on_disk
     assert on_disk["qubits"] == 6 and on_disk["cuts"] == 2 and on_disk["policy"] == "size"
     # Subcircuits have 3 qubits: the size rule sends every one to the QPU.
@@ -118,8 +134,12 @@ def test_hybrid_run_uses_cpu_and_qpu(tmp_path: Path) -> None:
         qpy.dump(circuit, handle)
     # Qubits 0..3 are half A in the ansatz; relabel 0,1 as B to get a 2|6 split that still cuts.
     config = RunConfig(
-        circuit_file=path, partition="AAAABBBB", shots=2000, backends=("cpu", "qpu"),
-        run_dir=tmp_path / "run", observables=("Z0Z7", "sumZ"),
+        circuit_file=path,
+        partition="AAAABBBB",
+        shots=2000,
+        backends=("cpu", "qpu"),
+        run_dir=tmp_path / "run",
+        observables=("Z0Z7", "sumZ"),
     )
     summary, _ = LocalExecutor(config).run()
     assert summary["qubits"] == 8

@@ -93,7 +93,9 @@ def test_cpu_sampling_matches_shot_based_aer(subexperiments: list[QuantumCircuit
         assert total_variation(counts, reference) < 0.05
 
 
-def test_fake_qpu_exact_noise_matches_shot_based_noisy_simulator(subexperiments: list[QuantumCircuit]) -> None:
+def test_fake_qpu_exact_noise_matches_shot_based_noisy_simulator(
+    subexperiments: list[QuantumCircuit],
+) -> None:
     from qiskit_aer import AerSimulator
 
     backend = IQMBackend(resolve_qpu_target("fake:IQMFakeAdonis", {}))

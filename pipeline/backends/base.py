@@ -68,8 +68,6 @@ class Backend(Protocol):
         """Capacity, health and calibration as the selection policy sees them."""
         ...
 
-    def run_batch(
-        self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]
-    ) -> list[Counts]:
+    def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         """Run every circuit with ``shots`` shots; ``seeds[i]`` makes circuit i reproducible."""
         ...

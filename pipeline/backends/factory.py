@@ -11,7 +11,10 @@ from pipeline.errors import BackendUnavailableError
 
 
 def make_backend(
-    kind: str, *, qpu_spec: str = "fake:IQMFakeApollo", cpu_workers: int = 1,
+    kind: str,
+    *,
+    qpu_spec: str = "fake:IQMFakeApollo",
+    cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> Backend:
     """One backend of class ``kind``; raises BackendUnavailableError when it cannot run here."""
@@ -25,7 +28,10 @@ def make_backend(
 
 
 def available_backends(
-    kinds: Sequence[str], *, qpu_spec: str = "fake:IQMFakeApollo", cpu_workers: int = 1,
+    kinds: Sequence[str],
+    *,
+    qpu_spec: str = "fake:IQMFakeApollo",
+    cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> tuple[list[Backend], dict[str, str]]:
     """The usable backends among ``kinds`` and, for the others, why they are unavailable."""

@@ -87,9 +87,7 @@ def calibration_of(backend: Any) -> tuple[float | None, float | None]:
         for per_gate in profile.two_qubit_gate_depolarizing_error_parameters.values()
         for p in per_gate.values()
     ]
-    readout = [
-        1.0 - (float(e["0"]) + float(e["1"])) / 2 for e in profile.readout_errors.values()
-    ]
+    readout = [1.0 - (float(e["0"]) + float(e["1"])) / 2 for e in profile.readout_errors.values()]
     return (
         float(np.mean(two_qubit)) if two_qubit else None,
         float(np.mean(readout)) if readout else None,
@@ -133,9 +131,7 @@ class IQMBackend:
             job_overhead_seconds=0.5 if self.target.is_fake else 5.0,
         )
 
-    def run_batch(
-        self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]
-    ) -> list[Counts]:
+    def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         too_wide = [c.num_qubits for c in circuits if c.num_qubits > self._backend.num_qubits]
         if too_wide:
             raise PipelineError(
@@ -153,8 +149,7 @@ class IQMBackend:
             return run_noisy_exact(compiled, self._backend.noise_model, shots, seeds)
         result = self._backend.run(compiled, shots=shots).result()
         return [
-            Counts.from_qiskit(result.get_counts(i), circuit.num_clbits)
-            for i, circuit in enumerate(circuits)
+            Counts.from_qiskit(result.get_counts(i), circuit.num_clbits) for i, circuit in enumerate(circuits)
         ]
 
 

@@ -52,7 +52,7 @@ class AerStatevectorBackend:
                 "(install the `gpu` extra, qiskit-aer-gpu, on a machine with an NVIDIA GPU)"
             )
         self.kind: BackendKind = kind
-        self.name = kind
+        self.name: str = kind
         self.workers = workers
         self._device = "GPU" if kind == "gpu" else "CPU"
 
@@ -76,9 +76,7 @@ class AerStatevectorBackend:
             max_parallel_experiments=threads if self._device == "CPU" else 1,
         )
 
-    def run_batch(
-        self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]
-    ) -> list[Counts]:
+    def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         deferred: list[QuantumCircuit] = []
         layouts: list[tuple[int, list[int]]] = []
         fallback: list[int] = []

@@ -114,7 +114,7 @@ def render_documents(args: argparse.Namespace) -> list[dict[str, Any]]:
     """
     from pipeline.cluster import render, tasks
     from pipeline.errors import PipelineError
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     opts = _options(args)
     run = _run_args(args)
@@ -143,7 +143,7 @@ def _dump(docs: list[dict[str, Any]], out: str, header: str = "") -> None:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from pipeline.cluster import render
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     if args.output != "-" and not Path(args.output).resolve().parent.is_dir():
         # Fail before the (seconds-long) planning.
@@ -172,7 +172,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from pipeline.cluster import submit
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     try:
         api_client = submit.load_api_client(args.kubeconfig)
@@ -202,7 +202,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_task(args: argparse.Namespace) -> int:
     from pipeline.cluster import tasks
     from pipeline.errors import PipelineError
-    from qubelet.cli import UsageError
+    from qubelet.errors import UsageError
 
     run_dir = Path(args.run_dir)
     port = args.metrics_port if args.metrics_port is not None else tasks.env_number("QUBELET_METRICS_PORT")

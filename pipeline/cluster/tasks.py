@@ -168,7 +168,13 @@ def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
         return
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(port)
+    try:
+        server, thread = start_http_server(port)
+    except OSError as exc:
+        # Metrics are best effort: a busy port must not fail the step.
+        log.warning("metrics not served", port=port, err=exc.strerror or str(exc))
+        yield
+        return
     try:
         yield
     finally:
