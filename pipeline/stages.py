@@ -182,9 +182,32 @@ def plan_pending(
     return plan
 
 
-def generate(config: RunConfig) -> Plan:
-    """Stage 1: cut (or reuse the cut), then plan the pending subexperiments."""
+def nominal_backend_states(config: RunConfig) -> list[BackendState]:
+    """The requested backend classes as a cluster offers them, without probing this machine.
+
+    ``qubelet render`` and the workflow's generate step plan for the cluster's GPU and QPU
+    nodes, not for the pod or laptop that happens to do the planning.
+    """
+    states = []
+    for kind in config.backends:
+        if kind == "cpu":
+            states.append(BackendState(name="cpu", kind="cpu", workers=config.cpu_workers))
+        elif kind == "gpu":
+            states.append(BackendState(name="gpu", kind="gpu", model="aer-statevector-gpu"))
+        elif kind == "qpu":
+            states.append(make_backend("qpu", qpu_spec=config.qpu_backend).state())
+    return states
+
+
+def generate(config: RunConfig, *, probe_backends: bool = True) -> Plan:
+    """Stage 1: cut (or reuse the cut), then plan the pending subexperiments.
+
+    With ``probe_backends`` the plan uses only backends this machine can run (the local
+    executor); without, it plans for every requested class (a cluster run).
+    """
     manifest = prepare(config)
+    if not probe_backends:
+        return plan_pending(manifest, nominal_backend_states(config))
     backends, unavailable = available_backends(
         config.backends, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers
     )

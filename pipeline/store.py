@@ -26,16 +26,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from qiskit import QuantumCircuit, qpy
+from qiskit import QuantumCircuit, QuantumRegister, qpy
 
 from pipeline.backends.base import Counts
 from pipeline.errors import PipelineError
 
 
 def canonical_qpy(circuit: QuantumCircuit) -> bytes:
-    """QPY bytes of ``circuit`` with its name and metadata blanked, so equal circuits hash equal."""
-    clean = circuit.copy()
-    clean.name = "subexperiment"
+    """QPY bytes of ``circuit`` in a canonical form, so equal circuits hash equal in any process.
+
+    Name and metadata are blanked, and the quantum register is renamed ``q``: qiskit names
+    anonymous registers from a process-wide counter (``q0``, ``q2``, ...), which would otherwise
+    make the key of the same subexperiment depend on what else the process built before it.
+    """
+    clean = QuantumCircuit(QuantumRegister(circuit.num_qubits, "q"), *circuit.cregs, name="subexperiment")
+    clean.compose(circuit, qubits=range(circuit.num_qubits), clbits=range(circuit.num_clbits), inplace=True)
+    clean.global_phase = circuit.global_phase
     clean.metadata = {}
     buffer = io.BytesIO()
     qpy.dump(clean, buffer)

@@ -144,3 +144,18 @@ def test_hybrid_run_uses_cpu_and_qpu(tmp_path: Path) -> None:
     summary, _ = LocalExecutor(config).run()
     assert summary["qubits"] == 8
     assert summary["backends"]["qpu"]["tasks"] > 0
+
+
+def test_subexperiment_keys_do_not_depend_on_process_history(tmp_path: Path) -> None:
+    """Qiskit names anonymous registers from a global counter; keys must not see it."""
+    first = stages.prepare(RunConfig(qubits=6, cuts=1, backends=("cpu",), run_dir=tmp_path / "a"))
+    second = stages.prepare(RunConfig(qubits=6, cuts=1, backends=("cpu",), run_dir=tmp_path / "b"))
+    assert first.cut.keys == second.cut.keys
+
+
+def test_cluster_planning_includes_classes_this_machine_lacks(tmp_path: Path) -> None:
+    config = RunConfig(qubits=6, cuts=1, backends=("cpu", "gpu"), policy="size", run_dir=tmp_path)
+    states = stages.nominal_backend_states(config)
+    assert [s.kind for s in states] == ["cpu", "gpu"]
+    plan = stages.generate(config, probe_backends=False)
+    assert plan.batches and not plan.unavailable

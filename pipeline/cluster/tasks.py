@@ -69,7 +69,8 @@ def generate(
     from pipeline import stages
 
     run_dir = Path(config.run_dir)
-    plan = stages.generate(config)
+    # Plan for the cluster's backend classes, not for whatever this pod can probe.
+    plan = stages.generate(config, probe_backends=False)
     ids = [b.id for b in plan.batches]
     if expect_batches is not None:
         # A resumed run plans only what has no result yet, so fewer batches is fine; a batch the
