@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
-RUN_DIR ?= runs/demo
+DEMO_DIR ?= runs/demo
 PROTO_OUT := .
 
 .PHONY: venv demo test lint typecheck pytest bench protos gpu clean
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install --python $(PY) --build-constraint .ci/build-constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The paper's size rule (every 5-qubit subexperiment on the noisy fake QPU), then the telemetry
+# policy fitted on that run's telemetry, on the same circuit: tables, timelines, summaries.
 demo: venv
-	$(VENV)/bin/qubelet run --run-dir $(RUN_DIR)
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/qubelet run --policy size --run-dir $(DEMO_DIR)/size
+	$(VENV)/bin/qubelet policy fit --telemetry $(DEMO_DIR)/size/telemetry.jsonl -o $(DEMO_DIR)/policy-model.json
+	$(VENV)/bin/qubelet run --policy telemetry --policy-model $(DEMO_DIR)/policy-model.json --run-dir $(DEMO_DIR)/telemetry
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_POLICY = "size"
+DEFAULT_POLICY = "telemetry"
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

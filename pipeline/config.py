@@ -19,7 +19,7 @@ class RunConfig:
     cuts: int = 3
     shots: int = 4096
     seed: int = 7
-    policy: str = "size"
+    policy: str = "telemetry"
     backends: tuple[str, ...] = BACKEND_CLASSES
     run_dir: Path = field(default_factory=lambda: Path("runs/latest"))
     observables: tuple[str, ...] | None = None

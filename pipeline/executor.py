@@ -26,6 +26,7 @@ from pipeline.stages import (
     Manifest,
     execute_batch,
     plan_pending,
+    policy_for,
     prepare,
     reconstruct,
 )
@@ -113,7 +114,8 @@ class LocalExecutor:
         states = [backend.state() for backend in self.backends.values()]
         for name in self.backends:
             metrics.BACKEND_UP.labels(name).set(1)
-        return plan_pending(manifest, states, self.unavailable).batches
+        self._policy = policy_for(self.config)
+        return plan_pending(manifest, states, self.unavailable, self._policy).batches
 
     def _fallback_for(self, batch: Batch, failed_backend: str) -> Backend | None:
         """A healthy backend that fits the batch: its own first, then simulators, then QPUs."""
@@ -223,6 +225,11 @@ class LocalExecutor:
         if outcome.skipped:
             metrics.TASKS.labels(backend.name, "skipped").inc(len(outcome.skipped))
         self.progress.advance(executed + len(outcome.skipped))
+        # A learning policy sees what its predictions turned into (prediction-error metric).
+        observe = getattr(self._policy, "observe", None)
+        if observe is not None and outcome.telemetry:
+            with self._lock:
+                observe(outcome.telemetry, refit=False)
 
     def _record_failure(
         self, batch: Batch, backend: Backend, error: BaseException, report: ExecutionReport

@@ -33,7 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.store import ArtifactStore, read_json, write_json
-from policy.interface import BackendState, CircuitFeatures, TelemetryRow
+from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
 from policy.registry import make_policy
 
 MANIFEST_VERSION = 1
@@ -157,8 +157,21 @@ def prepare(config: RunConfig) -> Manifest:
     return manifest
 
 
+def policy_for(config: RunConfig) -> SelectionPolicy:
+    """The selection policy a config names, with a one-line error for a bad model file."""
+    try:
+        return make_policy(
+            config.policy, seed=config.seed, model_path=config.policy_model, error_budget=config.error_budget
+        )
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
+
+
 def plan_pending(
-    manifest: Manifest, backend_states: Sequence[BackendState], unavailable: dict[str, str] | None = None
+    manifest: Manifest,
+    backend_states: Sequence[BackendState],
+    unavailable: dict[str, str] | None = None,
+    policy: SelectionPolicy | None = None,
 ) -> Plan:
     """Ask the policy where every subexperiment without a result runs; batch the answer."""
     config = manifest.config
@@ -166,9 +179,7 @@ def plan_pending(
     pending = store.missing_results(manifest.cut.unique_keys())
     if not backend_states:
         raise PipelineError("no usable backend: " + "; ".join((unavailable or {}).values()))
-    policy = make_policy(
-        config.policy, seed=config.seed, model_path=config.policy_model, error_budget=config.error_budget
-    )
+    policy = policy or policy_for(config)
     decisions = policy.select([manifest.features[k] for k in pending], backend_states) if pending else []
     workers = {state.name: state.workers for state in backend_states}
     plan = Plan(
@@ -222,6 +233,7 @@ class BatchOutcome:
     finished: float
     executed: list[str]
     skipped: list[str]
+    telemetry: list[TelemetryRow] = field(default_factory=list)
 
 
 def execute_batch(
@@ -290,7 +302,7 @@ def execute_batch(
             )
         )
     store.append_telemetry([dict(r) for r in rows])
-    return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped)
+    return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows)
 
 
 def backend_usage(run_dir: Path, keys: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -118,12 +118,9 @@ def test_run_outputs_and_telemetry(tmp_path: Path) -> None:
     assert "qubelet_pipeline_task_duration_seconds_bucket" in exposition
 
 
-def test_hybrid_run_uses_cpu_and_qpu(tmp_path: Path) -> None:
-    """An uneven user partition: the 3-qubit half goes to the QPU, the 5-qubit half... too (<=5).
-
-    With a 6|2 split of an 8-qubit circuit, the size rule puts the 6-qubit half on the CPU and
-    the 2-qubit half on the QPU, so both backends run and the answer is still reconstructed.
-    """
+def test_size_rule_splits_an_uneven_partition_across_cpu_and_qpu(tmp_path: Path) -> None:
+    """A user circuit cut 2|6: the size rule sends the 2-qubit half to the QPU, the 6-qubit half
+    to the CPU, and the answer is still reconstructed from both."""
     from qiskit import qpy
 
     from pipeline.circuits import hardware_efficient_ansatz
@@ -132,18 +129,20 @@ def test_hybrid_run_uses_cpu_and_qpu(tmp_path: Path) -> None:
     path = tmp_path / "c.qpy"
     with path.open("wb") as handle:
         qpy.dump(circuit, handle)
-    # Qubits 0..3 are half A in the ansatz; relabel 0,1 as B to get a 2|6 split that still cuts.
+    # In the ansatz, CNOT(1, 2) of each layer now crosses the cut: two cut gates, 36 terms.
     config = RunConfig(
         circuit_file=path,
-        partition="AAAABBBB",
+        partition="AABBBBBB",
         shots=2000,
+        policy="size",
         backends=("cpu", "qpu"),
         run_dir=tmp_path / "run",
         observables=("Z0Z7", "sumZ"),
     )
     summary, _ = LocalExecutor(config).run()
-    assert summary["qubits"] == 8
-    assert summary["backends"]["qpu"]["tasks"] > 0
+    assert summary["qubits"] == 8 and summary["coefficient_terms"] == 36
+    assert summary["backends"]["qpu"]["tasks"] > 0 and summary["backends"]["cpu"]["tasks"] > 0
+    assert all(abs(o["error"]) < 0.5 for o in summary["observables"])
 
 
 def test_subexperiment_keys_do_not_depend_on_process_history(tmp_path: Path) -> None:

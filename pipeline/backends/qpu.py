@@ -115,7 +115,9 @@ class IQMBackend:
                 raise BackendUnavailableError(
                     f"IQM server {target.server_url}: cannot connect ({type(exc).__name__})"
                 ) from None
-        self.model = target.spec[len(FAKE_PREFIX) :] if target.is_fake else "iqm"
+        # Same model names as the QPU inventory (manifests/examples/qpus.yaml): "Apollo", not
+        # "IQMFakeApollo", so telemetry from laptops and clusters pools per model.
+        self.model = target.spec[len(FAKE_PREFIX) :].removeprefix("IQMFake") if target.is_fake else "iqm"
         self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
 
     def state(self) -> BackendState:
