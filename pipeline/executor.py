@@ -215,15 +215,9 @@ class LocalExecutor:
                 batch.id, backend.name, backend.kind, outcome.started, outcome.finished, executed, True
             )
         )
-        seconds = outcome.finished - outcome.started
-        metrics.BATCH_DURATION.labels(backend.name, backend.kind).observe(seconds)
-        if executed:
-            for _ in range(executed):
-                metrics.TASK_DURATION.labels(backend.name, backend.kind).observe(seconds / executed)
-            metrics.TASKS.labels(backend.name, "succeeded").inc(executed)
-            metrics.SUBEXPERIMENTS_COMPLETED.inc(executed)
-        if outcome.skipped:
-            metrics.TASKS.labels(backend.name, "skipped").inc(len(outcome.skipped))
+        metrics.record_batch(
+            backend.name, backend.kind, outcome.finished - outcome.started, executed, len(outcome.skipped)
+        )
         self.progress.advance(executed + len(outcome.skipped))
         # A learning policy sees what its predictions turned into (prediction-error metric).
         observe = getattr(self._policy, "observe", None)

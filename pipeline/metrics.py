@@ -44,6 +44,22 @@ RUNS = Counter("qubelet_pipeline_runs_total", "Pipeline runs by outcome.", ["out
 RUN_DURATION = Gauge("qubelet_pipeline_last_run_duration_seconds", "Wall time of the last run.")
 
 
+def record_batch(backend: str, kind: str, seconds: float, executed: int, skipped: int) -> None:
+    """Count one finished batch: its wall time, each task's share of it, and task states.
+
+    Shared by the local executor and ``qubelet task execute`` so both export the same series.
+    """
+    BACKEND_UP.labels(backend).set(1)
+    BATCH_DURATION.labels(backend, kind).observe(seconds)
+    if executed:
+        for _ in range(executed):
+            TASK_DURATION.labels(backend, kind).observe(seconds / executed)
+        TASKS.labels(backend, "succeeded").inc(executed)
+        SUBEXPERIMENTS_COMPLETED.inc(executed)
+    if skipped:
+        TASKS.labels(backend, "skipped").inc(skipped)
+
+
 def serve(port: int) -> None:
     """Expose the default registry on ``:port/metrics`` (a daemon thread)."""
     start_http_server(port)

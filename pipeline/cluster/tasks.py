@@ -117,16 +117,10 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
         metrics.TASKS.labels(batch.backend, "failed").inc(len(batch.keys))
         metrics.BACKEND_UP.labels(batch.backend).set(0)
         raise
-    seconds = outcome.finished - outcome.started
     executed = len(outcome.executed)
-    metrics.BACKEND_UP.labels(outcome.backend).set(1)
-    metrics.BATCH_DURATION.labels(outcome.backend, batch.kind).observe(seconds)
-    for _ in range(executed):
-        metrics.TASK_DURATION.labels(outcome.backend, batch.kind).observe(seconds / executed)
-    metrics.TASKS.labels(outcome.backend, "succeeded").inc(executed)
-    metrics.SUBEXPERIMENTS_COMPLETED.inc(executed)
-    if outcome.skipped:
-        metrics.TASKS.labels(outcome.backend, "skipped").inc(len(outcome.skipped))
+    metrics.record_batch(
+        outcome.backend, batch.kind, outcome.finished - outcome.started, executed, len(outcome.skipped)
+    )
     log.info(
         "executed",
         run_dir=str(run_dir),
@@ -134,7 +128,7 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
         backend=outcome.backend,
         executed=executed,
         skipped=len(outcome.skipped),
-        seconds=round(seconds, 3),
+        seconds=round(outcome.finished - outcome.started, 3),
     )
     return True
 
