@@ -68,7 +68,7 @@ def test_unhealthy_backend_work_moves_elsewhere(tmp_path: Path) -> None:
 def test_exhausted_retries_report_and_keep_results(tmp_path: Path) -> None:
     config = RunConfig(qubits=6, cuts=1, shots=200, backends=("cpu",), run_dir=tmp_path, max_attempts=2)
     dead = FlakyBackend("cpu", "cpu", failures=10**6)
-    with pytest.raises(PipelineError, match="failed after retries.*rerun with --run-dir"):
+    with pytest.raises(PipelineError, match=r"failed after retries.*rerun with --run-dir"):
         LocalExecutor(config, backends=[dead]).run()
     # A later run with a working backend completes the same directory.
     summary, _ = LocalExecutor(config, backends=[FlakyBackend("cpu", "cpu", 0)]).run()
@@ -77,10 +77,8 @@ def test_exhausted_retries_report_and_keep_results(tmp_path: Path) -> None:
 
 def test_resume_after_killed_run_loses_and_recomputes_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "qubelet.cli", "run", "--qubits", "8", "--cuts", "2", "--shots", "2000",
-        "--policy", "size", "--backends", "qpu", "--batch-size", "4", "--run-dir", str(run_dir), "--no-progress",
-    ]  # fmt: skip
+    flags = "--qubits 8 --cuts 2 --shots 2000 --policy size --backends qpu --batch-size 4 --no-progress"
+    command = [sys.executable, "-m", "qubelet.cli", "run", *flags.split(), "--run-dir", str(run_dir)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = run_dir / "results"
     deadline = time.monotonic() + 240

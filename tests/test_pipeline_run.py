@@ -102,6 +102,11 @@ def test_run_outputs_and_telemetry(tmp_path: Path) -> None:
     assert on_disk["qubits"] == 6 and on_disk["cuts"] == 2 and on_disk["policy"] == "size"
     # Subcircuits have 3 qubits: the size rule sends every one to the QPU.
     assert set(summary["backends"]) == {"qpu"}
+    from pipeline.backends.simulators import gpu_devices_available
+
+    if not gpu_devices_available():
+        # No CUDA here: the gpu class is reported with its reason and the run goes on without it.
+        assert "no CUDA device" in summary["unavailable_backends"]["gpu"]
     assert summary["backends"]["qpu"]["tasks"] == len(stages.load_manifest(tmp_path).cut.unique_keys())
     rows = [json.loads(line) for line in (tmp_path / "telemetry.jsonl").read_text().splitlines()]
     assert len(rows) == summary["backends"]["qpu"]["tasks"]
