@@ -48,7 +48,7 @@ class AerStatevectorBackend:
             raise ValueError(f"AerStatevectorBackend runs cpu or gpu, not {kind}")
         if kind == "gpu" and not gpu_devices_available():
             raise BackendUnavailableError(
-                "gpu backend unavailable: no CUDA device visible to qiskit-aer "
+                "no CUDA device visible to qiskit-aer "
                 "(install the `gpu` extra, qiskit-aer-gpu, on a machine with an NVIDIA GPU)"
             )
         self.kind: BackendKind = kind
