@@ -47,10 +47,12 @@ bench: venv
 protos: venv
 	$(PY) -m qubelet.protos
 
-# Swap qiskit-aer for qiskit-aer-gpu (same import name) on a machine with CUDA.
+# Swap qiskit-aer for qiskit-aer-gpu (same import name) on a machine with CUDA 12. Order matters:
+# uninstalling qiskit-aer after would delete the files both wheels share.
 gpu: venv
 	$(VENV)/bin/uv pip uninstall --python $(PY) qiskit-aer
-	$(VENV)/bin/uv pip install --python $(PY) '.[gpu]'
+	$(VENV)/bin/uv pip install --python $(PY) 'qiskit-aer-gpu>=0.18.2,<0.19'
+	$(PY) -c "from qiskit_aer import AerSimulator; print('Aer devices:', AerSimulator().available_devices())"
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache
