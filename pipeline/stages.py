@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.backends.base import Backend
+from pipeline.backends.base import Backend, Counts
 from pipeline.backends.factory import available_backends, make_backend
 from pipeline.circuits import (
     CutTarget,
@@ -26,6 +26,7 @@ from pipeline.circuits import (
     exact_expectations,
     hardware_efficient_ansatz,
     load_circuit_file,
+    split_halves,
 )
 from pipeline.config import RunConfig
 from pipeline.cutting import CutResult, cut_and_store
@@ -305,12 +306,10 @@ def execute_batch(
     return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows)
 
 
-def backend_usage(run_dir: Path, keys: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per backend class: tasks run and seconds spent (from the stored results)."""
-    store = ArtifactStore(run_dir)
+def backend_usage(infos: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per backend class: tasks run and seconds spent (from the stored results' records)."""
     usage: dict[str, dict[str, float]] = defaultdict(lambda: {"tasks": 0, "seconds": 0.0})
-    for key in keys:
-        info = store.get_result_info(key)
+    for info in infos:
         entry = usage[info.get("kind", "unknown")]
         entry["tasks"] += 1
         entry["seconds"] += float(info.get("seconds", 0.0))
@@ -330,7 +329,9 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
             f"{run_dir}: {len(missing)} of {len(keys)} subexperiments have no result yet "
             "(run the execute steps first)"
         )
-    recon = reconstruct_values(manifest.cut, store.get_result)
+    # Each result file is read once: its counts feed the reconstruction, the rest the summary.
+    records = {key: store.get_result_record(key) for key in keys}
+    recon = reconstruct_values(manifest.cut, lambda key: Counts.from_json(records[key]))
     observables = []
     for name in manifest.observable_names:
         terms = manifest.observable_terms[name]
@@ -345,8 +346,8 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
                 "error": (value - exact) if exact is not None else None,
             }
         )
+    infos = list(records.values())
     if wall_seconds is None:
-        infos = [store.get_result_info(k) for k in keys]
         wall_seconds = max(i["finished"] for i in infos) - min(i["started"] for i in infos)
     config = manifest.config
     summary = {
@@ -360,7 +361,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
         "distinct_subexperiments": manifest.cut.distinct_per_partition(),
         "coefficient_terms": len(manifest.cut.coefficients),
         "observables": observables,
-        "backends": backend_usage(run_dir, keys),
+        "backends": backend_usage(infos),
         "wall_seconds": round(float(wall_seconds), 4),
     }
     write_json(store.summary_path, summary)
@@ -372,5 +373,5 @@ def build_partition(manifest: Manifest) -> str:
     config = manifest.config
     if config.partition:
         return config.partition
-    size_a = config.qubits // 2
-    return "A" * size_a + "B" * (config.qubits - size_a)
+    size_a, size_b = split_halves(config.qubits)
+    return "A" * size_a + "B" * size_b

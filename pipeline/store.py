@@ -137,9 +137,10 @@ class ArtifactStore:
     def get_result(self, key: str) -> Counts:
         return Counts.from_json(read_json(self.result_path(key)))
 
-    def get_result_info(self, key: str) -> dict[str, Any]:
-        data = read_json(self.result_path(key))
-        return {k: v for k, v in data.items() if k not in ("outcomes", "counts")}
+    def get_result_record(self, key: str) -> dict[str, Any]:
+        """The whole stored result: counts plus backend, batch and timing."""
+        record: dict[str, Any] = read_json(self.result_path(key))
+        return record
 
     def missing_results(self, keys: Iterable[str]) -> list[str]:
         return [key for key in keys if not self.has_result(key)]
