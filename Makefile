@@ -1,24 +1,39 @@
 # qubelet: two commands on a fresh machine.
 #   make demo   set up .venv and run the local hybrid circuit-cutting job
 #   make test   set up .venv and run ruff, mypy and pytest
+#
+# The install is locked: uv.lock pins every package (and its hashes) that CI tested, and
+# `uv sync --locked` installs exactly that set, failing if pyproject.toml changed without a new
+# lock. After adding or changing a dependency in pyproject.toml run `make lock` (that is,
+# `.venv/bin/uv lock`) and commit uv.lock together with pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-dev
 DEMO_DIR ?= runs/demo
 PROTO_OUT := .
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv demo test lint typecheck pytest bench protos gpu clean
+.PHONY: venv lock demo test lint typecheck pytest bench protos gpu clean
 
 venv: $(STAMP)
 
-# uv resolves the qiskit/iqm/kubernetes stack in about a minute; the build constraint keeps
-# old sdists that still import pkg_resources (ibm-platform-services) buildable.
-$(STAMP): pyproject.toml
+# Bootstrap uv into the venv once (uv is also in the dev extra, so the sync keeps it), then install
+# the locked set with the dev extra. Bytecode is compiled at install because CI and the images
+# run with PYTHONDONTWRITEBYTECODE=1 and would otherwise recompile every module on every start.
+# The setuptools<81 build constraint for old sdists lives in pyproject.toml ([tool.uv]).
+$(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip uv
-	$(VENV)/bin/uv pip install --python $(PY) --build-constraint .ci/build-constraints.txt -e '.[dev]'
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev --compile-bytecode
 	touch $(STAMP)
+
+# Re-resolve uv.lock after editing dependencies in pyproject.toml (then `make venv` installs it).
+lock: | $(UV)
+	$(UV) lock
 
 # The paper's size rule (every 5-qubit subexperiment on the noisy fake QPU), then the telemetry
 # policy fitted on that run's telemetry, on the same circuit: tables, timelines, summaries.
@@ -48,10 +63,11 @@ protos: venv
 	$(PY) -m qubelet.protos
 
 # Swap qiskit-aer for qiskit-aer-gpu (same import name) on a machine with CUDA 12. Order matters:
-# uninstalling qiskit-aer after would delete the files both wheels share.
+# uninstalling qiskit-aer after would delete the files both wheels share. `make venv` after a
+# change to uv.lock puts the locked CPU wheel back.
 gpu: venv
-	$(VENV)/bin/uv pip uninstall --python $(PY) qiskit-aer
-	$(VENV)/bin/uv pip install --python $(PY) 'qiskit-aer-gpu>=0.18.2,<0.19'
+	$(UV) pip uninstall --python $(PY) qiskit-aer
+	$(UV) pip install --python $(PY) 'qiskit-aer-gpu>=0.18.2,<0.19'
 	$(PY) -c "from qiskit_aer import AerSimulator; print('Aer devices:', AerSimulator().available_devices())"
 
 clean:

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from doubles.kubelet_deviceplugin import TestKubelet  # noqa: E402
 
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc  # noqa: E402
-from qpu_device_plugin.config import parse_config  # noqa: E402
 from qpu_device_plugin.metrics import PluginMetrics  # noqa: E402
 from qpu_device_plugin.plugin import DevicePlugin  # noqa: E402
+from qubelet.inventory import parse_config  # noqa: E402
 
 CALLS = 3000
 WARMUP = 300

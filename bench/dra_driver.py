@@ -33,7 +33,7 @@ from doubles.fake_resource_api import FakeResourceAPI, allocated_claim  # noqa: 
 
 from dra_driver.api.dra.v1 import api_pb2 as v1  # noqa: E402
 from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc  # noqa: E402
-from dra_driver.constants import DRIVER_NAME, PUBLISHER_LABEL  # noqa: E402
+from dra_driver.constants import PUBLISHER_LABEL  # noqa: E402
 from dra_driver.devices import all_devices  # noqa: E402
 from dra_driver.driver import QPUDriver  # noqa: E402
 from dra_driver.grpc_server import serve_unix, stop_unix  # noqa: E402
@@ -41,7 +41,8 @@ from dra_driver.metrics import DRAMetrics  # noqa: E402
 from dra_driver.reconcile import SliceReconciler  # noqa: E402
 from dra_driver.services import DRAPluginV1  # noqa: E402
 from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, node_slices  # noqa: E402
-from qpu_device_plugin.config import parse_config  # noqa: E402
+from qubelet.inventory import parse_config  # noqa: E402
+from qubelet.inventory.names import DRIVER_NAME  # noqa: E402
 
 NODE = "bench-node"
 

@@ -22,9 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dra_driver.constants import CDI_KIND, CDI_VERSION, DRIVER_NAME
+from dra_driver.constants import CDI_VERSION
 from dra_driver.devices import QPUDevice
-from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH, qpu_env
+from qubelet.inventory import qpu_env
+from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, TOKENS_MOUNT_PATH
 
 
 def spec_path(cdi_dir: str | Path, claim_uid: str) -> Path:

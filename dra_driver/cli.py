@@ -59,8 +59,8 @@ def register(subparsers: Any) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from qpu_device_plugin.config import ConfigError, load_config
     from qubelet.errors import UsageError
+    from qubelet.inventory import ConfigError, load_config
 
     try:
         return load_config(args.config)

@@ -1,16 +1,16 @@
-"""Names the driver shares with kubelet, the scheduler and the manifests (fixed in DESIGN.md)."""
+"""Names the DRA driver shares with kubelet and its own manifests.
+
+The driver name itself, the CDI kind and the extended resource are shared with the device
+plugin and the renderer, so they live in :mod:`qubelet.inventory.names`; everything here is
+derived from them or specific to the DRA kubelet plugin protocol.
+"""
 
 from __future__ import annotations
 
-#: DRA driver name: DeviceClass name, ResourceSlice ``spec.driver``, attribute domain, CDI vendor.
-DRIVER_NAME = "qpu.quantum.example.com"
-#: CDI class; CDI kind is ``<vendor>/<class>``.
-CDI_CLASS = "qpu"
-CDI_KIND = f"{DRIVER_NAME}/{CDI_CLASS}"
+from qubelet.inventory.names import DRIVER_NAME
+
 #: CDI spec version written (the version the upstream kubeletplugin helper writes for its specs).
 CDI_VERSION = "0.5.0"
-#: Extended resource the DeviceClass maps (the device plugin's resource name).
-EXTENDED_RESOURCE_NAME = "quantum.example.com/qpu"
 
 #: Service names as kubelet 1.34 expects them in PluginInfo.supported_versions
 #: (k8s.io/kubelet/pkg/apis/dra/v1.DRAPluginService, v1beta1.DRAPluginService, and the
@@ -33,12 +33,12 @@ DEFAULT_CDI_DIR = "/var/run/cdi"
 
 #: Label on every slice we publish; its value says which publisher owns it, so the node plugin
 #: and the controller never delete each other's slices.
-PUBLISHER_LABEL = "qpu.quantum.example.com/publisher"
+PUBLISHER_LABEL = f"{DRIVER_NAME}/publisher"
 CONTROLLER_PUBLISHER = "controller"
 
 #: Taint key used when unhealthy devices are kept in the slice with a DeviceTaint.
-UNHEALTHY_TAINT_KEY = "qpu.quantum.example.com/unhealthy"
+UNHEALTHY_TAINT_KEY = f"{DRIVER_NAME}/unhealthy"
 
 #: Lease for the controller's leader election.
 LEASE_NAMESPACE = "qubelet-system"
-LEASE_NAME = "qpu-quantum-example-com-controller"
+LEASE_NAME = f"{DRIVER_NAME.replace('.', '-')}-controller"

@@ -16,21 +16,15 @@ from collections.abc import Callable
 from kubernetes import client as k8s
 
 from dra_driver.client import ResourceAPI, is_status
-from dra_driver.constants import (
-    CONTROLLER_PUBLISHER,
-    DRIVER_NAME,
-    LEASE_NAME,
-    LEASE_NAMESPACE,
-    PUBLISHER_LABEL,
-)
+from dra_driver.constants import CONTROLLER_PUBLISHER, LEASE_NAME, LEASE_NAMESPACE, PUBLISHER_LABEL
 from dra_driver.devices import cloud_devices
 from dra_driver.health import HealthBroadcaster
 from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
 from dra_driver.slices import UnhealthyMode, cloud_slices
-from qpu_device_plugin.config import Config, QPUConfig
-from qpu_device_plugin.health import HealthMonitor, ProbeResult, probe_once
 from qubelet import klog
+from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
+from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.controller")
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from qpu_device_plugin.config import QPUConfig
-from qpu_device_plugin.inventory import device_id
+from qubelet.inventory import QPUConfig, device_id
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 from dra_driver.cdi import CDIWriter
 from dra_driver.checkpoint import PreparedClaim, PreparedDevice
 from dra_driver.client import ResourceAPI, is_status
-from dra_driver.constants import DRIVER_NAME
 from dra_driver.devices import QPUDevice
 from dra_driver.metrics import DRAMetrics
 from dra_driver.state import PreparedClaims
 from qubelet import klog
+from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.driver")
 

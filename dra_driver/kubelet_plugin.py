@@ -20,13 +20,7 @@ from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
 from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 from dra_driver.client import ResourceAPI
-from dra_driver.constants import (
-    CHECKPOINT_FILE,
-    DRA_SOCKET,
-    DRIVER_NAME,
-    PUBLISHER_LABEL,
-    REGISTRATION_SOCKET,
-)
+from dra_driver.constants import CHECKPOINT_FILE, DRA_SOCKET, PUBLISHER_LABEL, REGISTRATION_SOCKET
 from dra_driver.devices import all_devices
 from dra_driver.driver import QPUDriver
 from dra_driver.grpc_server import serve_unix, stop_unix
@@ -36,9 +30,9 @@ from dra_driver.reconcile import ReconcileResult, SliceReconciler
 from dra_driver.registration import RegistrationService
 from dra_driver.services import DRAPluginV1, DRAPluginV1Beta1
 from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, UnhealthyMode, node_slices
-from qpu_device_plugin.config import Config, QPUConfig
-from qpu_device_plugin.health import HealthMonitor, ProbeResult, probe_once
 from qubelet import klog
+from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
+from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.kubelet_plugin")
 

@@ -15,8 +15,9 @@ import grpc
 
 from dra_driver.api.pluginregistration.v1 import api_pb2 as reg_pb2
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
-from dra_driver.constants import DRIVER_NAME, PLUGIN_TYPE, SUPPORTED_VERSIONS
+from dra_driver.constants import PLUGIN_TYPE, SUPPORTED_VERSIONS
 from qubelet import klog
+from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.registration")
 

@@ -16,14 +16,10 @@ from typing import Any, Literal
 
 from kubernetes import client as k8s
 
-from dra_driver.constants import (
-    CONTROLLER_PUBLISHER,
-    DRIVER_NAME,
-    PUBLISHER_LABEL,
-    UNHEALTHY_TAINT_KEY,
-)
+from dra_driver.constants import CONTROLLER_PUBLISHER, PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
 from dra_driver.devices import QPUDevice, cloud_devices, cloud_pool, is_node_local, node_devices
-from qpu_device_plugin.config import QPUConfig
+from qubelet.inventory import QPUConfig
+from qubelet.inventory.names import DRIVER_NAME
 
 UnhealthyMode = Literal["remove", "taint"]
 KUBELET_PLUGIN_PUBLISHER = "kubelet-plugin"

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qubelet.inventory.names import DEFAULT_QPU_SPEC
+
 DEFAULT_POLICY = "telemetry"
 
 
@@ -46,8 +48,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition", help="partition labels for --circuit, one per qubit (e.g. AAABBB)")
     parser.add_argument(
         "--qpu-backend",
-        default="fake:IQMFakeApollo",
-        help="embedded QPU when IQM_SERVER_URL is unset (default fake:IQMFakeApollo)",
+        default=DEFAULT_QPU_SPEC,
+        help=f"embedded QPU when IQM_SERVER_URL is unset (default {DEFAULT_QPU_SPEC})",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="max subexperiments per job (default 64)")
 

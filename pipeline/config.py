@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 BACKEND_CLASSES = ("cpu", "gpu", "qpu")
 
@@ -27,7 +28,7 @@ class RunConfig:
     circuit_file: Path | None = None
     partition: str | None = None
     #: IQM fake backend class used as the embedded QPU when no real server is configured
-    qpu_backend: str = "fake:IQMFakeApollo"
+    qpu_backend: str = DEFAULT_QPU_SPEC
     policy_model: Path | None = None
     #: largest predicted error per subexperiment the telemetry policy accepts (None: its default)
     error_budget: float | None = None

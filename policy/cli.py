@@ -95,31 +95,26 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _inventory_backends(path: Path) -> list[Any]:
-    import yaml
-
+    """One policy backend per QPU of a validated inventory file (the same loader the daemons use)."""
     from policy.interface import BackendState
     from qubelet.errors import UsageError
+    from qubelet.inventory import ConfigError, load_config
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        out = []
-        for qpu in data["qpus"]:
-            calibration = qpu.get("calibration") or {}
-            out.append(
-                BackendState(
-                    name=f"qpu:{qpu['name']}",
-                    kind="qpu",
-                    max_qubits=int(qpu["qubits"]),
-                    model=str(qpu.get("model", "")),
-                    fidelity_2q=calibration.get("fidelity2q"),
-                    readout_fidelity=calibration.get("readoutFidelity"),
-                )
-            )
-        return out
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"policy explain: cannot read inventory {path}: {exc}") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"policy explain: inventory {path} has no valid 'qpus' list ({exc})") from exc
+        config = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(f"policy explain: {exc}") from exc
+    return [
+        BackendState(
+            name=f"qpu:{qpu.name}",
+            kind="qpu",
+            max_qubits=qpu.qubits,
+            model=qpu.model,
+            fidelity_2q=qpu.fidelity_2q,
+            readout_fidelity=qpu.readout_fidelity,
+        )
+        for qpu in config.qpus
+    ]
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-DEFAULT_KUBELET_DIR = "/var/lib/kubelet/device-plugins"
+from qpu_device_plugin.constants import DEVICE_PLUGIN_PATH
+from qubelet.inventory.names import RESOURCE_NAME
+
+DEFAULT_KUBELET_DIR = DEVICE_PLUGIN_PATH.rstrip("/")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``device-plugin`` verb to the top-level ``qubelet`` parser."""
     parser = subparsers.add_parser(
         "device-plugin",
-        help="advertise QPUs to kubelet as the extended resource quantum.example.com/qpu",
+        help=f"advertise QPUs to kubelet as the extended resource {RESOURCE_NAME}",
         description="Serve the kubelet device plugin API (v1beta1) for the QPUs in --config.",
     )
     parser.add_argument("--config", required=True, help="QPU inventory file (config version v1)")
@@ -31,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the config, start the plugin and block until SIGTERM/SIGINT; exit 0 on clean stop."""
     import signal
 
-    from qpu_device_plugin.config import ConfigError, load_config
     from qpu_device_plugin.metrics import PluginMetrics
     from qpu_device_plugin.plugin import DevicePlugin, InitError
     from qubelet import klog
     from qubelet.errors import UsageError
+    from qubelet.inventory import ConfigError, load_config
 
     log = klog.get_logger("qubelet.device_plugin")
     try:

@@ -1,6 +1,12 @@
-"""Names fixed by the kubelet device plugin contract (upstream ``v1beta1/constants.go``) and ours."""
+"""Names fixed by the kubelet device plugin contract (upstream ``v1beta1/constants.go``).
+
+Names shared with the DRA driver, the manifests and the workloads (the resource name, the CDI
+kind) live in :mod:`qubelet.inventory.names`.
+"""
 
 from __future__ import annotations
+
+from qubelet.inventory.names import DRIVER_NAME
 
 #: Directory kubelet watches for device plugin sockets (hostPath in the DaemonSet).
 DEVICE_PLUGIN_PATH = "/var/lib/kubelet/device-plugins/"
@@ -12,9 +18,5 @@ VERSION = "v1beta1"
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
 
-#: The extended resource pods request (DESIGN.md fixed name).
-RESOURCE_NAME = "quantum.example.com/qpu"
 #: Our socket file name inside the device-plugins dir (the Register ``endpoint``).
-PLUGIN_SOCKET = "qpu.quantum.example.com.sock"
-#: CDI kind of the QPU devices; CDI names are ``<CDI_KIND>=<qpu name>``.
-CDI_KIND = "qpu.quantum.example.com/qpu"
+PLUGIN_SOCKET = f"{DRIVER_NAME}.sock"

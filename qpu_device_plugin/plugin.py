@@ -19,12 +19,12 @@ from pathlib import Path
 import grpc
 
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
-from qpu_device_plugin.config import Config
-from qpu_device_plugin.constants import KUBELET_SOCKET, PLUGIN_SOCKET, RESOURCE_NAME, VERSION
-from qpu_device_plugin.health import HealthMonitor
+from qpu_device_plugin.constants import KUBELET_SOCKET, PLUGIN_SOCKET, VERSION
 from qpu_device_plugin.metrics import PluginMetrics
 from qpu_device_plugin.server import DeviceState, QPUDevicePluginServicer, options
 from qubelet import klog
+from qubelet.inventory import Config, HealthMonitor
+from qubelet.inventory.names import RESOURCE_NAME
 
 log = klog.get_logger("qubelet.device_plugin")
 

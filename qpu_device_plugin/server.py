@@ -18,11 +18,11 @@ from typing import NoReturn
 import grpc
 
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
-from qpu_device_plugin.config import MAX_DEVICE_ID_LENGTH, Config
-from qpu_device_plugin.constants import CDI_KIND, HEALTHY, UNHEALTHY
-from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH, Device, devices_for, qpu_env
+from qpu_device_plugin.constants import HEALTHY, UNHEALTHY
 from qpu_device_plugin.metrics import PluginMetrics
 from qubelet import klog
+from qubelet.inventory import MAX_DEVICE_ID_LENGTH, Config, Device, devices_for, qpu_env
+from qubelet.inventory.names import CDI_KIND, TOKENS_MOUNT_PATH
 
 log = klog.get_logger("qubelet.device_plugin.server")
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemas
 import yaml
 
-from pipeline.cluster import render, schemas, tasks
+from pipeline.cluster import render, tasks
 from pipeline.cluster import resources as res
 from qubelet.cli import main
+from qubelet.inventory.names import RESOURCE_NAME
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -137,10 +139,10 @@ def test_paper_workflow_is_valid_argo(paper_plan: Any, paper_batches: list[Any],
         container_claims = container["resources"].get("claims", [])
         if opts.qpu_request == "extended-resource":
             assert not has_claim and not container_claims
-            assert (container["resources"]["limits"].get(res.QPU_EXTENDED_RESOURCE) == "1") == (kind == "qpu")
+            assert (container["resources"]["limits"].get(RESOURCE_NAME) == "1") == (kind == "qpu")
         else:
             assert has_claim == (kind == "qpu"), f"{where}: claim on every QPU pod and none elsewhere"
-            assert res.QPU_EXTENDED_RESOURCE not in container["resources"]["limits"]
+            assert RESOURCE_NAME not in container["resources"]["limits"]
         if kind == "gpu":
             assert container["resources"]["limits"][res.GPU_RESOURCE] == "1"
         else:

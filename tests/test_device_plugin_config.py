@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from qpu_device_plugin.config import ConfigError, load_config, parse_config
-from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH, devices_for, qpu_env
+from qubelet.inventory import ConfigError, devices_for, load_config, parse_config, qpu_env
+from qubelet.inventory.names import TOKENS_MOUNT_PATH
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from qpu_device_plugin.config import QPUConfig, parse_config
-from qpu_device_plugin.health import HealthMonitor, ProbeResult, probe_once
+from qubelet.inventory import HealthMonitor, ProbeResult, QPUConfig, parse_config, probe_once
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from qpu_device_plugin.config import parse_config
+from qubelet.inventory import parse_config
 
 pytestmark = pytest.mark.timeout(60)
 

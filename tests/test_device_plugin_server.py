@@ -20,11 +20,11 @@ from doubles.kubelet_deviceplugin import TestKubelet
 from prometheus_client import generate_latest
 
 from qpu_device_plugin.api.v1beta1 import api_pb2
-from qpu_device_plugin.config import Config, load_config, parse_config
-from qpu_device_plugin.constants import PLUGIN_SOCKET, RESOURCE_NAME
-from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH
+from qpu_device_plugin.constants import PLUGIN_SOCKET
 from qpu_device_plugin.metrics import PluginMetrics
 from qpu_device_plugin.plugin import DevicePlugin, InitError
+from qubelet.inventory import Config, load_config, parse_config
+from qubelet.inventory.names import RESOURCE_NAME, TOKENS_MOUNT_PATH
 
 pytestmark = pytest.mark.timeout(60)
 

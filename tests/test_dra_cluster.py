@@ -42,7 +42,7 @@ def kube() -> Iterator[Any]:
 
 
 def _qpus() -> Any:
-    from qpu_device_plugin.config import parse_config
+    from qubelet.inventory import parse_config
 
     base = {
         "vendor": "IQM",
@@ -84,8 +84,9 @@ def _pool_slices(pool: str, node: str, health: dict[str, bool], publisher: str) 
 
 
 def test_publish_read_back_and_reconcile(kube: Any) -> None:
-    from dra_driver.constants import DRIVER_NAME, PUBLISHER_LABEL
+    from dra_driver.constants import PUBLISHER_LABEL
     from dra_driver.reconcile import SliceReconciler
+    from qubelet.inventory.names import DRIVER_NAME
 
     suffix = uuid.uuid4().hex[:8]
     publisher, pool, node = f"ct-{suffix}", f"qubelet-ct-{suffix}", f"qubelet-ct-node-{suffix}"
@@ -113,11 +114,12 @@ def test_publish_read_back_and_reconcile(kube: Any) -> None:
 def test_prepare_claim_allocated_by_the_cluster(kube: Any) -> None:
     from kubernetes import client
 
-    from dra_driver.constants import DRIVER_NAME, PUBLISHER_LABEL
+    from dra_driver.constants import PUBLISHER_LABEL
     from dra_driver.devices import devices_for
     from dra_driver.driver import ClaimRef, QPUDriver
     from dra_driver.metrics import DRAMetrics
     from dra_driver.reconcile import SliceReconciler
+    from qubelet.inventory.names import DRIVER_NAME
 
     core = client.CoreV1Api(kube.api_client)
     resource = client.ResourceV1Api(kube.api_client)

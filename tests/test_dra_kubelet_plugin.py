@@ -19,11 +19,11 @@ from doubles.fake_resource_api import FakeResourceAPI, allocated_claim
 from doubles.kubelet_dra import TestKubeletDRA
 
 from dra_driver.cdi import spec_path
-from dra_driver.constants import CDI_KIND, DRIVER_NAME, SUPPORTED_VERSIONS
+from dra_driver.constants import SUPPORTED_VERSIONS
 from dra_driver.kubelet_plugin import KubeletPlugin
 from dra_driver.metrics import DRAMetrics
-from qpu_device_plugin.config import Config, parse_config
-from qpu_device_plugin.inventory import TOKENS_MOUNT_PATH
+from qubelet.inventory import Config, parse_config
+from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, TOKENS_MOUNT_PATH
 
 pytestmark = pytest.mark.timeout(30)
 

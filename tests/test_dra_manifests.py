@@ -12,8 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dra_driver.constants import DRIVER_NAME, EXTENDED_RESOURCE_NAME, LEASE_NAME, LEASE_NAMESPACE
-from qpu_device_plugin.config import parse_config
+from dra_driver.constants import LEASE_NAME, LEASE_NAMESPACE
+from qubelet.inventory import parse_config
+from qubelet.inventory.names import DRIVER_NAME, RESOURCE_NAME
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def test_deviceclass_and_templates() -> None:
     (dc,) = by_kind("DeviceClass")
     assert dc["metadata"]["name"] == DRIVER_NAME
     assert dc["spec"]["selectors"][0]["cel"]["expression"] == f'device.driver == "{DRIVER_NAME}"'
-    assert dc["spec"]["extendedResourceName"] == EXTENDED_RESOURCE_NAME
+    assert dc["spec"]["extendedResourceName"] == RESOURCE_NAME
     templates = {
         t["metadata"]["name"]: t for t in by_kind("ResourceClaimTemplate") if "examples" not in str(t)
     }

@@ -14,12 +14,12 @@ import pytest
 from doubles.fake_resource_api import FakeResourceAPI
 from kubernetes.client import ApiException
 
-from dra_driver.constants import DRIVER_NAME, PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
+from dra_driver.constants import PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
 from dra_driver.controller import CloudController, LeaderElector
 from dra_driver.reconcile import SliceReconciler
 from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, cloud_slices, node_slices, to_dict
-from qpu_device_plugin.config import Config, parse_config
-from qpu_device_plugin.health import ProbeResult
+from qubelet.inventory import Config, ProbeResult, parse_config
+from qubelet.inventory.names import DRIVER_NAME
 
 pytestmark = pytest.mark.timeout(30)
 NODE = "node-a"

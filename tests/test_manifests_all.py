@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemas
 import yaml
 
-from pipeline.cluster import render, schemas
+from pipeline.cluster import render
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"

@@ -97,3 +97,18 @@ def test_corrupt_telemetry_and_model_files(tmp_path: Path, capsys: pytest.Captur
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert str(model) in err and len(err.strip().splitlines()) == 1
+
+
+def test_explain_validates_the_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The inventory goes through the daemons' validating loader: a bad field is one line, exit 2."""
+    bad = tmp_path / "qpus.yaml"
+    bad.write_text(
+        "version: v1\nqpus:\n- {name: q, vendor: IQM, model: Apollo, qubits: many, technology: sc,"
+        " location: onprem, backend: 'fake:IQMFakeApollo'}\n"
+    )
+    argv = ["policy", "explain", "--qubits", "5", "--depth", "2", "--two-qubit-gates", "1",
+            "--shots", "100", "--inventory", str(bad)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "qpus[0] (q): qubits: must be a positive integer" in err

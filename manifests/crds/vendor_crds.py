@@ -5,7 +5,7 @@ same openAPIV3Schema an API server would use. The upstream CRDs are megabytes of
 each served version's schema with descriptions removed and ``status`` collapsed (we never write
 status), and records the upstream commit so a refresh is reproducible:
 
-    python manifests/crds/vendor_crds.py /work/.mirror   # dirs holding <owner>+<repo>/repo git dirs
+    python manifests/crds/vendor_crds.py MIRROR_DIR   # MIRROR_DIR holds <owner>+<repo>/repo git dirs
 """
 
 from __future__ import annotations
@@ -105,5 +105,16 @@ def vendor(mirror_root: Path) -> None:
             print(f"{out.name}: {out.stat().st_size} bytes")
 
 
+def main(argv: list[str]) -> int:
+    """Vendor from the mirror directory given as the one required argument; exit 2 without it."""
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print(
+            "usage: vendor_crds.py MIRROR_DIR  (a directory of <owner>+<repo>/repo git dirs)", file=sys.stderr
+        )
+        return 2
+    vendor(Path(argv[0]))
+    return 0
+
+
 if __name__ == "__main__":
-    vendor(Path(sys.argv[1] if len(sys.argv) > 1 else "/work/.mirror"))
+    sys.exit(main(sys.argv[1:]))

@@ -8,12 +8,13 @@ from pipeline.backends.base import Backend
 from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
 from pipeline.backends.simulators import AerStatevectorBackend
 from pipeline.errors import BackendUnavailableError
+from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 
 def make_backend(
     kind: str,
     *,
-    qpu_spec: str = "fake:IQMFakeApollo",
+    qpu_spec: str = DEFAULT_QPU_SPEC,
     cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> Backend:
@@ -30,7 +31,7 @@ def make_backend(
 def available_backends(
     kinds: Sequence[str],
     *,
-    qpu_spec: str = "fake:IQMFakeApollo",
+    qpu_spec: str = DEFAULT_QPU_SPEC,
     cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> tuple[list[Backend], dict[str, str]]:

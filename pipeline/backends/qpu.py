@@ -21,6 +21,7 @@ from qiskit import QuantumCircuit, transpile
 from pipeline.backends.base import Counts
 from pipeline.errors import BackendUnavailableError, PipelineError
 from policy.interface import BackendKind, BackendState
+from qubelet.inventory.names import ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE, ENV_QPU_BACKEND, ENV_QPU_NAME
 
 FAKE_PREFIX = "fake:"
 KNOWN_FAKES = ("IQMFakeAdonis", "IQMFakeDeneb", "IQMFakeApollo", "IQMFakeAphrodite")
@@ -31,7 +32,7 @@ class QPUTarget:
     """Where QPU work goes, resolved from flags and the injected environment."""
 
     name: str
-    spec: str  #: "fake:IQMFakeApollo" or "iqm"
+    spec: str  #: "fake:<IQMFake class>" or "iqm"
     server_url: str | None = None
     tokens_file: Path | None = None
 
@@ -43,10 +44,10 @@ class QPUTarget:
 def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) -> QPUTarget:
     """Pick the QPU from the environment (as injected by the device plugin / DRA) or the default."""
     env = os.environ if env is None else env
-    spec = env.get("QUBELET_QPU_BACKEND") or default_spec
-    server_url = env.get("IQM_SERVER_URL") or None
-    tokens = env.get("IQM_TOKENS_FILE") or None
-    if "QUBELET_QPU_BACKEND" not in env and server_url:
+    spec = env.get(ENV_QPU_BACKEND) or default_spec
+    server_url = env.get(ENV_IQM_SERVER_URL) or None
+    tokens = env.get(ENV_IQM_TOKENS_FILE) or None
+    if ENV_QPU_BACKEND not in env and server_url:
         spec = "iqm"
     if spec.startswith(FAKE_PREFIX):
         model = spec[len(FAKE_PREFIX) :]
@@ -65,7 +66,7 @@ def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) 
         default_name = "iqm"
     else:
         raise PipelineError(f"unknown QPU backend {spec!r}: use fake:<IQMFake class> or 'iqm'")
-    name = env.get("QUBELET_QPU_NAME") or default_name
+    name = env.get(ENV_QPU_NAME) or default_name
     return QPUTarget(
         name=name, spec=spec, server_url=server_url, tokens_file=Path(tokens) if tokens else None
     )

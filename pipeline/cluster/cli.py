@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qubelet import klog
+from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 log = klog.get_logger("qubelet.cluster.cli")
 
@@ -48,7 +49,7 @@ def _run_args(args: argparse.Namespace) -> Any:
     extra = []
     for attr, flag in _PASSTHROUGH:
         value = getattr(args, attr, None)
-        if value is not None and (attr != "qpu_backend" or value != "fake:IQMFakeApollo"):
+        if value is not None and (attr != "qpu_backend" or value != DEFAULT_QPU_SPEC):
             extra.append(f"{flag}={value}")
     return RunArgs(
         qubits=config.qubits,

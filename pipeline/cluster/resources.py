@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME, RESOURCE_NAME
+
 Kind = Literal["cpu", "gpu", "qpu"]
 
 #: Kueue LocalQueue per backend class (manifests/kueue/localqueues.yaml).
 QUEUES: dict[str, str] = {"cpu": "qubelet-cpu", "gpu": "qubelet-gpu", "qpu": "qubelet-qpu"}
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
-#: Fixed names from DESIGN.md and the DRA/device-plugin manifests.
-QPU_EXTENDED_RESOURCE = "quantum.example.com/qpu"
-QPU_DEVICE_CLASS = "qpu.quantum.example.com"
+#: The QPU resource and DeviceClass names are shared with the manifests: qubelet.inventory.names.
 QPU_CLAIM_TEMPLATE = "qpu"
 QPU_CLAIM_NAME = "qpu"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -51,8 +51,8 @@ def container_resources(
         limits[GPU_RESOURCE] = "1"
     elif kind == "qpu":
         if qpu_request == "extended-resource":
-            requests[QPU_EXTENDED_RESOURCE] = "1"
-            limits[QPU_EXTENDED_RESOURCE] = "1"
+            requests[RESOURCE_NAME] = "1"
+            limits[RESOURCE_NAME] = "1"
         elif with_claims:
             out["claims"] = [{"name": QPU_CLAIM_NAME}]
     return out
@@ -71,7 +71,7 @@ def claim_template(name: str, namespace: str, min_qubits: int) -> dict[str, Any]
     ExactCount with count 1 is the only request shape Kueue charges quota for
     (``resources.deviceClassMappings``); the CEL selector reads the driver's ``qubits`` attribute.
     """
-    selector = {"cel": {"expression": f'device.attributes["{QPU_DEVICE_CLASS}"].qubits >= {int(min_qubits)}'}}
+    selector = {"cel": {"expression": f'device.attributes["{DRIVER_NAME}"].qubits >= {int(min_qubits)}'}}
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
@@ -87,7 +87,7 @@ def claim_template(name: str, namespace: str, min_qubits: int) -> dict[str, Any]
                         {
                             "name": "qpu",
                             "exactly": {
-                                "deviceClassName": QPU_DEVICE_CLASS,
+                                "deviceClassName": DEVICE_CLASS_NAME,
                                 "allocationMode": "ExactCount",
                                 "count": 1,
                                 "selectors": [selector],

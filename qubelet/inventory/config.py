@@ -21,6 +21,19 @@ from urllib.parse import urlparse
 
 import yaml
 
+from qubelet.errors import ConfigError
+
+__all__ = [
+    "MAX_DEVICE_ID_LENGTH",
+    "Config",
+    "ConfigError",
+    "Flags",
+    "ProbeConfig",
+    "QPUConfig",
+    "load_config",
+    "parse_config",
+]
+
 SUPPORTED_VERSIONS = ("v1",)
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 FAKE_BACKEND = re.compile(r"^fake:[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,13 +69,9 @@ _CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity"}
 _HEALTH_KEYS = {"probe", "url", "path", "intervalSeconds", "timeoutSeconds"}
 
 
-class ConfigError(ValueError):
-    """An invalid inventory file; ``str()`` is one line naming file, entry and field."""
-
-
 @dataclass(frozen=True)
 class ProbeConfig:
-    """How to decide whether one QPU is usable (see :mod:`qpu_device_plugin.health`)."""
+    """How to decide whether one QPU is usable (see :mod:`qubelet.inventory.health`)."""
 
     probe: Literal["fake", "http", "file"]
     url: str | None

@@ -3,25 +3,24 @@
 A QPU is shared by time-slicing, like NVIDIA's ``sharing.timeSlicing``: one QPU with
 ``replicas: R`` is advertised as R devices ``<name>-r0 .. <name>-r{R-1}``, so R pods can hold it
 at once while the QPU's own job queue serialises their circuits. The env and token path here are
-the contract (DESIGN.md) every QPU workload reads, whichever front end (device plugin or DRA
-driver) handed the QPU out.
+the contract (:mod:`qubelet.inventory.names`) every QPU workload reads, whichever front end
+(device plugin or DRA driver) handed the QPU out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qpu_device_plugin.config import Config, QPUConfig
+from qubelet.inventory.config import Config, QPUConfig
+from qubelet.inventory.names import (
+    ENV_IQM_SERVER_URL,
+    ENV_IQM_TOKENS_FILE,
+    ENV_QPU_BACKEND,
+    ENV_QPU_NAME,
+    TOKENS_MOUNT_PATH,
+)
 
-ENV_QPU_NAME = "QUBELET_QPU_NAME"
-ENV_QPU_BACKEND = "QUBELET_QPU_BACKEND"
-ENV_IQM_SERVER_URL = "IQM_SERVER_URL"
-ENV_IQM_TOKENS_FILE = "IQM_TOKENS_FILE"
-#: Every env name a QPU workload may be given, in a stable order.
-QUBELET_ENV: tuple[str, ...] = (ENV_QPU_NAME, ENV_QPU_BACKEND, ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE)
-
-#: Where containers see the (read-only) IQM token file; the host path comes from ``tokensFile``.
-TOKENS_MOUNT_PATH = "/var/run/secrets/qubelet/iqm/tokens.json"
+__all__ = ["Device", "device_id", "devices_for", "qpu_env"]
 
 
 def qpu_env(qpu: QPUConfig) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Offline validation of qubelet's objects: core kinds via kubernetes-validate, CRs via vendored CRDs.
+"""Test support: offline validation of qubelet's objects (core kinds via kubernetes-validate, CRs via CRDs).
 
 Why: the render output and the manifests must be accepted by a real API server, and most test
 machines have none. The CRD schemas are vendored (trimmed) in ``manifests/crds`` by
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+CRD_DIR = Path(__file__).resolve().parents[1] / "manifests" / "crds"
 KUBERNETES_VERSION = "1.34"
 
 

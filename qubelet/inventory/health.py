@@ -25,10 +25,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qpu_device_plugin.config import QPUConfig
 from qubelet import klog
+from qubelet.inventory.config import QPUConfig
 
-log = klog.get_logger("qubelet.device_plugin.health")
+__all__ = ["HealthMonitor", "ProbeResult", "probe_once"]
+
+log = klog.get_logger("qubelet.inventory.health")
 
 FAKE_BACKENDS_MODULE = "iqm.qiskit_iqm.fake_backends"
 
