@@ -47,7 +47,7 @@ def _fmt(value: float | None) -> str | None:
 
 
 def device_attributes(qpu: QPUConfig, healthy: bool) -> dict[str, k8s.V1DeviceAttribute]:
-    """The attributes (fixed names from DESIGN.md) of one QPU's devices."""
+    """The attributes (names fixed in docs/dra-driver.md) of one QPU's devices."""
     attrs: dict[str, k8s.V1DeviceAttribute] = {
         "qpu": _Attribute(string=qpu.name),
         "vendor": _Attribute(string=qpu.vendor),
