@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import threading
 from typing import Any
 
 from dra_driver.constants import DEFAULT_CDI_DIR, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
+from qubelet import daemon
+from qubelet.inventory.names import DRIVER_NAME
 
 
 def register(subparsers: Any) -> None:
     """Add ``dra-driver`` and its two verbs to the top-level parser."""
-    parser = subparsers.add_parser("dra-driver", help="QPU DRA driver (qpu.quantum.example.com)")
+    parser = subparsers.add_parser("dra-driver", help=f"QPU DRA driver ({DRIVER_NAME})")
     verbs = parser.add_subparsers(dest="dra_command", metavar="VERB")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -28,8 +28,8 @@ def register(subparsers: Any) -> None:
     kp.add_argument("--plugins-dir", default=DEFAULT_PLUGINS_DIR)
     kp.add_argument("--registry-dir", default=DEFAULT_REGISTRY_DIR)
     kp.add_argument("--cdi-dir", default=DEFAULT_CDI_DIR)
-    kp.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster)")
-    kp.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics (0: off)")
+    daemon.add_kubeconfig_flag(kp)
+    daemon.add_metrics_port_flag(kp)
     kp.add_argument(
         "--unhealthy",
         choices=("remove", "taint"),
@@ -42,67 +42,41 @@ def register(subparsers: Any) -> None:
         default=None,
         help="hostPath directory to copy token files into, so CDI can mount them (pod deployments)",
     )
+    daemon.env_twins(kp)
     kp.set_defaults(func=run_kubelet_plugin)
 
     ctl = verbs.add_parser("controller", help="cluster controller for cloud QPU pools (Deployment)")
     ctl.add_argument("--config", required=True, help="QPU inventory file (qpus.yaml)")
-    ctl.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster)")
+    daemon.add_kubeconfig_flag(ctl)
     ctl.add_argument(
         "--identity",
         default=os.environ.get("POD_NAME") or socket.gethostname(),
         help="leader-election identity (default $POD_NAME or hostname)",
     )
-    ctl.add_argument("--metrics-port", type=int, default=0)
+    daemon.add_metrics_port_flag(ctl)
     ctl.add_argument("--unhealthy", choices=("remove", "taint"), default="remove")
     ctl.add_argument("--lease-duration-seconds", type=int, default=15)
+    daemon.env_twins(ctl)
     ctl.set_defaults(func=run_controller)
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from qubelet.errors import UsageError
-    from qubelet.inventory import ConfigError, load_config
-
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def _api(args: argparse.Namespace) -> Any:
     from dra_driver.client import KubeResourceAPI
-    from qubelet.errors import UsageError
+    from qubelet.kube import load_kube_client
 
-    try:
-        return KubeResourceAPI(args.kubeconfig)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"kubernetes client config: {first}") from exc
-
-
-def _wait_for_signal() -> None:
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    while not done.wait(1.0):
-        pass
-
-
-def _serve_metrics(port: int, metrics: Any) -> None:
-    if port:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, registry=metrics.registry)
+    return KubeResourceAPI(api_client=load_kube_client(args.kubeconfig))
 
 
 def run_kubelet_plugin(args: argparse.Namespace) -> int:
+    """Run the per-node kubelet plugin until SIGTERM/SIGINT."""
+    from dra_driver.kubelet_plugin import KubeletPlugin
+    from dra_driver.metrics import DRAMetrics
     from qubelet.errors import UsageError
+    from qubelet.inventory import load_config
 
     if not args.node_name:
         raise UsageError("--node-name is required (or set NODE_NAME)")
-    config = _load(args)
-    from dra_driver.kubelet_plugin import KubeletPlugin
-    from dra_driver.metrics import DRAMetrics
-
+    config = load_config(args.config)
     metrics = DRAMetrics()
     plugin = KubeletPlugin(
         config,
@@ -116,20 +90,23 @@ def run_kubelet_plugin(args: argparse.Namespace) -> int:
         metrics=metrics,
         tokens_dir=args.stage_tokens_dir,
     )
-    _serve_metrics(args.metrics_port, metrics)
+    stop = daemon.stop_on_signals()
+    daemon.serve_metrics(args.metrics_port, metrics.registry)
     plugin.start()
     try:
-        _wait_for_signal()
+        daemon.wait_for_stop(stop)
     finally:
         plugin.stop()
     return 0
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    config = _load(args)
+    """Run the cloud-pool controller until SIGTERM/SIGINT."""
     from dra_driver.controller import CloudController
     from dra_driver.metrics import DRAMetrics
+    from qubelet.inventory import load_config
 
+    config = load_config(args.config)
     metrics = DRAMetrics()
     controller = CloudController(
         config,
@@ -139,10 +116,11 @@ def run_controller(args: argparse.Namespace) -> int:
         lease_duration_seconds=args.lease_duration_seconds,
         metrics=metrics,
     )
-    _serve_metrics(args.metrics_port, metrics)
+    stop = daemon.stop_on_signals()
+    daemon.serve_metrics(args.metrics_port, metrics.registry)
     controller.start()
     try:
-        _wait_for_signal()
+        daemon.wait_for_stop(stop)
     finally:
         controller.stop()
     return 0

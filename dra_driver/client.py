@@ -3,19 +3,35 @@
 The reconcile loop, NodePrepareResources and leader election talk to this protocol only; the
 real implementation wraps ``kubernetes.client.ResourceV1Api`` / ``CoordinationV1Api`` and the
 unit tests use ``tests/doubles/fake_resource_api.FakeResourceAPI``, an in-memory API server with
-the same methods, the same model objects and the same ``ApiException`` statuses (404, 409).
+the same methods and the same model objects.
+
+Errors are part of the interface: a missing object raises :class:`qubelet.errors.NotFound`, an
+existing or changed one :class:`qubelet.errors.Conflict`, any other refusal
+:class:`qubelet.errors.ApiError`. :class:`KubeResourceAPI` translates the client's
+``ApiException`` here (:mod:`qubelet.kube`), so callers catch meaning instead of HTTP statuses.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from qubelet.kube import api_errors, load_kube_client
 
 if TYPE_CHECKING:
     from kubernetes.client import ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
 
+__all__ = ["KubeResourceAPI", "ResourceAPI"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 class ResourceAPI(Protocol):
-    """ResourceSlices (write), ResourceClaims (read), Leases (election)."""
+    """ResourceSlices (write), ResourceClaims (read), Leases (election).
+
+    Every method raises ``qubelet.errors.NotFound`` (404), ``Conflict`` (409) or ``ApiError``.
+    """
 
     def list_resource_slices(
         self, label_selector: str = "", field_selector: str = ""
@@ -36,30 +52,30 @@ class ResourceAPI(Protocol):
     def replace_lease(self, namespace: str, name: str, body: V1Lease) -> V1Lease: ...
 
 
-def is_status(exc: BaseException, status: int) -> bool:
-    """True for a ``kubernetes.client.ApiException`` with that HTTP status."""
-    return getattr(exc, "status", None) == status
+def _translated(method: _F) -> _F:
+    """Turn the client's ``ApiException`` raised by ``method`` into NotFound/Conflict/ApiError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with api_errors(method.__name__.replace("_", " ")):
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class KubeResourceAPI:
     """:class:`ResourceAPI` over a real API server (kubeconfig or in-cluster credentials)."""
 
     def __init__(self, kubeconfig: str | None = None, api_client: Any = None) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
         if api_client is None:
-            if kubeconfig:
-                config.load_kube_config(config_file=kubeconfig)
-            else:
-                try:
-                    config.load_incluster_config()
-                except config.ConfigException:
-                    config.load_kube_config()
-            api_client = client.ApiClient()
+            api_client = load_kube_client(kubeconfig)
         self.api_client = api_client
         self._resource = client.ResourceV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
 
+    @_translated
     def list_resource_slices(self, label_selector: str = "", field_selector: str = "") -> list[Any]:
         return list(
             self._resource.list_resource_slice(
@@ -67,23 +83,30 @@ class KubeResourceAPI:
             ).items
         )
 
+    @_translated
     def create_resource_slice(self, body: Any) -> Any:
         return self._resource.create_resource_slice(body)
 
+    @_translated
     def replace_resource_slice(self, name: str, body: Any) -> Any:
         return self._resource.replace_resource_slice(name, body)
 
+    @_translated
     def delete_resource_slice(self, name: str) -> None:
         self._resource.delete_resource_slice(name)
 
+    @_translated
     def read_resource_claim(self, namespace: str, name: str) -> Any:
         return self._resource.read_namespaced_resource_claim(name, namespace)
 
+    @_translated
     def read_lease(self, namespace: str, name: str) -> Any:
         return self._coordination.read_namespaced_lease(name, namespace)
 
+    @_translated
     def create_lease(self, namespace: str, body: Any) -> Any:
         return self._coordination.create_namespaced_lease(namespace, body)
 
+    @_translated
     def replace_lease(self, namespace: str, name: str, body: Any) -> Any:
         return self._coordination.replace_namespaced_lease(name, namespace, body)

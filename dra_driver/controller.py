@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kubernetes import client as k8s
 
-from dra_driver.client import ResourceAPI, is_status
+from dra_driver.client import ResourceAPI
 from dra_driver.constants import CONTROLLER_PUBLISHER, LEASE_NAME, LEASE_NAMESPACE, PUBLISHER_LABEL
 from dra_driver.devices import cloud_devices
 from dra_driver.health import HealthBroadcaster
@@ -23,6 +23,7 @@ from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
 from dra_driver.slices import UnhealthyMode, cloud_slices
 from qubelet import klog
+from qubelet.errors import Conflict, NotFound
 from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
 from qubelet.inventory.names import DRIVER_NAME
 
@@ -75,19 +76,15 @@ class LeaderElector:
         now = self.now()
         try:
             lease = self.api.read_lease(self.namespace, self.name)
-        except Exception as exc:
-            if not is_status(exc, 404):
-                raise
+        except NotFound:
             body = k8s.V1Lease(
                 metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace),
                 spec=self._spec(0, now),
             )
             try:
                 self.api.create_lease(self.namespace, body)
-            except Exception as create_exc:
-                if is_status(create_exc, 409):
-                    return False  # someone else created it first
-                raise
+            except Conflict:
+                return False  # someone else created it first
             log.info("acquired leader lease", identity=self.identity, lease=f"{self.namespace}/{self.name}")
             return True
         spec = lease.spec or k8s.V1LeaseSpec()
@@ -102,10 +99,8 @@ class LeaderElector:
         lease.spec = self._spec(transitions, spec.acquire_time if mine and spec.acquire_time else now)
         try:
             self.api.replace_lease(self.namespace, self.name, lease)
-        except Exception as exc:
-            if is_status(exc, 409):
-                return False  # lost the race for an expired lease
-            raise
+        except Conflict:
+            return False  # lost the race for an expired lease
         if not mine:
             log.info("took over leader lease", identity=self.identity, previous=holder or "")
         return True

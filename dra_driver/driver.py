@@ -18,11 +18,12 @@ from pathlib import Path
 
 from dra_driver.cdi import CDIWriter
 from dra_driver.checkpoint import PreparedClaim, PreparedDevice
-from dra_driver.client import ResourceAPI, is_status
+from dra_driver.client import ResourceAPI
 from dra_driver.devices import QPUDevice
 from dra_driver.metrics import DRAMetrics
 from dra_driver.state import PreparedClaims
 from qubelet import klog
+from qubelet.errors import ApiError, NotFound
 from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.driver")
@@ -77,11 +78,10 @@ class QPUDriver:
         where = f"{ref.namespace}/{ref.name}"
         try:
             claim = self.api.read_resource_claim(ref.namespace, ref.name)
-        except Exception as exc:
-            if is_status(exc, 404):
-                raise PrepareError("not_found", f"resourceclaim {where} not found") from exc
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            raise PrepareError("api_error", f"read resourceclaim {where}: {reason}") from exc
+        except NotFound as exc:
+            raise PrepareError("not_found", f"resourceclaim {where} not found") from exc
+        except ApiError as exc:
+            raise PrepareError("api_error", f"read resourceclaim {where}: {exc.reason}") from exc
         uid = claim.metadata.uid if claim.metadata else None
         if uid != ref.uid:
             raise PrepareError(

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qubelet.daemon import add_metrics_port_flag
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 DEFAULT_POLICY = "telemetry"
@@ -112,8 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     config = config_from_args(args, run_dir)
-    if args.metrics_port:
-        metrics.serve(args.metrics_port)
+    metrics.serve(args.metrics_port)
     try:
         executor = LocalExecutor(config, progress=TqdmProgress(not args.no_progress and sys.stderr.isatty()))
         summary, execution = executor.run()
@@ -155,7 +155,7 @@ def register(subparsers: Any) -> None:
     )
     add_run_arguments(parser)
     parser.add_argument("--run-dir", type=Path, help="output directory; an existing one is resumed")
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    add_metrics_port_flag(parser)
     parser.add_argument("--max-attempts", type=int, default=3, help="attempts per batch (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_run)

@@ -5,7 +5,9 @@ The Grafana dashboard and the telemetry policy read these names; keep them stabl
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from qubelet.daemon import MetricsServer, serve_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -60,6 +62,6 @@ def record_batch(backend: str, kind: str, seconds: float, executed: int, skipped
         TASKS.labels(backend, "skipped").inc(skipped)
 
 
-def serve(port: int) -> None:
-    """Expose the default registry on ``:port/metrics`` (a daemon thread)."""
-    start_http_server(port)
+def serve(port: int) -> MetricsServer | None:
+    """Expose the process registry on ``:port/metrics`` (a daemon thread); 0 = off."""
+    return serve_metrics(port)

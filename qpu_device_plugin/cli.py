@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from qpu_device_plugin.constants import DEVICE_PLUGIN_PATH
+from qubelet import daemon
 from qubelet.inventory.names import RESOURCE_NAME
 
 DEFAULT_KUBELET_DIR = DEVICE_PLUGIN_PATH.rstrip("/")
@@ -24,45 +25,24 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_KUBELET_DIR,
         help=f"kubelet's device-plugins directory (default {DEFAULT_KUBELET_DIR})",
     )
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
-    )
+    daemon.add_metrics_port_flag(parser)
+    daemon.env_twins(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, start the plugin and block until SIGTERM/SIGINT; exit 0 on clean stop."""
-    import signal
-
     from qpu_device_plugin.metrics import PluginMetrics
     from qpu_device_plugin.plugin import DevicePlugin, InitError
     from qubelet import klog
-    from qubelet.errors import UsageError
-    from qubelet.inventory import ConfigError, load_config
+    from qubelet.inventory import load_config
 
     log = klog.get_logger("qubelet.device_plugin")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
-        raise UsageError(f"--metrics-port: must be in 1..65535, got {args.metrics_port}")
-
+    config = load_config(args.config)  # a ConfigError is a UsageError: one line, exit 2
     metrics = PluginMetrics()
     plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics)
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-        plugin.shutdown()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.metrics_port is not None:
-        try:
-            metrics.serve(args.metrics_port)
-        except OSError as exc:
-            raise UsageError(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from None
-        log.info("serving metrics", port=args.metrics_port)
+    daemon.stop_on_signals(on_stop=plugin.shutdown)
+    daemon.serve_metrics(args.metrics_port, metrics.registry)
     log.info(
         "starting device plugin", config=config.source, kubeletDir=args.kubelet_dir, qpus=len(config.qpus)
     )

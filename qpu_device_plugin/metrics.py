@@ -2,12 +2,12 @@
 
 Each :class:`PluginMetrics` owns its own :class:`CollectorRegistry`: prometheus_client's default
 registry refuses a second metric of the same name, and tests (and the benchmark) start several
-plugins in one process. The CLI serves that registry with ``start_http_server``.
+plugins in one process. The CLI serves that registry with :func:`qubelet.daemon.serve_metrics`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from qubelet.inventory import ProbeResult
 
@@ -72,7 +72,3 @@ class PluginMetrics:
         """Publish the current device counts by health."""
         self.devices.labels(health="Healthy").set(healthy)
         self.devices.labels(health="Unhealthy").set(unhealthy)
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose this registry on ``http://addr:port/metrics`` (daemon thread)."""
-        start_http_server(port, addr=addr, registry=self.registry)

@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """Parse ``argv``, run the chosen verb and return its exit status (2 for usage errors)."""
+    try:
+        parser = build_parser()  # daemon env twins (QUBELET_*) are checked here
+    except UsageError as exc:
+        print(f"qubelet: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     klog.setup(args.verbose)
     func = getattr(args, "func", None)

@@ -8,8 +8,8 @@ serve Prometheus, stop on SIGTERM/SIGINT and (where they talk to an API server) 
   (1..65535); a port that cannot be bound is a usage error (exit 2, one line).
 - **stop**: SIGTERM and SIGINT set a :class:`threading.Event` (and optionally call a hook) so the
   daemon's main thread returns and cleans up its sockets.
-- **kubeconfig**: ``--kubeconfig PATH`` wins; without it a pod uses its service account and a
-  laptop its ``$KUBECONFIG`` / ``~/.kube/config`` (client-go's order).
+- **kubeconfig**: one ``--kubeconfig`` flag; :func:`qubelet.kube.load_kube_client` turns it into
+  a client (the flag wins, then a pod's service account, then ``$KUBECONFIG``).
 - **env twins**: every daemon flag ``--some-flag`` can also be set as ``QUBELET_SOME_FLAG``, as
   dra-example-driver does for each of its flags, so manifests can configure a daemon through env
   (from a ConfigMap or the downward API) without rewriting its command line.
@@ -41,7 +41,6 @@ __all__ = [
     "add_metrics_port_flag",
     "env_name",
     "env_twins",
-    "load_kube_client",
     "metrics_port",
     "serve_metrics",
     "stop_on_signals",
@@ -159,28 +158,6 @@ def add_kubeconfig_flag(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)",
     )
-
-
-def load_kube_client(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> Any:
-    """A ``kubernetes.client.ApiClient`` for ``kubeconfig``, the pod's service account or $KUBECONFIG.
-
-    Raises:
-        UsageError: no usable configuration was found (one line, no credentials in it).
-    """
-    from kubernetes import client, config
-
-    env = os.environ if env is None else env
-    try:
-        if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig)
-        if env.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        return config.new_client_from_config()
-    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"no Kubernetes configuration (use --kubeconfig or KUBECONFIG): {first}") from None
 
 
 # --- env twins -----------------------------------------------------------------------------------

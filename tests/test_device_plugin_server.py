@@ -23,6 +23,7 @@ from qpu_device_plugin.api.v1beta1 import api_pb2
 from qpu_device_plugin.constants import PLUGIN_SOCKET
 from qpu_device_plugin.metrics import PluginMetrics
 from qpu_device_plugin.plugin import DevicePlugin, InitError
+from qubelet.daemon import serve_metrics
 from qubelet.inventory import Config, load_config, parse_config
 from qubelet.inventory.names import RESOURCE_NAME, TOKENS_MOUNT_PATH
 
@@ -280,9 +281,13 @@ def test_fail_on_init_error(short_dir: Path) -> None:
 def test_metrics_exposition_names(running: Running) -> None:
     running.kubelet.allocate(["onprem-r0"])
     port = _free_port()
-    running.plugin.metrics.serve(port, addr="127.0.0.1")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    server = serve_metrics(port, running.plugin.metrics.registry, addr="127.0.0.1")
+    assert server is not None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
     for name in (
         'qubelet_device_plugin_devices{health="Healthy"} 5.0',
         'qubelet_device_plugin_devices{health="Unhealthy"} 0.0',

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from doubles.fake_resource_api import FakeResourceAPI
-from kubernetes.client import ApiException
 
 from dra_driver.constants import PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
 from dra_driver.controller import CloudController, LeaderElector
 from dra_driver.reconcile import SliceReconciler
 from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, cloud_slices, node_slices, to_dict
+from qubelet.errors import NotFound
 from qubelet.inventory import Config, ProbeResult, parse_config
 from qubelet.inventory.names import DRIVER_NAME
 
@@ -224,7 +224,7 @@ class StaleReads:
         return getattr(self.api, name)
 
     def read_lease(self, namespace: str, name: str) -> Any:
-        raise ApiException(status=404, reason="not found (stale)")
+        raise NotFound("leases: not found (stale)", status=404)
 
 
 def test_lease_race_on_create_has_one_winner() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qubelet import klog
+from qubelet.daemon import add_kubeconfig_flag, metrics_port
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 log = klog.get_logger("qubelet.cluster.cli")
@@ -173,12 +174,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from pipeline.cluster import submit
-    from qubelet.errors import UsageError
+    from qubelet.kube import load_kube_client
 
-    try:
-        api_client = submit.load_api_client(args.kubeconfig)
-    except submit.SubmitError as exc:
-        raise UsageError(str(exc)) from None
+    api_client = load_kube_client(args.kubeconfig)
     docs = render_documents(args)
     workflow, claims = docs[-1], docs[:-1]
     try:
@@ -229,7 +227,10 @@ def _cmd_task(args: argparse.Namespace) -> int:
 def _add_task_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", required=True, help="run directory on the shared volume")
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve metrics (default $QUBELET_METRICS_PORT)"
+        "--metrics-port",
+        type=metrics_port,
+        default=None,
+        help="serve metrics (default $QUBELET_METRICS_PORT)",
     )
     parser.add_argument(
         "--metrics-linger", type=float, default=None, help="keep serving metrics this long after (s)"
@@ -265,7 +266,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     submit = subparsers.add_parser("submit", help="render and create the Workflow, then follow it")
     _add_render_flags(submit)
-    submit.add_argument("--kubeconfig", default=None)
+    add_kubeconfig_flag(submit)
     submit.add_argument("--dry-run", action="store_true", help="server-side dry run only")
     submit.add_argument("--no-follow", action="store_true")
     submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to follow before giving up")

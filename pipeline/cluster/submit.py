@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qubelet import klog
+from qubelet.errors import QubeletError
+from qubelet.kube import api_error
 
 log = klog.get_logger("qubelet.cluster.submit")
 
@@ -19,40 +21,12 @@ GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 
 
-class SubmitError(Exception):
-    """The cluster could not be reached or refused the objects; one line."""
-
-
-def load_api_client(kubeconfig: str | None = None) -> Any:
-    """An ApiClient from ``kubeconfig`` / ``KUBECONFIG`` / in-cluster config, or SubmitError."""
-    from kubernetes import client, config
-
-    try:
-        if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig)
-        try:
-            return config.new_client_from_config()
-        except config.ConfigException:
-            config.load_incluster_config()
-            return client.ApiClient()
-    except (config.ConfigException, FileNotFoundError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SubmitError(f"no Kubernetes configuration (set KUBECONFIG or --kubeconfig): {first}") from None
+class SubmitError(QubeletError):
+    """The cluster refused the objects or the Workflow did not finish in time; one line."""
 
 
 def _api_error(exc: Exception, what: str) -> SubmitError:
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
-    body = getattr(exc, "body", None)
-    message = ""
-    if isinstance(body, str | bytes):
-        import json
-
-        try:
-            message = json.loads(body).get("message", "")
-        except ValueError:
-            message = ""
-    return SubmitError(f"{what}: {status} {reason} {message}".strip())
+    return SubmitError(str(api_error(exc, what)))
 
 
 def create(

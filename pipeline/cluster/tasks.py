@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -158,16 +157,16 @@ def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
     Why linger: step pods are short-lived and scraped every few seconds; keeping the endpoint up
     for one more scrape interval lets Prometheus see the final counter values.
     """
-    if port <= 0:
-        yield
-        return
-    from prometheus_client import start_http_server
+    from qubelet.daemon import serve_metrics
+    from qubelet.errors import UsageError
 
     try:
-        server, thread = start_http_server(port)
-    except OSError as exc:
+        server = serve_metrics(port)
+    except UsageError as exc:
         # Metrics are best effort: a busy port must not fail the step.
-        log.warning("metrics not served", port=port, err=exc.strerror or str(exc))
+        log.warning("metrics not served", port=port, err=str(exc))
+        server = None
+    if server is None:
         yield
         return
     try:
@@ -176,8 +175,6 @@ def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
         if linger_seconds > 0:
             time.sleep(min(linger_seconds, 60.0))
         server.shutdown()
-        if isinstance(thread, threading.Thread):
-            thread.join(timeout=5)
 
 
 def env_number(name: str) -> float:

@@ -2,8 +2,8 @@
 
 It implements ``dra_driver.client.ResourceAPI`` with the semantics the driver depends on: the
 real ``kubernetes.client`` model objects go in and come out (deep copies, so callers cannot
-mutate stored state), names are unique (409 AlreadyExists on create), ``resourceVersion``
-guards replace (409 Conflict when stale), missing objects raise 404, and list honours
+mutate stored state), names are unique (``Conflict`` on create), ``resourceVersion`` guards
+replace (``Conflict`` when stale), missing objects raise ``NotFound``, and list honours
 equality label selectors and the ResourceSlice field selectors the API server supports
 (``spec.nodeName``, ``spec.driver``, ``spec.pool.name``). It counts calls so tests can
 assert "no write on an unchanged reconcile".
@@ -21,7 +21,9 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from kubernetes.client import ApiClient, ApiException, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
+from kubernetes.client import ApiClient, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
+
+from qubelet.errors import ApiError, Conflict, NotFound
 
 _FIELD_PATHS: dict[str, Any] = {
     "spec.nodeName": lambda d: d["spec"].get("nodeName"),
@@ -35,7 +37,7 @@ def _parse_selector(selector: str) -> list[tuple[str, str]]:
     for term in filter(None, (t.strip() for t in selector.split(","))):
         key, sep, value = term.partition("=")
         if not sep or value.startswith("="):
-            raise ApiException(status=400, reason=f"unsupported selector term {term!r}")
+            raise ApiError(f"unsupported selector term {term!r}", status=400, reason="BadRequest")
         pairs.append((key.strip(), value.strip()))
     return pairs
 
@@ -71,8 +73,8 @@ class FakeResourceAPI:
         return data
 
     @staticmethod
-    def _not_found(kind: str, name: str) -> ApiException:
-        return ApiException(status=404, reason=f'{kind} "{name}" not found')
+    def _not_found(kind: str, name: str) -> NotFound:
+        return NotFound(f'{kind} "{name}" not found', status=404, reason="NotFound")
 
     @property
     def slices(self) -> dict[str, V1ResourceSlice]:
@@ -95,7 +97,7 @@ class FakeResourceAPI:
         fields = _parse_selector(field_selector)
         for key, _ in fields:
             if key not in _FIELD_PATHS:
-                raise ApiException(status=400, reason=f'field label not supported: "{key}"')
+                raise ApiError(f'field label not supported: "{key}"', status=400, reason="BadRequest")
         with self._lock:
             stored = list(self._slices.values())
         out = []
@@ -113,7 +115,7 @@ class FakeResourceAPI:
         with self._lock:
             name = data["metadata"]["name"]
             if name in self._slices:
-                raise ApiException(status=409, reason=f'resourceslices "{name}" already exists')
+                raise Conflict(f'resourceslices "{name}" already exists', status=409, reason="Conflict")
             data = self._stamp(data)
             self._slices[name] = data
         return _decode(data, "V1ResourceSlice")
@@ -127,7 +129,9 @@ class FakeResourceAPI:
                 raise self._not_found("resourceslices", name)
             rv = data["metadata"].get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
-                raise ApiException(status=409, reason=f'Operation cannot be fulfilled on "{name}": conflict')
+                raise Conflict(
+                    f'Operation cannot be fulfilled on "{name}": conflict', status=409, reason="Conflict"
+                )
             data = self._stamp(data, uid=current["metadata"]["uid"])
             self._slices[name] = data
         return _decode(data, "V1ResourceSlice")
@@ -172,7 +176,7 @@ class FakeResourceAPI:
         with self._lock:
             key = (namespace, body.metadata.name)
             if key in self._leases:
-                raise ApiException(status=409, reason=f'leases "{key[1]}" already exists')
+                raise Conflict(f'leases "{key[1]}" already exists', status=409, reason="Conflict")
             data = self._stamp(body)
             self._leases[key] = data
         return _decode(data, "V1Lease")
@@ -184,7 +188,9 @@ class FakeResourceAPI:
             if current is None:
                 raise self._not_found("leases", name)
             if body.metadata.resource_version != current["metadata"]["resourceVersion"]:
-                raise ApiException(status=409, reason=f'Operation cannot be fulfilled on lease "{name}"')
+                raise Conflict(
+                    f'Operation cannot be fulfilled on lease "{name}"', status=409, reason="Conflict"
+                )
             data = self._stamp(body, uid=current["metadata"]["uid"])
             self._leases[(namespace, name)] = data
         return _decode(data, "V1Lease")
