@@ -14,7 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-EVAL_SCENARIOS = ("paper", "cloud_queue", "drift", "wide")
+EVAL_SCENARIOS = (
+    "paper",
+    "cloud_queue",
+    "drift",
+    "wide",
+    "qpu_only_wide",
+    "queue_comes_and_goes",
+    "drift_gradual",
+    "shared_gpu",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +58,9 @@ def register(subparsers: Any) -> None:
     explain.add_argument("--json", action="store_true", help="print the full explanation as JSON")
     explain.set_defaults(func=_explain)
 
-    evaluate = verbs.add_parser("eval", help="compare size vs telemetry vs a lower bound in the simulator")
+    evaluate = verbs.add_parser(
+        "eval", help="compare telemetry with all_cpu, greedy, size and a lower bound in the simulator"
+    )
     evaluate.add_argument("--scenario", choices=(*EVAL_SCENARIOS, "all"), default="all")
     evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
     evaluate.add_argument("--seed", type=int, default=0)

@@ -43,8 +43,12 @@ class BackendState:
     model: str = ""
     fidelity_2q: float | None = None
     readout_fidelity: float | None = None
-    queue_depth: int = 0
+    queue_depth: int = 0  #: our own jobs queued ahead (the submitter knows them)
+    #: other tenants' jobs queued ahead, from the backend's queue metric (may lag)
+    external_queue_depth: int = 0
     queue_wait_seconds: float = 0.0
+    #: unix time of the calibration ``fidelity_2q``/``readout_fidelity`` come from (an epoch id)
+    calibration_time: float | None = None
     #: seconds of fixed overhead per submitted job (transpile, upload, cloud round trip)
     job_overhead_seconds: float = 0.0
 
@@ -94,13 +98,18 @@ class TelemetryRow(TypedDict, total=False):
     num_clbits: int
     shots: int
     batch_size: int
-    queue_wait_seconds: float
+    queue_wait_seconds: float  #: submission to start, as the submitter saw it
+    #: our own jobs queued ahead of this one when it was submitted
+    queue_depth: int
+    #: other tenants' jobs queued ahead when it was submitted (the queue metric's value)
+    external_queue_depth: int
     run_seconds: float
     success: bool
     error: str | None
     attempt: int
     fidelity_2q: float | None
     readout_fidelity: float | None
+    calibration_time: float | None  #: which calibration the two fidelities come from
     #: optional (added by the policy owner): the subexperiment's measured error against an exact or
     #: high-shot reference, when the writer knows it (the simulator always does); corrects the
     #: analytic error prior of ``policy.models.ErrorModel``.

@@ -10,10 +10,26 @@ circuit features, shrunk towards zero by ``n / (n + shrink_rows)`` so one noisy 
 swing the prediction. It is fitted per backend name, and pooled per ``kind:model`` and per kind,
 so a new QPU of a known model starts from its siblings' data instead of the bare prior.
 
+Conditions change under a fitted model (another tenant shares the GPU, a QPU drifts between
+calibrations, a cloud queue fills and drains), so on top of that long-memory fit each backend
+gets a *recent level*: the recency-weighted mean (half-life ``recent_half_life_rows`` rows, in
+start-time order) of its residuals ``log(observed) − log(predicted)``. A steady backend's level
+is ~0; a backend slowed 8x reaches ~log 8 within a few dozen rows.
+
 Error. For a QPU the prior is ``1 − f2q^{n2q} · fro^{n_measured}`` from the calibration
 (BackendState first, the latest telemetry second, a conservative default last); a simulator's is
 0 (only shot noise, which every backend shares). Rows that carry ``observed_error`` correct the
-prior by a shrunk per-backend factor ``exp(mean log(observed / prior))``.
+prior by a shrunk per-backend factor ``exp(mean log(observed / prior))``. Published calibration
+goes stale as the device drifts between calibrations and only the measured errors show it, so the
+factor is tracked per calibration epoch (``calibration_time``): the *fresh* factor (each epoch's
+first rows, pooled over epochs: the model's systematic bias) is the starting point, and the
+current epoch's recency-weighted mean takes over as its rows arrive. A recalibration thus resets
+what drift had taught, but not the systematic bias.
+
+Queue. Our own jobs ahead cost their predicted run time / workers each. Other tenants' jobs
+(``external_queue_depth``, a possibly stale metric) are of unknown length: rows that saw some
+teach the seconds one costs (recency-weighted ``Σ wait / Σ depth``); without such rows they are
+assumed as long as ours.
 
 Persistence is JSON: the (capped) training rows, the Prometheus snapshots and the
 hyperparameters; loading refits. Nothing in a model file is ever executed.
@@ -106,6 +122,8 @@ class Hyperparameters:
     error_shrink_rows: float = 5.0
     max_rows_per_backend: int = 2000
     recent_runs: int = 20  #: runs whose queue waits count for a QPU's learned queue wait
+    recent_half_life_rows: float = 20.0  #: recency weighting of levels, error factors, queue cost
+    fresh_calibration_rows: int = 20  #: rows right after a calibration that show the systematic bias
 
 
 @dataclass
@@ -119,6 +137,11 @@ class BackendStats:
     fidelity_2q: float | None = None
     readout_fidelity: float | None = None
     mean_run_seconds: float | None = None
+    #: recency-weighted mean log residual of run time against the long-memory fit
+    recent_level: float = 0.0
+    level_rows: int = 0
+    #: learned seconds of wait per other tenant's job ahead (``None`` until rows saw some)
+    seconds_per_external_job: float | None = None
 
     def failure_ratio(self) -> float:
         """Failures per attempt, with a weak prior of 1 failure in 50 attempts' worth of doubt."""
@@ -140,6 +163,57 @@ class _Correction:
     rows: int
 
 
+def recency_weights(n: int, half_life: float) -> np.ndarray:
+    """Weights for ``n`` items oldest first: the newest weighs 1, one ``half_life`` older 0.5."""
+    return np.power(0.5, (n - 1 - np.arange(n)) / max(half_life, 1e-9))
+
+
+def _by_backend_in_time(rows: Iterable[TelemetryRow]) -> dict[str, list[TelemetryRow]]:
+    out: dict[str, list[TelemetryRow]] = {}
+    for row in sorted(rows, key=lambda r: float(r.get("ts", 0.0) or 0.0)):
+        out.setdefault(row["backend"], []).append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class DriftFit:
+    """Log error factor of one calibration epoch: its level at ``last_ts`` and upward drift rate."""
+
+    level: float
+    slope: float  #: per second; 0 unless the rise is significant (t > 3)
+    last_ts: float
+    rows: int
+
+
+def _drift_fit(points: np.ndarray, weights: np.ndarray) -> DriftFit:
+    """Recency-weighted line through ``(ts, log factor)`` points (oldest first).
+
+    The level is the line's value at the newest point when the slope is significantly positive,
+    else the weighted mean; a falling or noisy trend is never extrapolated (that would be
+    optimistic about a device's error).
+    """
+    ts, values = points[:, 0], points[:, 1]
+    mean = float(np.average(values, weights=weights))
+    fit = DriftFit(level=mean, slope=0.0, last_ts=float(ts[-1]), rows=len(values))
+    if len(values) < 8:
+        return fit
+    t0 = float(np.average(ts, weights=weights))
+    dt = ts - t0
+    sxx = float(np.sum(weights * dt * dt))
+    if sxx <= 0:
+        return fit
+    slope = float(np.sum(weights * dt * (values - mean)) / sxx)
+    residual = values - mean - slope * dt
+    n_eff = float(np.sum(weights) ** 2 / np.sum(weights * weights))
+    variance = float(np.sum(weights * residual * residual) / np.sum(weights)) * n_eff / max(n_eff - 2.0, 1.0)
+    stderr = math.sqrt(max(variance, 1e-18) / sxx)
+    if slope <= 3.0 * stderr:
+        return fit
+    return DriftFit(
+        level=mean + slope * (float(ts[-1]) - t0), slope=slope, last_ts=float(ts[-1]), rows=len(values)
+    )
+
+
 def _level_keys(name: str, kind: str, model: str) -> list[str]:
     return [f"name={name}", f"model={kind}:{model}", f"kind={kind}"]
 
@@ -157,7 +231,10 @@ class PolicyModel:
         self.rows: list[TelemetryRow] = list(rows)
         self.snapshots: dict[str, BackendSnapshot] = dict(snapshots or {})
         self._corrections: dict[str, _Correction] = {}
-        self._error_factor: dict[str, tuple[float, int]] = {}
+        #: per backend: (mean log factor, rows) over each calibration epoch's first rows
+        self._error_fresh: dict[str, tuple[float, int]] = {}
+        #: per backend and calibration epoch: (recency-weighted mean log factor, rows)
+        self._error_by_epoch: dict[str, dict[float | None, DriftFit]] = {}
         self.stats: dict[str, BackendStats] = {}
         self.fit()
 
@@ -187,7 +264,33 @@ class PolicyModel:
             target = np.log(observed) - np.log(prior_seconds(tasks, kind))
             ridge = Ridge(alpha=self.hyper.ridge_alpha).fit(circuit_matrix(tasks), target)
             self._corrections[key] = _Correction(ridge=ridge, rows=len(group))
+        self._fit_recent()
         self._fit_error()
+
+    def _fit_recent(self) -> None:
+        """Recent run-time level and queue cost per backend (see the module docstring)."""
+        half_life = self.hyper.recent_half_life_rows
+        for name, group in _by_backend_in_time(self.rows).items():
+            stats = self.stats[name]
+            ok = [r for r in group if r.get("success", True) is not False]
+            if ok:
+                state = BackendState(name=name, kind=ok[0]["backend_kind"], model=str(ok[0].get("model", "")))
+                predicted = self._static_seconds([task_from_row(r) for r in ok], state)
+                observed = np.maximum(np.array([float(r["run_seconds"]) for r in ok]), _MIN_SECONDS)
+                weights = recency_weights(len(ok), half_life)
+                residual = np.log(observed) - np.log(predicted)
+                stats.recent_level = float(np.sum(weights * residual) / np.sum(weights))
+                stats.level_rows = len(ok)
+            queued = [
+                r
+                for r in group
+                if (r.get("external_queue_depth") or 0) > 0 and r.get("queue_wait_seconds") is not None
+            ]
+            if queued:
+                weights = recency_weights(len(queued), half_life)
+                waits = np.array([float(r.get("queue_wait_seconds") or 0.0) for r in queued])
+                depths = np.array([float(r.get("external_queue_depth") or 0) for r in queued])
+                stats.seconds_per_external_job = float(np.sum(weights * waits) / np.sum(weights * depths))
 
     def _fit_stats(self) -> None:
         self.stats = {}
@@ -208,8 +311,8 @@ class PolicyModel:
             self.stats[name].mean_run_seconds = float(np.mean(values))
 
     def _fit_error(self) -> None:
-        logs: dict[str, list[float]] = {}
-        for row in self.rows:
+        logs: dict[str, dict[float | None, list[tuple[float, float]]]] = {}
+        for row in sorted(self.rows, key=lambda r: float(r.get("ts", 0.0) or 0.0)):
             observed = row.get("observed_error")
             if row["backend_kind"] != "qpu" or observed is None or row.get("fidelity_2q") is None:
                 continue
@@ -220,8 +323,21 @@ class PolicyModel:
                 float(row.get("readout_fidelity") or DEFAULT_READOUT_FIDELITY),
             )[0]
             if prior > 1e-6 and observed > 0:
-                logs.setdefault(row["backend"], []).append(math.log(float(observed) / prior))
-        self._error_factor = {name: (float(np.mean(values)), len(values)) for name, values in logs.items()}
+                epoch = row.get("calibration_time")
+                epochs = logs.setdefault(row["backend"], {})
+                epochs.setdefault(None if epoch is None else float(epoch), []).append(
+                    (float(row.get("ts", 0.0) or 0.0), math.log(float(observed) / prior))
+                )
+        half_life, fresh = self.hyper.recent_half_life_rows, self.hyper.fresh_calibration_rows
+        self._error_fresh = {}
+        self._error_by_epoch = {}
+        for name, epochs in logs.items():
+            first = [value for values in epochs.values() for _, value in values[:fresh]]
+            self._error_fresh[name] = (float(np.mean(first)), len(first))
+            self._error_by_epoch[name] = {
+                epoch: _drift_fit(np.array(values), recency_weights(len(values), half_life))
+                for epoch, values in epochs.items()
+            }
 
     def add_rows(self, rows: Iterable[TelemetryRow], *, refit: bool = True) -> None:
         """Append new history (online learning) and refit."""
@@ -238,7 +354,16 @@ class PolicyModel:
         return "prior", 0
 
     def predict_seconds(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> np.ndarray:
-        """Predicted run time (seconds, per attempt) of each task on ``state``."""
+        """Predicted run time (seconds, per attempt) of each task on ``state``, as of now."""
+        static = self._static_seconds(tasks, state)
+        stats = self.stats.get(state.name)
+        if stats is None or not stats.level_rows:
+            return static
+        weight = stats.level_rows / (stats.level_rows + self.hyper.shrink_rows)
+        return static * math.exp(weight * min(max(stats.recent_level, -20.0), 20.0))
+
+    def _static_seconds(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> np.ndarray:
+        """The prior corrected by the long-memory regression (no recent level)."""
         prior = prior_seconds(tasks, state.kind)
         key, rows = self.correction_source(state)
         if rows == 0 or not tasks:
@@ -257,17 +382,33 @@ class PolicyModel:
             DEFAULT_READOUT_FIDELITY if fro is None else fro,
         )
 
-    def error_factor(self, state: BackendState) -> float:
-        """Shrunk multiplicative correction of the analytic error prior (1 without data)."""
-        mean, rows = self._error_factor.get(state.name, (0.0, 0))
-        return math.exp(mean * rows / (rows + self.hyper.error_shrink_rows))
+    def error_factor(self, state: BackendState, at: float | None = None) -> float:
+        """Multiplicative correction of the analytic error prior for the state's calibration.
 
-    def predict_error(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> np.ndarray:
-        """Expected error of each task's result on ``state`` (0 for simulators)."""
+        The fresh factor shrunk towards 1 by its rows, then the current calibration epoch's
+        recency-weighted factor shrunk towards that by its own rows (1 without data). With
+        ``at`` (a time, like rows' ``ts``) a significant upward drift is extrapolated to it.
+        """
+        shrink = self.hyper.error_shrink_rows
+        fresh_mean, fresh_rows = self._error_fresh.get(state.name, (0.0, 0))
+        log_factor = fresh_mean * fresh_rows / (fresh_rows + shrink)
+        epoch = None if state.calibration_time is None else float(state.calibration_time)
+        fit = self._error_by_epoch.get(state.name, {}).get(epoch)
+        if fit is not None:
+            recent = fit.level
+            if at is not None and at > fit.last_ts:
+                recent += fit.slope * (at - fit.last_ts)
+            log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink)
+        return math.exp(min(max(log_factor, -20.0), 20.0))
+
+    def predict_error(
+        self, tasks: Sequence[CircuitFeatures], state: BackendState, at: float | None = None
+    ) -> np.ndarray:
+        """Expected error of each task's result on ``state`` if it starts at ``at`` (0 for simulators)."""
         if state.kind != "qpu":
             return np.zeros(len(tasks))
         f2q, fro = self.calibration(state)
-        return np.clip(analytic_error(tasks, "qpu", f2q, fro) * self.error_factor(state), 0.0, 1.0)
+        return np.clip(analytic_error(tasks, "qpu", f2q, fro) * self.error_factor(state, at), 0.0, 1.0)
 
     def failure_ratio(self, state: BackendState) -> float:
         """Expected failures per attempt (telemetry rows first, Prometheus second)."""
@@ -279,20 +420,28 @@ class PolicyModel:
             return min(max(snap.failure_ratio, 0.0), 0.9)
         return 0.0
 
-    def queue_wait(self, state: BackendState) -> float:
+    def queue_wait(self, state: BackendState, typical_seconds: float | None = None) -> float:
         """Seconds before the backend starts on new work.
 
-        The state's ``queue_wait_seconds`` when it gives one; otherwise the backlog its queue depth
-        implies (depth × recent mean run time / workers, depth from the state or Prometheus), and
-        for a QPU at least the cloud-queue wait recent telemetry saw.
+        The state's ``queue_wait_seconds`` when it gives one; otherwise the backlog its queues
+        imply: our own depth (from the state or Prometheus) × ``typical_seconds`` (the caller's
+        predicted run time; else the recent mean) / workers, plus other tenants' jobs × the
+        learned seconds each costs. For a QPU at least the cloud-queue wait telemetry saw.
         """
         if state.queue_wait_seconds > 0:
             return state.queue_wait_seconds
         stats = self.stats.get(state.name, BackendStats())
         snap = self.snapshots.get(state.name)
         depth = float(state.queue_depth) or float((snap.queue_depth if snap else None) or 0.0)
-        latency = stats.mean_run_seconds or (snap.mean_run_seconds if snap else None) or 0.0
+        latency = (
+            typical_seconds or stats.mean_run_seconds or (snap.mean_run_seconds if snap else None) or 0.0
+        )
         backlog = depth * latency / max(state.workers, 1)
+        if state.external_queue_depth > 0:
+            per_job = stats.seconds_per_external_job
+            if per_job is None:
+                per_job = latency / max(state.workers, 1)
+            backlog += state.external_queue_depth * per_job
         learned = stats.queue_wait(self.hyper.recent_runs) if state.kind == "qpu" else 0.0
         return max(backlog, learned)
 

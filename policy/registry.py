@@ -7,7 +7,7 @@ from pathlib import Path
 from policy.interface import SelectionPolicy
 from policy.size_rule import SizePolicy
 
-POLICY_NAMES = ("size", "telemetry")
+POLICY_NAMES = ("size", "telemetry", "greedy", "all_cpu")
 
 
 def make_policy(
@@ -20,6 +20,18 @@ def make_policy(
     """
     if name == "size":
         return SizePolicy()
+    if name == "all_cpu":
+        from policy.baselines import AllCpuPolicy
+
+        return AllCpuPolicy()
+    if name == "greedy":
+        from policy.baselines import GreedyPolicy
+
+        return (
+            GreedyPolicy(seed=seed)
+            if error_budget is None
+            else GreedyPolicy(seed=seed, error_budget=error_budget)
+        )
     if name == "telemetry":
         from policy.telemetry import TelemetryPolicy
 

@@ -7,10 +7,17 @@ policy must learn them from simulated history rather than being handed them.
 
 Numbers are plausible for a laptop-class node: 5-qubit subexperiments at 4096 shots take a few
 ms on a CPU statevector simulator and ~0.1 s on a (fake, noisy-simulated) QPU.
+
+What a policy may see of a backend is only what a cluster shows (``policy/simulator.py``): the
+*published* calibration (the last calibration run, not the drifted truth), the jobs queued ahead
+(its own, known to the submitter, plus other tenants', from a Prometheus scrape
+``metrics_lag_seconds`` old) and the telemetry of finished tasks. The truths here (cost, error
+scale, drift, other tenants' busy windows, GPU sharing) are the simulator's alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from policy.interface import BackendKind
@@ -48,20 +55,54 @@ class BackendSpec:
     readout_fidelity: float | None = None
     error_scale: float = 1.0  #: true error = analytic error × this (unknown to the policy)
     drift_at_seconds: float | None = None
+    #: when set, calibration drifts linearly from ``drift_at_seconds`` to here (else it steps)
+    drift_until_seconds: float | None = None
     drifted_fidelity_2q: float | None = None
     drifted_readout_fidelity: float | None = None
     healthy: bool = True
+    #: ``(start, end)`` spans when other tenants' jobs hold the backend; ours start at ``end``
+    busy_windows: tuple[tuple[float, float], ...] = ()
+    #: how long one of the other tenants' jobs runs (turns a busy span into a queue depth)
+    external_job_seconds: float = 30.0
+    #: ``(start, end, factor)``: other tenants share the device, our run times × ``factor``
+    slowdowns: tuple[tuple[float, float, float], ...] = ()
 
     def calibration_at(self, t: float) -> tuple[float | None, float | None]:
-        """(f2q, readout fidelity) at simulated time ``t``."""
-        if self.drift_at_seconds is not None and t >= self.drift_at_seconds:
-            return (
-                self.drifted_fidelity_2q if self.drifted_fidelity_2q is not None else self.fidelity_2q,
-                self.drifted_readout_fidelity
-                if self.drifted_readout_fidelity is not None
-                else self.readout_fidelity,
-            )
-        return self.fidelity_2q, self.readout_fidelity
+        """True (f2q, readout fidelity) at simulated time ``t`` (the policy never sees this)."""
+        if self.drift_at_seconds is None or t < self.drift_at_seconds:
+            return self.fidelity_2q, self.readout_fidelity
+        share = 1.0
+        if self.drift_until_seconds is not None and self.drift_until_seconds > self.drift_at_seconds:
+            share = min((t - self.drift_at_seconds) / (self.drift_until_seconds - self.drift_at_seconds), 1.0)
+
+        def mix(before: float | None, after: float | None) -> float | None:
+            if before is None or after is None:
+                return after if after is not None else before
+            return before + share * (after - before)
+
+        return (
+            mix(self.fidelity_2q, self.drifted_fidelity_2q),
+            mix(self.readout_fidelity, self.drifted_readout_fidelity),
+        )
+
+    def busy_until(self, t: float) -> float:
+        """The earliest time at or after ``t`` when other tenants leave the backend to us."""
+        windows = list(self.busy_windows)
+        if self.queue_wait_seconds > 0:
+            windows.append((0.0, self.queue_wait_seconds))
+        for start, end in windows:
+            if start <= t < end:
+                return end
+        return t
+
+    def external_depth(self, t: float) -> int:
+        """Other tenants' jobs queued ahead at time ``t`` (what the backend's queue metric shows)."""
+        wait = self.busy_until(t) - t
+        return math.ceil(wait / self.external_job_seconds) if wait > 0 else 0
+
+    def slowdown_at(self, t: float) -> float:
+        """Factor on our run times at ``t`` from other tenants sharing the device."""
+        return next((factor for start, end, factor in self.slowdowns if start <= t < end), 1.0)
 
 
 @dataclass(frozen=True)
@@ -75,6 +116,8 @@ class Scenario:
     wave_size: int = 54
     error_budget: float = 0.35
     max_attempts: int = 3
+    #: age of the Prometheus scrape the policy reads other tenants' queues from (seconds)
+    metrics_lag_seconds: float = 15.0
 
     @property
     def num_tasks(self) -> int:
@@ -156,3 +199,77 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ),
 }
+
+# -- scenarios where the choice matters and only learning reveals the truth ----------------------
+#: Statevector memory caps width: 2^30 amplitudes x 16 B = 16 GiB of host RAM, 2^32 x 8 B = 32 GiB
+#: on the GPU (complex64).
+_CAPPED_CPU = replace(_CPU, max_qubits=30)
+_CAPPED_GPU = replace(_GPU, max_qubits=32)
+_APHRODITE = replace(
+    _QPU,
+    name="qpu:aphrodite-onprem",
+    model="Aphrodite",
+    max_qubits=54,
+    fidelity_2q=0.9985,
+    readout_fidelity=0.992,
+)
+_PARTS_26 = (
+    PartitionSpec("A", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
+    PartitionSpec("B", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
+)
+
+SCENARIOS.update(
+    {
+        "qpu_only_wide": Scenario(
+            name="qpu_only_wide",
+            description="34-qubit partitions fit only the QPU; 24-qubit ones fit every backend",
+            partitions=(
+                PartitionSpec("W", 120, num_qubits=34, depth=24, num_2q_gates=30, num_clbits=34),
+                PartitionSpec("N", 360, num_qubits=24, depth=25, num_2q_gates=30, num_clbits=24),
+            ),
+            backends=(_CAPPED_CPU, _CAPPED_GPU, _APHRODITE),
+        ),
+        "queue_comes_and_goes": Scenario(
+            name="queue_comes_and_goes",
+            description="26-qubit partitions; other tenants hold the QPU for 60 s twice (20 s jobs)",
+            partitions=_PARTS_26,
+            backends=(
+                _CPU,
+                _GPU,
+                replace(
+                    _APHRODITE,
+                    name="qpu:aphrodite-cloud",
+                    busy_windows=((8.0, 68.0), (100.0, 160.0)),
+                    external_job_seconds=20.0,
+                ),
+            ),
+        ),
+        "drift_gradual": Scenario(
+            name="drift_gradual",
+            description="26-qubit partitions x2; QPU fidelity decays from t=5 s to 65 s, calibration "
+            "data is not refreshed (only observed errors show it)",
+            partitions=tuple(replace(p, count=2 * p.count) for p in _PARTS_26),
+            backends=(
+                _CPU,
+                _GPU,
+                replace(
+                    _APHRODITE,
+                    drift_at_seconds=5.0,
+                    drift_until_seconds=65.0,
+                    drifted_fidelity_2q=0.99,
+                    drifted_readout_fidelity=0.985,
+                ),
+            ),
+        ),
+        "shared_gpu": Scenario(
+            name="shared_gpu",
+            description="22-qubit deep partitions on 3 CPU workers + 1 GPU; from t=5 s another "
+            "tenant shares the GPU and our jobs run 8x slower",
+            partitions=(
+                PartitionSpec("A", 300, num_qubits=22, depth=40, num_2q_gates=60, num_clbits=22),
+                PartitionSpec("B", 300, num_qubits=22, depth=40, num_2q_gates=60, num_clbits=22),
+            ),
+            backends=(_CPU, replace(_GPU, slowdowns=((5.0, math.inf, 8.0),))),
+        ),
+    }
+)

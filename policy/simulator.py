@@ -1,18 +1,25 @@
 """A discrete-event simulator of a heterogeneous cluster, to evaluate policies at scale.
 
 Tasks arrive in waves of ``scenario.wave_size`` (as the pipeline batches them); each wave is
-decided by the policy at the moment the first busy backend drains, from the backends' state at
-that moment (backlog as queue wait, current calibration, health). Each backend runs its tasks
-longest-predicted-first on its earliest free worker; a QPU's first job waits its cloud queue.
-Run times are the scenario's true cost × mean-one lognormal noise; an attempt fails with the
+decided by the policy at the moment the first busy backend drains. Each backend runs its tasks
+longest-predicted-first on its earliest free worker; a job that would start while other tenants
+hold the backend (a busy window, a cloud queue) starts when they leave. Run times are the
+scenario's true cost × any sharing slowdown × mean-one lognormal noise; an attempt fails with the
 backend's failure probability and is retried there, then on the CPU after ``max_attempts``.
-A task's realised error is the analytic error at its *start* time's calibration × the backend's
-true error scale. Telemetry rows are delivered to a learning policy only once their task has
-finished, so it never sees the future. Work per task is O(log workers): 10^5 tasks take seconds.
+A task's realised error is the analytic error at its *start* time's true calibration × the
+backend's true error scale.
+
+The policy sees only what a cluster would give it (:meth:`_Backend.state`): the inventory, the
+*published* calibration (never the drifted truth), and the jobs queued ahead (its own, which the
+submitter knows, plus other tenants', from a scrape ``metrics_lag_seconds`` old) — never the
+true wait. Telemetry rows reach a learning policy only once their task has finished; they carry
+what a pipeline records (the wait it saw, the jobs ahead when it submitted, the published
+calibration, the measured error). Work per task is O(log n): 10^5 tasks take seconds.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,20 +105,12 @@ class _Backend:
 
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
-        self.free: list[float] | None = None  # worker free times, None until the first job
+        self.free = [0.0] * max(spec.workers, 1)  # worker free times (a heap)
+        self.ends: list[float] = []  # sorted end times of every attempt submitted here
 
-    def start_if_needed(self, now: float) -> None:
-        if self.free is None:
-            self.free = [now + self.spec.queue_wait_seconds] * max(self.spec.workers, 1)
-
-    def state(self, now: float) -> BackendState:
-        f2q, fro = self.spec.calibration_at(now)
-        # The simulator knows the exact wait for a free worker, so it reports that and no queue
-        # depth (a depth would make the policy add an estimated backlog on top).
-        if self.free is None:
-            wait = self.spec.queue_wait_seconds
-        else:
-            wait = max(min(self.free) - now, 0.0)
+    def state(self, now: float, lag: float, epoch: float) -> BackendState:
+        """What the policy may know at ``now``: inventory, published calibration, jobs ahead."""
+        own = len(self.ends) - bisect.bisect_right(self.ends, now)
         return BackendState(
             name=self.spec.name,
             kind=self.spec.kind,
@@ -119,13 +118,15 @@ class _Backend:
             healthy=self.spec.healthy,
             max_qubits=self.spec.max_qubits,
             model=self.spec.model,
-            fidelity_2q=f2q,
-            readout_fidelity=fro,
-            queue_wait_seconds=wait,
+            fidelity_2q=self.spec.fidelity_2q,
+            readout_fidelity=self.spec.readout_fidelity,
+            queue_depth=own,
+            external_queue_depth=self.spec.external_depth(max(now - lag, 0.0)),
+            calibration_time=epoch if self.spec.kind == "qpu" else None,
         )
 
     def drained_at(self) -> float:
-        return max(self.free) if self.free else 0.0
+        return self.ends[-1] if self.ends else 0.0
 
 
 def simulate(
@@ -135,19 +136,28 @@ def simulate(
     seed: int = 0,
     tasks: Sequence[CircuitFeatures] | None = None,
     run_id: str = "sim",
+    start_time: float = 0.0,
 ) -> SimResult:
-    """Run ``tasks`` (default: the scenario's) through ``policy`` on the simulated cluster."""
+    """Run ``tasks`` (default: the scenario's) through ``policy`` on the simulated cluster.
+
+    The run starts at ``start_time`` (rows' ``ts`` are offset by it), right after the QPUs were
+    calibrated: their published calibration is the scenario's, stamped ``start_time``.
+    """
     rng = np.random.default_rng(seed + 7919)
     tasks = list(tasks) if tasks is not None else make_tasks(scenario, seed)
     backends = [_Backend(spec) for spec in scenario.backends]
+    lag = scenario.metrics_lag_seconds
     by_name = {b.spec.name: b for b in backends}
     fallback = next((b for b in backends if b.spec.kind == "cpu"), backends[0])
     observe: Any = getattr(policy, "observe", None)
+    now = 0.0
+    if hasattr(policy, "clock"):
+        policy.clock = lambda: start_time + now  # telemetry ts are simulated time
     errors = np.zeros(len(tasks))
     backend_of = [""] * len(tasks)
     rows: list[TelemetryRow] = []
     pending: list[tuple[float, int, TelemetryRow]] = []  # (end time, seq, row) not yet delivered
-    attempts, now, seq = 0, 0.0, 0
+    attempts, seq = 0, 0
 
     def deliver(until: float) -> None:
         ready = []
@@ -159,7 +169,9 @@ def simulate(
     for lo in range(0, len(tasks), scenario.wave_size):
         wave = list(range(lo, min(lo + scenario.wave_size, len(tasks))))
         deliver(now)
-        states = [b.state(now) for b in backends]
+        states = [b.state(now, lag, start_time) for b in backends]
+        depth_seen = {s.name: s.queue_depth for s in states}
+        others_seen = {s.name: s.external_queue_depth for s in states}
         decisions = policy.select([tasks[i] for i in wave], states)
         per_backend: dict[str, list[tuple[float, int, int]]] = {}
         for pos, (i, d) in enumerate(zip(wave, decisions, strict=True)):
@@ -170,24 +182,23 @@ def simulate(
             items.sort()
             idx = [i for _, _, i in items]
             means = true_seconds([tasks[i] for i in idx], backend.spec)
-            for i, mean in zip(idx, means, strict=True):
+            for ahead, (i, mean) in enumerate(zip(idx, means, strict=True), start=depth_seen[name]):
                 run_on = backend
                 for attempt in range(1, scenario.max_attempts + 2):
                     if attempt > scenario.max_attempts:
                         run_on = fallback  # retried on another backend, assumed to succeed there
                         mean = float(true_seconds([tasks[i]], run_on.spec)[0])
-                    run_on.start_if_needed(now)
-                    assert run_on.free is not None
-                    start = max(heapq.heappop(run_on.free), now)
+                    start = run_on.spec.busy_until(max(heapq.heappop(run_on.free), now))
                     sigma = run_on.spec.noise_sigma
-                    actual = float(mean * rng.lognormal(-sigma * sigma / 2, sigma))
+                    slow = run_on.spec.slowdown_at(start)
+                    actual = float(mean * slow * rng.lognormal(-sigma * sigma / 2, sigma))
                     ok = attempt > scenario.max_attempts or rng.random() >= run_on.spec.failure_prob
                     heapq.heappush(run_on.free, start + actual)
+                    bisect.insort(run_on.ends, start + actual)
                     attempts += 1
                     err = _scalar_error(tasks[i], run_on.spec, start)
-                    f2q, fro = run_on.spec.calibration_at(start)
                     row: TelemetryRow = {
-                        "ts": start,
+                        "ts": start_time + start,
                         "run_id": run_id,
                         "task_id": f"{run_id}-{i}-{attempt}",
                         "key": tasks[i].key,
@@ -201,13 +212,16 @@ def simulate(
                         "num_clbits": tasks[i].num_clbits,
                         "shots": tasks[i].shots,
                         "batch_size": 1,
-                        "queue_wait_seconds": run_on.spec.queue_wait_seconds,
+                        "queue_wait_seconds": start - now,
+                        "queue_depth": ahead,
+                        "external_queue_depth": others_seen[run_on.spec.name],
                         "run_seconds": actual,
                         "success": ok,
                         "error": None if ok else "simulated failure",
                         "attempt": attempt,
-                        "fidelity_2q": f2q,
-                        "readout_fidelity": fro,
+                        "fidelity_2q": run_on.spec.fidelity_2q,  # published, not the truth
+                        "readout_fidelity": run_on.spec.readout_fidelity,
+                        "calibration_time": start_time if run_on.spec.kind == "qpu" else None,
                         "observed_error": err * float(rng.lognormal(0.0, 0.05)) if ok else None,
                     }
                     rows.append(row)

@@ -4,11 +4,17 @@ For every (subexperiment, backend) pair the :class:`~policy.models.PolicyModel` 
 time (inflated by ``1 / (1 − failure ratio)`` for expected retries) and error; the backend's
 queue wait comes from its state or, for a cloud QPU, recent telemetry. :func:`policy.decide.list_schedule`
 then minimises expected completion time within the per-subexperiment error budget.
+
+A QPU whose measured errors are rising (drift between calibrations) is judged at the time its
+last task of the batch would start, not now: the batch is scheduled once with errors as of now,
+then again with each QPU's errors extrapolated to the end of the work the first pass gave it, so
+a queue is never filled past the moment the QPU is predicted to leave the budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,7 @@ class TelemetryPolicy:
         error_budget: float = DEFAULT_ERROR_BUDGET,
         epsilon: float = DEFAULT_EPSILON,
         record_metrics: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0.0 <= error_budget <= 1.0:
             raise ValueError(f"error budget must be in [0, 1], got {error_budget}")
@@ -52,6 +59,8 @@ class TelemetryPolicy:
         self.error_budget = error_budget
         self.epsilon = epsilon
         self.record_metrics = record_metrics
+        #: the time telemetry ``ts`` is measured in (wall clock; the simulator sets its own)
+        self.clock = clock
         self._rng = np.random.default_rng(seed)
         #: predictions of decided tasks, (key, backend) -> seconds, for the prediction-error metric
         self._predicted: dict[tuple[str, str], float] = {}
@@ -80,8 +89,12 @@ class TelemetryPolicy:
 
     # -- predictions ------------------------------------------------------------------------
     def _matrices(
-        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]
+        self,
+        tasks: Sequence[CircuitFeatures],
+        backends: Sequence[BackendState],
+        ahead: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted seconds, errors, fit mask, start and workers; errors ``ahead[b]`` s from now."""
         n, m = len(tasks), len(backends)
         seconds = np.zeros((n, m))
         errors = np.zeros((n, m))
@@ -90,10 +103,17 @@ class TelemetryPolicy:
         for b, state in enumerate(backends):
             retry = 1.0 / (1.0 - self.model.failure_ratio(state))
             seconds[:, b] = self.model.predict_seconds(tasks, state) * retry
-            errors[:, b] = self.model.predict_error(tasks, state)
+            at = self.clock() + (0.0 if ahead is None else float(ahead[b]))
+            errors[:, b] = self.model.predict_error(tasks, state, at=at)
             wide_enough = widths <= (state.max_qubits if state.max_qubits is not None else 10**9)
             fits[:, b] = wide_enough & self.model.is_up(state)
-        start = np.array([self.model.queue_wait(s) + s.job_overhead_seconds for s in backends])
+        typical = seconds.mean(axis=0) if n else np.zeros(m)
+        start = np.array(
+            [
+                self.model.queue_wait(s, float(typical[b])) + s.job_overhead_seconds
+                for b, s in enumerate(backends)
+            ]
+        )
         workers = np.array([max(s.workers, 1) for s in backends])
         return seconds, errors, fits, start, workers
 
@@ -119,10 +139,15 @@ class TelemetryPolicy:
             raise NoUsableBackendError("no backends offered")
         seconds, errors, fits, start, workers = self._matrices(tasks, backends)
         try:
-            plan = list_schedule(
-                seconds, errors, fits, start, workers,
-                budget=self.error_budget, rng=self._rng, epsilon=self.epsilon,
-            )  # fmt: skip
+            plan = self._schedule(seconds, errors, fits, start, workers)
+            ahead = np.zeros(len(backends))
+            for a in plan:
+                ahead[a.backend] = max(ahead[a.backend], a.finish)
+            if any(s.kind == "qpu" for s in backends):
+                again = self._matrices(tasks, backends, ahead)[1]
+                if not np.array_equal(again, errors):
+                    errors = again
+                    plan = self._schedule(seconds, errors, fits, start, workers)
         except UnschedulableTaskError as exc:
             task = tasks[exc.index]
             raise NoUsableBackendError(
@@ -137,6 +162,19 @@ class TelemetryPolicy:
             if self.record_metrics:
                 metrics.record_decision(self.name, d.kind)
         return out
+
+    def _schedule(
+        self,
+        seconds: np.ndarray,
+        errors: np.ndarray,
+        fits: np.ndarray,
+        start: np.ndarray,
+        workers: np.ndarray,
+    ) -> list[Assignment]:
+        return list_schedule(
+            seconds, errors, fits, start, workers,
+            budget=self.error_budget, rng=self._rng, epsilon=self.epsilon,
+        )  # fmt: skip
 
     def _decision(
         self,

@@ -36,7 +36,16 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "shots": int,
     "run_seconds": (int, float),
 }
-_OPTIONAL_NUMBERS = ("queue_wait_seconds", "fidelity_2q", "readout_fidelity", "observed_error", "ts")
+_OPTIONAL_NUMBERS = (
+    "queue_wait_seconds",
+    "queue_depth",
+    "external_queue_depth",
+    "fidelity_2q",
+    "readout_fidelity",
+    "calibration_time",
+    "observed_error",
+    "ts",
+)
 
 #: Every PromQL expression the policy sends, in one place. ``{window}`` is a range like ``5m``.
 PROMQL: dict[str, str] = {

@@ -45,7 +45,7 @@ def test_failures_are_retried_and_recorded() -> None:
 def test_drift_is_seen_by_the_policy_and_size_breaks_the_budget() -> None:
     e = evaluate(SCENARIOS["drift"].scaled(600), seed=1)
     summary = e.summary()
-    assert summary["budget_violations_size"] > 100
+    assert summary["budget_violations"]["size"] > 100
     assert summary["error_budget_held"]
 
 
