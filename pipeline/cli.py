@@ -115,15 +115,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args, run_dir)
     metrics.serve(args.metrics_port)
     try:
-        executor = LocalExecutor(config, progress=TqdmProgress(not args.no_progress and sys.stderr.isatty()))
+        executor = LocalExecutor(
+            config,
+            progress=TqdmProgress(not args.no_progress and sys.stderr.isatty()),
+            lock_wait=args.lock_wait,
+        )
         summary, execution = executor.run()
+        timeline = report.plot_timeline(
+            report.load_events(run_dir),
+            run_dir / "timeline.png",
+            title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
+        )
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
-    timeline = report.plot_timeline(
-        report.load_events(run_dir),
-        run_dir / "timeline.png",
-        title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
-    )
+    except OSError as exc:  # a filesystem fault outside the store's own checks: still one line
+        raise UsageError(f"{exc.filename or run_dir}: {exc.strerror or exc}") from None
     subexp = ", ".join(
         f"{label}: {count} ({summary['distinct_subexperiments'][label]} distinct)"
         for label, count in summary["subexperiments"].items()
@@ -136,6 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"subexperiments per partition: {subexp}")
     if summary.get("resumed_subexperiments"):
         print(f"resumed: {summary['resumed_subexperiments']} subexperiments already had results")
+    if summary.get("recomputed_invalid"):
+        invalid = summary["recomputed_invalid"]
+        key, reason = next(iter(invalid.items()))
+        print(
+            f"recomputed: {len(invalid)} stored results were invalid and set aside "
+            f"(first {key[:12]}: {reason})"
+        )
     print()
     print(report.results_table(summary))
     print()
@@ -157,5 +170,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--run-dir", type=Path, help="output directory; an existing one is resumed")
     add_metrics_port_flag(parser)
     parser.add_argument("--max-attempts", type=int, default=3, help="attempts per batch (default 3)")
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run holding --run-dir to finish (default 0: refuse)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_run)

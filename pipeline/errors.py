@@ -5,11 +5,29 @@ They are part of qubelet's one error tree (:mod:`qubelet.errors`).
 
 from qubelet.errors import BackendUnavailableError, QubeletError
 
-__all__ = ["BackendFailedError", "BackendUnavailableError", "PipelineError"]
+__all__ = [
+    "BackendFailedError",
+    "BackendUnavailableError",
+    "PipelineError",
+    "RunDirBusyError",
+    "StorageError",
+]
 
 
 class PipelineError(QubeletError, ValueError):
     """Bad input or state: the message names what is wrong and where, on one line."""
+
+
+class StorageError(PipelineError):
+    """The run directory cannot be written (read-only, full disk, a file in the way).
+
+    Not a backend fault: retrying the batch elsewhere cannot help, so a run stops at the first
+    one and says which path failed and why.
+    """
+
+
+class RunDirBusyError(PipelineError):
+    """Another process holds the run directory's lock (see :mod:`pipeline.runlock`)."""
 
 
 class BackendFailedError(QubeletError, RuntimeError):

@@ -19,8 +19,9 @@ from pipeline import metrics
 from pipeline.backends.base import Backend
 from pipeline.backends.factory import available_backends
 from pipeline.config import RunConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, StorageError
 from pipeline.planning import Batch
+from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
     BatchOutcome,
     Manifest,
@@ -94,8 +95,10 @@ class LocalExecutor:
         config: RunConfig,
         backends: Sequence[Backend] | None = None,
         progress: ProgressSink | None = None,
+        lock_wait: float = 0.0,
     ) -> None:
         self.config = config
+        self.lock_wait = lock_wait
         self.store = ArtifactStore(config.run_dir)
         if backends is None:
             built, self.unavailable = available_backends(
@@ -108,6 +111,8 @@ class LocalExecutor:
         self.health = {name: _BackendHealth() for name in self.backends}
         self.progress: ProgressSink = progress or NoProgress()
         self._lock = threading.Lock()
+        #: keys whose stored result was invalid and is recomputed by this run -> why
+        self.invalid: dict[str, str] = {}
 
     # --- planning -------------------------------------------------------------------------
     def plan(self, manifest: Manifest) -> list[Batch]:
@@ -115,7 +120,9 @@ class LocalExecutor:
         for name in self.backends:
             metrics.BACKEND_UP.labels(name).set(1)
         self._policy = policy_for(self.config)
-        return plan_pending(manifest, states, self.unavailable, self._policy).batches
+        plan = plan_pending(manifest, states, self.unavailable, self._policy)
+        self.invalid = plan.invalid
+        return plan.batches
 
     def _fallback_for(self, batch: Batch, failed_backend: str) -> Backend | None:
         """A healthy backend that fits the batch: its own first, then simulators, then QPUs."""
@@ -176,6 +183,9 @@ class LocalExecutor:
                         outcome = future.result()
                         self._record_success(batch, backend, outcome, report)
                         continue
+                    if isinstance(error, StorageError):
+                        # The run directory, not the backend, failed: no retry can help.
+                        raise error
                     self._record_failure(batch, backend, error, report)
                     if attempts[batch.id] >= self.config.max_attempts:
                         failed.append((batch, f"{type(error).__name__}: {error}"))
@@ -269,9 +279,20 @@ class LocalExecutor:
 
     # --- the whole DAG --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], ExecutionReport]:
-        started = time.time()
+        """Cut, plan, execute and reconstruct, holding the run directory's lock throughout.
+
+        Raises:
+            RunDirBusyError: another run holds the run directory (after ``lock_wait`` seconds).
+            StorageError: the run directory cannot be written.
+            PipelineError: bad input, or batches that failed on every attempt.
+        """
         if not self.backends:
             raise PipelineError("no usable backend: " + "; ".join(self.unavailable.values()))
+        with run_dir_lock(self.config.run_dir, wait_seconds=self.lock_wait):
+            return self._run_locked()
+
+    def _run_locked(self) -> tuple[dict[str, Any], ExecutionReport]:
+        started = time.time()
         self._manifest = prepare(self.config)
         batches = self.plan(self._manifest)
         self.progress.start(sum(len(b.keys) for b in batches))
@@ -287,6 +308,7 @@ class LocalExecutor:
         summary["resumed_subexperiments"] = len(self._manifest.cut.unique_keys()) - sum(
             len(b.keys) for b in batches
         )
+        summary["recomputed_invalid"] = dict(self.invalid)
         write_json(self.store.summary_path, summary)
         write_json(
             self.config.run_dir / "timeline.json",

@@ -43,6 +43,8 @@ class Plan:
     batches: list[Batch]
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: keys whose stored result was invalid at planning time (set aside, recomputed) -> why
+    invalid: dict[str, str] = field(default_factory=dict)
 
     def batch(self, batch_id: str) -> Batch:
         for batch in self.batches:
@@ -58,6 +60,7 @@ class Plan:
             "batches": [b.to_json() for b in self.batches],
             "decisions": self.decisions,
             "unavailable": self.unavailable,
+            "invalid": self.invalid,
         }
 
     @classmethod
@@ -68,6 +71,7 @@ class Plan:
             batches=[Batch.from_json(b) for b in data["batches"]],
             decisions=data.get("decisions", {}),
             unavailable=data.get("unavailable", {}),
+            invalid=data.get("invalid", {}),
         )
 
 

@@ -33,9 +33,13 @@ from pipeline.cutting import CutResult, cut_and_store
 from pipeline.errors import PipelineError
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
+from pipeline.records import ExpectedRecord, problem_with
 from pipeline.store import ArtifactStore, read_json, write_json
 from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
 from policy.registry import make_policy
+from qubelet import klog
+
+log = klog.get_logger("qubelet.pipeline")
 
 MANIFEST_VERSION = 1
 #: config fields that define *what* is computed; a run directory may be resumed only with equal ones
@@ -46,6 +50,42 @@ def subexperiment_seed(run_seed: int, key: str) -> int:
     """Per-subexperiment sampling seed: independent of batch composition and backend order."""
     digest = hashlib.sha256(f"{run_seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def expected_record(manifest: Manifest, key: str) -> ExpectedRecord:
+    """What the stored result of ``key`` must say to be reused by this run (see pipeline.records)."""
+    config = manifest.config
+    return ExpectedRecord(
+        key=key,
+        shots=config.shots,
+        seed=subexperiment_seed(config.seed, key),
+        num_clbits=manifest.features[key].num_clbits,
+        qpu_backend=config.qpu_backend,
+    )
+
+
+def results_to_compute(
+    store: ArtifactStore, manifest: Manifest, keys: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The keys among ``keys`` without a valid stored result, and why each invalid one is.
+
+    Invalid results (truncated, edited, copied from another key, other shots or seed) are set
+    aside as ``results/<key>.json.invalid`` and logged, so they are recomputed, never trusted.
+    """
+    todo: list[str] = []
+    invalid: dict[str, str] = {}
+    for key in keys:
+        problem = store.result_problem(key, expected_record(manifest, key))
+        if problem is None:
+            continue
+        todo.append(key)
+        if problem != "missing":
+            invalid[key] = problem
+            aside = store.set_aside(key)
+            log.warning(
+                "invalid result set aside, recomputing", key=key[:12], reason=problem, kept=str(aside)
+            )
+    return todo, invalid
 
 
 def build_cut_target(config: RunConfig) -> CutTarget:
@@ -177,7 +217,7 @@ def plan_pending(
     """Ask the policy where every subexperiment without a result runs; batch the answer."""
     config = manifest.config
     store = ArtifactStore(config.run_dir)
-    pending = store.missing_results(manifest.cut.unique_keys())
+    pending, invalid = results_to_compute(store, manifest, manifest.cut.unique_keys())
     if not backend_states:
         raise PipelineError("no usable backend: " + "; ".join((unavailable or {}).values()))
     policy = policy or policy_for(config)
@@ -189,6 +229,7 @@ def plan_pending(
         batches=batch_decisions(decisions, config.batch_size, workers),
         decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
         unavailable=dict(unavailable or {}),
+        invalid=invalid,
     )
     write_json(store.plan_path, plan.to_json())
     return plan
@@ -251,7 +292,7 @@ def execute_batch(
     config = manifest.config
     batch = batch_id if isinstance(batch_id, Batch) else load_plan(run_dir).batch(batch_id)
     store = ArtifactStore(run_dir)
-    todo = store.missing_results(batch.keys)
+    todo, _invalid = results_to_compute(store, manifest, batch.keys)
     skipped = [k for k in batch.keys if k not in todo]
     if backend is None:
         backend = make_backend(batch.kind, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers)
@@ -265,10 +306,13 @@ def execute_batch(
     share = (finished - started) / len(todo)
     state = backend.state()
     rows: list[TelemetryRow] = []
-    for key, result in zip(todo, counts, strict=True):
+    for key, seed, result in zip(todo, seeds, counts, strict=True):
         store.put_result(
             key,
             result,
+            shots=config.shots,
+            seed=seed,
+            qpu_backend=config.qpu_backend if backend.kind == "qpu" else None,
             backend=backend.name,
             kind=backend.kind,
             batch=batch.id,
@@ -323,7 +367,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     manifest = load_manifest(run_dir)
     store = ArtifactStore(run_dir)
     keys = manifest.cut.unique_keys()
-    missing = store.missing_results(keys)
+    missing = [key for key in keys if not store.result_path(key).exists()]
     if missing:
         raise PipelineError(
             f"{run_dir}: {len(missing)} of {len(keys)} subexperiments have no result yet "
@@ -331,6 +375,13 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
         )
     # Each result file is read once: its counts feed the reconstruction, the rest the summary.
     records = {key: store.get_result_record(key) for key in keys}
+    invalid = {key: p for key in keys if (p := problem_with(records[key], expected_record(manifest, key)))}
+    if invalid:
+        key, reason = next(iter(invalid.items()))
+        raise PipelineError(
+            f"{run_dir}: {len(invalid)} of {len(keys)} results are invalid (first: {key[:12]}: "
+            f"{reason}); rerun the run to recompute them"
+        )
     recon = reconstruct_values(manifest.cut, lambda key: Counts.from_json(records[key]))
     observables = []
     for name in manifest.observable_names:

@@ -6,7 +6,8 @@ an Argo workflow::
     manifest.json              what was cut: partitions, ordered keys, coefficients, observables
     plan.json                  where each subexperiment runs (batches per backend)
     subexperiments/<key>.qpy   one circuit, key = sha256 of its canonical QPY bytes
-    results/<key>.json         sampled counts, backend, timing (written atomically)
+    results/<key>.json         sampled counts, backend, timing (written atomically, sealed
+                               with a checksum: see pipeline.records)
     telemetry.jsonl            one row per executed task, for ``qubelet policy fit``
     summary.json, timeline.png
 
@@ -16,6 +17,7 @@ pickled: QPY is qiskit's versioned circuit format, the rest is JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,6 +32,8 @@ from qiskit import QuantumCircuit, QuantumRegister, qpy
 
 from pipeline.backends.base import Counts
 from pipeline.errors import PipelineError
+from pipeline.records import ExpectedRecord, problem_with, seal
+from pipeline.runlock import storage_error
 
 
 def canonical_qpy(circuit: QuantumCircuit) -> bytes:
@@ -49,13 +53,23 @@ def canonical_qpy(circuit: QuantumCircuit) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file + rename, so a killed writer never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write via a temporary file + rename, so a killed writer never leaves half a file.
+
+    Raises:
+        StorageError: the directory is read-only, the disk is full, or a file is in the way.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise storage_error(exc.filename or path.parent, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise storage_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -132,7 +146,31 @@ class ArtifactStore:
         return self.result_path(key).exists()
 
     def put_result(self, key: str, counts: Counts, **info: Any) -> None:
-        write_json(self.result_path(key), {"key": key, **info, **counts.to_json()})
+        """Store one result, sealed with its checksum (``info`` must include shots and seed)."""
+        write_json(self.result_path(key), seal({"key": key, **info, **counts.to_json()}))
+
+    def result_problem(self, key: str, expected: ExpectedRecord) -> str | None:
+        """Why the stored result of ``key`` cannot be reused ("missing" if there is none)."""
+        path = self.result_path(key)
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return "missing"
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            return f"unreadable ({type(exc).__name__})"
+        return problem_with(record, expected)
+
+    def set_aside(self, key: str) -> Path:
+        """Move an invalid result out of the way (kept as ``.invalid`` for inspection)."""
+        path = self.result_path(key)
+        aside = path.with_name(path.name + ".invalid")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise storage_error(path, exc, "cannot set aside invalid result") from None
+        return aside
 
     def get_result(self, key: str) -> Counts:
         return Counts.from_json(read_json(self.result_path(key)))
@@ -147,8 +185,30 @@ class ArtifactStore:
 
     # telemetry
     def append_telemetry(self, rows: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+        """Append rows as JSON lines, all or nothing.
+
+        Why not a plain append: on a full disk a buffered write stops mid-line, and the next
+        append continues on the same line. Here a failed write is truncated back to where it
+        started, so the file keeps only whole lines (readers still skip torn ones, see
+        ``policy.telemetry_sources``).
+        """
+        data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
+        path = self.telemetry_path
         with self._telemetry_lock:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with self.telemetry_path.open("a") as handle:
-                handle.write(lines)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise storage_error(exc.filename or path, exc) from None
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise storage_error(path, exc) from None
+            finally:
+                os.close(fd)

@@ -78,10 +78,13 @@ def _fit(args: argparse.Namespace) -> int:
     for path in args.telemetry:
         if not path.is_file():
             raise UsageError(f"policy fit: telemetry file {path} does not exist")
+    history = LocalHistory(args.telemetry, strict=not args.skip_bad_rows)
     try:
-        rows = LocalHistory(args.telemetry, strict=not args.skip_bad_rows).rows()
+        rows = history.rows()
     except ValueError as exc:
         raise UsageError(f"policy fit: {exc}") from exc
+    if history.torn_lines:
+        print(f"skipped {history.torn_lines} torn telemetry lines (writes cut short, e.g. by a full disk)")
     snapshots: dict[str, BackendSnapshot] = {}
     if args.prometheus:
         source = PrometheusSource(args.prometheus, timeout=args.prometheus_timeout)

@@ -6,6 +6,9 @@ latency, failure rate, queue depth, up/down). Telemetry is advisory: a missing f
 endpoint or bad JSON is logged as one clear line and the policy falls back to its priors, so a
 broken monitoring stack can never stop a run. ``LocalHistory(strict=True)`` turns bad lines into a
 ``ValueError`` instead, for ``qubelet policy fit`` where the user asked for exactly that file.
+Even then a *torn* line (a row cut short when the disk filled up, possibly with the next row
+appended to it) is skipped and counted, not fatal: it is a known failure of appending writers,
+not a malformed file, and refusing the whole history for it would lose every good row.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ class LocalHistory:
         self.paths = [Path(p) for p in paths]
         self.strict = strict
         self._rows: list[TelemetryRow] | None = None
+        #: lines skipped because a write was cut short (see :func:`split_torn`)
+        self.torn_lines = 0
 
     def rows(self) -> list[TelemetryRow]:
         if self._rows is None:
@@ -157,6 +162,13 @@ class LocalHistory:
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            torn, rest = (False, None) if _parses(line) else split_torn(line)
+            if torn:
+                self.torn_lines += 1
+                log.warning("torn telemetry line skipped", where=f"{path}:{lineno}")
+                if rest is None:
+                    continue
+                line = rest  # the whole row appended after the torn one
             try:
                 out.append(validate_row(json.loads(line)))
             except ValueError as exc:  # json.JSONDecodeError is a ValueError
@@ -165,6 +177,61 @@ class LocalHistory:
                     raise ValueError(message) from exc
                 log.warning("bad telemetry row skipped", where=f"{path}:{lineno}", err=str(exc))
         return out
+
+
+def _parses(line: str) -> bool:
+    """Cheap pre-check: a line that parses is never torn (the common case)."""
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_cut_short(text: str) -> bool:
+    """Whether ``text`` is a JSON object cut off mid-way (a prefix of some valid object).
+
+    The decoder's error then sits at the very end of the text (``{"a": 1``), inside a string it
+    never saw close, or inside a number or literal the cut split (``{"a": 1.``, ``{"a": tr``).
+    Anything else (``{truncated``) is a malformed row, not a torn one.
+    """
+    if not text.startswith("{"):
+        return False
+    try:
+        json.loads(text)
+        return False
+    except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unterminated string"):
+            return True
+        rest = text[exc.pos :]
+        return all(c in _NUMBER_CHARS for c in rest) or any(w.startswith(rest) for w in _LITERALS)
+
+
+_NUMBER_CHARS = frozenset("0123456789.eE+-")
+_LITERALS = ("true", "false", "null")
+
+
+def split_torn(line: str) -> tuple[bool, str | None]:
+    """Whether ``line`` holds a torn row, and the whole row appended after it, if any.
+
+    A row cut short by a failed append never closes; the next successful append then continues
+    on the same line. So a line is torn when it is an object cut short, or when it splits into
+    an object cut short followed by a whole JSON object (returned, so that row is not lost).
+    """
+    stripped = line.strip()
+    if _is_cut_short(stripped):
+        return True, None
+    start = stripped.find("{", 1)
+    while start != -1:
+        head, tail = stripped[:start], stripped[start:]
+        if _is_cut_short(head):
+            try:
+                if isinstance(json.loads(tail), dict):
+                    return True, tail
+            except ValueError:
+                pass
+        start = stripped.find("{", start + 1)
+    return False, None
 
 
 class PrometheusSource:

@@ -66,10 +66,13 @@ def generate(
     step with the difference instead.
     """
     from pipeline import stages
+    from pipeline.runlock import run_dir_lock
 
     run_dir = Path(config.run_dir)
-    # Plan for the cluster's backend classes, not for whatever this pod can probe.
-    plan = stages.generate(config, probe_backends=False)
+    # Plan for the cluster's backend classes, not for whatever this pod can probe. Exclusive:
+    # the manifest check-and-write must not race another generate or a local run.
+    with run_dir_lock(run_dir):
+        plan = stages.generate(config, probe_backends=False)
     ids = [b.id for b in plan.batches]
     if expect_batches is not None:
         # A resumed run plans only what has no result yet, so fewer batches is fine; a batch the
@@ -110,8 +113,12 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
     # admission plus scheduling plus image pull.
     queued_at = (run_dir / "plan.json").stat().st_mtime
     metrics.QUEUE_WAIT.labels(batch.backend).observe(max(0.0, time.time() - queued_at))
+    from pipeline.runlock import run_dir_lock
+
     try:
-        outcome = stages.execute_batch(run_dir, batch, queued_at=queued_at)
+        # Shared: the workflow runs many batches of one run at once; a local run excludes them.
+        with run_dir_lock(run_dir, shared=True):
+            outcome = stages.execute_batch(run_dir, batch, queued_at=queued_at)
     except Exception:
         metrics.TASKS.labels(batch.backend, "failed").inc(len(batch.keys))
         metrics.BACKEND_UP.labels(batch.backend).set(0)
@@ -135,9 +142,11 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
 def reconstruct(run_dir: Path) -> dict[str, Any]:
     """Combine all batch results into ``summary.json`` and return it."""
     from pipeline import stages
+    from pipeline.runlock import run_dir_lock
 
     _load_plan(run_dir)
-    summary: dict[str, Any] = stages.reconstruct(run_dir)
+    with run_dir_lock(run_dir, shared=True):
+        summary: dict[str, Any] = stages.reconstruct(run_dir)
     log.info("reconstructed", run_dir=str(run_dir))
     return summary
 

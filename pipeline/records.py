@@ -1,0 +1,89 @@
+"""What makes a stored result trustworthy on resume: its identity, its shape, and a checksum.
+
+Why: a resumed run skips every subexperiment whose result file exists, so a file that exists
+but is wrong (truncated, edited, another key's record copied in, or sampled with other shots,
+seed or QPU by an earlier run in the same directory) silently changes the reconstructed value.
+Every result record therefore carries everything that changes its counts (key, shots, sampling
+seed, number of classical bits, the QPU backend option) and a sha256 over its canonical JSON.
+On resume, a record is trusted only if all of those match what this run would produce; any
+other record is set aside and recomputed, and the run says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: bumped when the record layout changes; records of another version are recomputed
+RECORD_VERSION = 2
+CHECKSUM_FIELD = "checksum"
+
+
+@dataclass(frozen=True)
+class ExpectedRecord:
+    """What a valid result record of one subexperiment must say, for this run's configuration."""
+
+    key: str
+    shots: int
+    seed: int
+    num_clbits: int
+    #: the run's ``--qpu-backend``; checked only on records a QPU produced
+    qpu_backend: str | None = None
+
+
+def checksum_of(record: dict[str, Any]) -> str:
+    """sha256 of the record's canonical JSON, without its own checksum field."""
+    body = {k: v for k, v in record.items() if k != CHECKSUM_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its version and checksum set, ready to be written."""
+    sealed = {**record, "record_version": RECORD_VERSION}
+    sealed[CHECKSUM_FIELD] = checksum_of(sealed)
+    return sealed
+
+
+def problem_with(record: Any, expected: ExpectedRecord) -> str | None:
+    """Why ``record`` is not a valid result for ``expected``, or None if it is.
+
+    The reasons are short phrases for a log line ("shots 64, this run uses 4096").
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("record_version") != RECORD_VERSION:
+        return f"record version {record.get('record_version')!r}, expected {RECORD_VERSION}"
+    if record.get(CHECKSUM_FIELD) != checksum_of(record):
+        return "checksum mismatch (edited or damaged)"
+    if record.get("key") != expected.key:
+        return f"holds the record of key {str(record.get('key'))[:12]}"
+    if record.get("shots") != expected.shots:
+        return f"shots {record.get('shots')}, this run uses {expected.shots}"
+    if record.get("seed") != expected.seed:
+        return "sampling seed differs from this run's"
+    if record.get("num_clbits") != expected.num_clbits:
+        return f"{record.get('num_clbits')} classical bits, the circuit has {expected.num_clbits}"
+    if (
+        expected.qpu_backend is not None
+        and record.get("kind") == "qpu"
+        and record.get("qpu_backend") != expected.qpu_backend
+    ):
+        return f"measured on QPU {record.get('qpu_backend')}, this run uses {expected.qpu_backend}"
+    return _counts_problem(record, expected)
+
+
+def _counts_problem(record: dict[str, Any], expected: ExpectedRecord) -> str | None:
+    outcomes, counts = record.get("outcomes"), record.get("counts")
+    if not isinstance(outcomes, list) or not isinstance(counts, list) or len(outcomes) != len(counts):
+        return "outcomes and counts missing or of different lengths"
+    if not all(isinstance(v, int) and 0 <= v < (1 << expected.num_clbits) for v in outcomes):
+        return f"an outcome outside {expected.num_clbits} classical bits"
+    if not all(isinstance(n, int) and n > 0 for n in counts):
+        return "a count that is not a positive integer"
+    total = sum(counts)
+    if total != expected.shots:
+        return f"counts sum to {total}, not {expected.shots} shots"
+    return None
