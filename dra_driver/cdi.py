@@ -136,6 +136,36 @@ class CDIWriter:
         atomic_write_json(spec_path(self.cdi_dir, claim_uid), build_spec(claim_uid, devices, staged))
         return [cdi_device_id(claim_uid, d.name) for d in devices]
 
+    def claim_specs(self) -> dict[str, Path]:
+        """Every spec of this driver in the directory, by claim uid (other drivers' are skipped)."""
+        prefix, suffix = f"{DRIVER_NAME}-", ".json"
+        try:
+            names = os.listdir(self.cdi_dir)
+        except FileNotFoundError:
+            return {}
+        return {
+            name[len(prefix) : -len(suffix)]: self.cdi_dir / name
+            for name in names
+            if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+        }
+
+    def sweep(self, owned: set[str]) -> list[str]:
+        """Delete the specs of claims not in ``owned``, and temp files a kill left behind.
+
+        After a kill -9 between writing a spec and persisting the checkpoint (or between
+        persisting an unprepare and deleting the spec) a spec stays that no checkpointed claim
+        owns; the runtime would keep offering its device. Run at start-up, before serving, so
+        no prepare is in flight. Returns the claim uids whose specs were removed.
+        """
+        removed = []
+        for uid, path in sorted(self.claim_specs().items()):
+            if uid not in owned:
+                path.unlink(missing_ok=True)
+                removed.append(uid)
+        for tmp in self.cdi_dir.glob(f".{DRIVER_NAME}-*.json.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return removed
+
     def remove_claim(self, claim_uid: str) -> bool:
         """Delete the claim's spec; False when there was none (idempotent unprepare)."""
         path = spec_path(self.cdi_dir, claim_uid)

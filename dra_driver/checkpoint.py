@@ -3,15 +3,19 @@
 kubelet may call NodeUnprepareResources after the plugin restarted, and after the claim is
 gone from the API server, so unprepare must work from local state alone. The file is JSON
 (never pickle), versioned, and carries a sha256 over its canonical payload; it is written
-atomically. A file that does not parse, has another version or a wrong checksum is logged as
-one clear error and ignored (start empty) rather than crashing the daemon: kubelet re-sends
-prepare for claims still in use, and prepare is idempotent.
+atomically. A checkpoint that cannot be used (not UTF-8, not JSON, nested too deep, another
+version, a wrong checksum, a malformed entry, or a path that is a directory or unreadable) is
+logged as one line, moved aside to ``<name>.bad-<UTC time>`` so an operator can inspect it and
+the next save does not trip over it, and the plugin starts empty rather than crash-looping:
+kubelet re-sends prepare for claims still in use, and prepare is idempotent (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,16 +107,46 @@ class Checkpoint:
         self.path = Path(path)
 
     def load(self) -> dict[str, PreparedClaim]:
-        """Prepared claims from disk; empty (and one error logged) when missing or corrupt."""
+        """Prepared claims from disk; empty when missing, or when unusable (then set aside).
+
+        Never raises: every way the file can be bad ends in one error line and an empty start,
+        because a daemon that exits on a bad checkpoint crash-loops and prepares nothing.
+        """
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        try:
-            return decode(json.loads(raw))
-        except (json.JSONDecodeError, CheckpointError) as exc:
-            log.error("ignoring unusable checkpoint, starting empty", err=str(exc), path=str(self.path))
+        except OSError as exc:  # a directory, unreadable, I/O error
+            self._set_aside(f"cannot read: {exc.strerror or exc}")
             return {}
+        try:
+            return decode(json.loads(raw.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            self._set_aside(f"not UTF-8 at byte {exc.start}")
+        except json.JSONDecodeError as exc:
+            self._set_aside(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        except RecursionError:
+            self._set_aside("JSON nested too deeply")
+        except CheckpointError as exc:
+            self._set_aside(str(exc))
+        return {}
+
+    def _set_aside(self, why: str) -> None:
+        """Log the unusable checkpoint in one line and rename it out of the way."""
+        aside = self.path.with_name(f"{self.path.name}.bad-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.error(
+                "ignoring unusable checkpoint, starting empty; could not move it aside",
+                err=why,
+                path=str(self.path),
+                moveErr=exc.strerror or str(exc),
+            )
+            return
+        log.error(
+            "ignoring unusable checkpoint, starting empty", err=why, path=str(self.path), movedTo=str(aside)
+        )
 
     def save(self, claims: dict[str, PreparedClaim]) -> None:
         """Persist the prepared claims atomically."""

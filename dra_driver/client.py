@@ -9,6 +9,10 @@ Errors are part of the interface: a missing object raises :class:`qubelet.errors
 existing or changed one :class:`qubelet.errors.Conflict`, any other refusal
 :class:`qubelet.errors.ApiError`. :class:`KubeResourceAPI` translates the client's
 ``ApiException`` here (:mod:`qubelet.kube`), so callers catch meaning instead of HTTP statuses.
+
+Every real call carries a request timeout (``request_timeout``, 10 s by default, applied to the
+connect and to each read): without one, a single API read that never answers holds its caller
+forever; kubelet gives up on NodePrepareResources after 45 s and the claim's pod never starts.
 """
 
 from __future__ import annotations
@@ -63,11 +67,23 @@ def _translated(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Seconds each API request may take to connect and then between bytes of the answer.
+DEFAULT_REQUEST_TIMEOUT = 10.0
+
+
 class KubeResourceAPI:
     """:class:`ResourceAPI` over a real API server (kubeconfig or in-cluster credentials)."""
 
-    def __init__(self, kubeconfig: str | None = None, api_client: Any = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        api_client: Any = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        """Load credentials (kubeconfig, else in-cluster, else default kubeconfig)."""
         from kubernetes import client
+
+        self.request_timeout = request_timeout
 
         if api_client is None:
             api_client = load_kube_client(kubeconfig)
@@ -79,34 +95,44 @@ class KubeResourceAPI:
     def list_resource_slices(self, label_selector: str = "", field_selector: str = "") -> list[Any]:
         return list(
             self._resource.list_resource_slice(
-                label_selector=label_selector, field_selector=field_selector
+                label_selector=label_selector,
+                field_selector=field_selector,
+                _request_timeout=self.request_timeout,
             ).items
         )
 
     @_translated
     def create_resource_slice(self, body: Any) -> Any:
-        return self._resource.create_resource_slice(body)
+        return self._resource.create_resource_slice(body, _request_timeout=self.request_timeout)
 
     @_translated
     def replace_resource_slice(self, name: str, body: Any) -> Any:
-        return self._resource.replace_resource_slice(name, body)
+        return self._resource.replace_resource_slice(name, body, _request_timeout=self.request_timeout)
 
     @_translated
     def delete_resource_slice(self, name: str) -> None:
-        self._resource.delete_resource_slice(name)
+        self._resource.delete_resource_slice(name, _request_timeout=self.request_timeout)
 
     @_translated
     def read_resource_claim(self, namespace: str, name: str) -> Any:
-        return self._resource.read_namespaced_resource_claim(name, namespace)
+        return self._resource.read_namespaced_resource_claim(
+            name, namespace, _request_timeout=self.request_timeout
+        )
 
     @_translated
     def read_lease(self, namespace: str, name: str) -> Any:
-        return self._coordination.read_namespaced_lease(name, namespace)
+        return self._coordination.read_namespaced_lease(
+            name, namespace, _request_timeout=self.request_timeout
+        )
 
     @_translated
     def create_lease(self, namespace: str, body: Any) -> Any:
-        return self._coordination.create_namespaced_lease(namespace, body)
+        return self._coordination.create_namespaced_lease(
+            namespace, body, _request_timeout=self.request_timeout
+        )
 
     @_translated
     def replace_lease(self, namespace: str, name: str, body: Any) -> Any:
-        return self._coordination.replace_namespaced_lease(name, namespace, body)
+        return self._coordination.replace_namespaced_lease(
+            name, namespace, body, _request_timeout=self.request_timeout
+        )

@@ -6,11 +6,21 @@ re-created under the same name is another claim), take the allocation results of
 map them to inventory devices by (pool, device), write the CDI spec and persist. Every failure
 is a per-claim error string; one bad claim never fails the whole call or the server.
 ``NodeUnprepareResources`` uses local state only: the claim may be gone from the API already.
+
+Concurrency: each claim has its own lock (:class:`ClaimLocks`), so a ResourceClaim read that
+hangs (until the API client's request timeout) delays only the call that waits for that claim,
+never prepare or unprepare of another claim. Order of effects, so that a failure at any step
+leaves no CDI device that kubelet was told about without a spec, and no spec the checkpoint
+does not own for longer than the next start-up sweep:
+
+- prepare: write the CDI spec, persist the checkpoint, then answer; when persisting fails the
+  spec is removed again and the claim answers an error (nothing is logged as prepared).
+- unprepare: persist the removal, then delete the spec; when persisting fails the claim stays
+  prepared (spec kept) and answers an error; kubelet retries.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +28,7 @@ from pathlib import Path
 
 from dra_driver.cdi import CDIWriter
 from dra_driver.checkpoint import PreparedClaim, PreparedDevice
+from dra_driver.claim_locks import ClaimLocks
 from dra_driver.client import ResourceAPI
 from dra_driver.devices import QPUDevice
 from dra_driver.metrics import DRAMetrics
@@ -71,7 +82,7 @@ class QPUDriver:
         self.cdi = CDIWriter(cdi_dir, tokens_dir)
         self.state = PreparedClaims(checkpoint_path)
         self.metrics = metrics or DRAMetrics()
-        self._lock = threading.Lock()
+        self.claim_locks = ClaimLocks()
         self.metrics.prepared_claims.set(len(self.state.uids()))
 
     def _prepare_one(self, ref: ClaimRef) -> PreparedClaim:
@@ -81,7 +92,7 @@ class QPUDriver:
         except NotFound as exc:
             raise PrepareError("not_found", f"resourceclaim {where} not found") from exc
         except ApiError as exc:
-            raise PrepareError("api_error", f"read resourceclaim {where}: {exc.reason}") from exc
+            raise PrepareError("api_error", f"read resourceclaim {where}: {api_error_text(exc)}") from exc
         uid = claim.metadata.uid if claim.metadata else None
         if uid != ref.uid:
             raise PrepareError(
@@ -124,10 +135,13 @@ class QPUDriver:
     def prepare(self, claims: Iterable[ClaimRef]) -> dict[str, PrepareResult]:
         """NodePrepareResources: one result per claim uid."""
         start = time.perf_counter()
+        refs = list(claims)
         out: dict[str, PrepareResult] = {}
         new: list[PreparedClaim] = []
-        with self._lock:
-            for ref in claims:
+        with self.claim_locks.hold(ref.uid for ref in refs):
+            for ref in refs:
+                if ref.uid in out:
+                    continue  # the same claim twice in one call
                 known = self.state.get(ref.uid)
                 if known is not None:
                     out[ref.uid] = PrepareResult(devices=known.devices)
@@ -147,10 +161,13 @@ class QPUDriver:
                 self.state.add_many(new)
             except OSError as exc:
                 # Not persisted means not prepared: kubelet retries, and no orphan spec stays.
+                why = f"write checkpoint: {exc.strerror or exc}"
                 for claim in new:
-                    self.cdi.remove_claim(claim.uid)
+                    self._remove_spec_quietly(claim.uid)
                     self.metrics.prepare_errors.labels(reason="checkpoint_error").inc()
-                    out[claim.uid] = PrepareResult(error=f"write checkpoint: {exc.strerror or exc}")
+                    out[claim.uid] = PrepareResult(error=why)
+                log.error("prepare failed: checkpoint not written", claims=len(new), err=why)
+                new = []
             self.metrics.prepared_claims.set(len(self.state.uids()))
         for claim in new:
             log.info(
@@ -162,27 +179,60 @@ class QPUDriver:
         self.metrics.prepare_duration.observe(time.perf_counter() - start)
         return out
 
+    def sweep_orphan_specs(self) -> list[str]:
+        """Remove CDI specs that no checkpointed claim owns (start-up, before serving)."""
+        try:
+            removed = self.cdi.sweep(set(self.state.uids()))
+        except OSError as exc:
+            log.error(
+                "could not sweep orphan CDI specs", dir=str(self.cdi.cdi_dir), err=exc.strerror or str(exc)
+            )
+            return []
+        if removed:
+            log.info("removed orphan CDI specs", count=len(removed), uids=",".join(removed))
+        return removed
+
+    def _remove_spec_quietly(self, uid: str) -> None:
+        """Remove a spec on an error path; a failure here is left to the start-up sweep."""
+        try:
+            self.cdi.remove_claim(uid)
+        except OSError as exc:
+            log.warning(
+                "could not remove CDI spec; start-up sweep will", uid=uid, err=exc.strerror or str(exc)
+            )
+
     def unprepare(self, claims: Iterable[ClaimRef]) -> dict[str, str]:
         """NodeUnprepareResources from local state: uid → error ("" on success, also for unknown)."""
         start = time.perf_counter()
+        refs = list(claims)
         out: dict[str, str] = {}
-        with self._lock:
-            refs = list(claims)
-            for ref in refs:
-                try:
-                    self.cdi.remove_claim(ref.uid)
-                    out[ref.uid] = ""
-                except OSError as exc:
-                    out[ref.uid] = f"remove CDI spec of {ref.namespace}/{ref.name}: {exc.strerror or exc}"
-            done = [uid for uid, err in out.items() if not err]
+        removed: list[PreparedClaim] = []
+        with self.claim_locks.hold(ref.uid for ref in refs):
             try:
-                removed = self.state.remove_many(done)
+                removed = self.state.remove_many([ref.uid for ref in refs])
             except OSError as exc:
-                removed = []
-                for uid in done:
-                    out[uid] = f"write checkpoint: {exc.strerror or exc}"
+                # The claims stay prepared (checkpoint and spec untouched); kubelet retries.
+                for ref in refs:
+                    out[ref.uid] = f"write checkpoint: {exc.strerror or exc}"
+                log.error("unprepare failed: checkpoint not written", claims=len(refs), err=out[refs[0].uid])
+            else:
+                for ref in refs:
+                    try:
+                        self.cdi.remove_claim(ref.uid)
+                        out[ref.uid] = ""
+                    except OSError as exc:
+                        # Already forgotten: a retry removes the spec, so does the start-up sweep.
+                        out[ref.uid] = f"remove CDI spec of {ref.namespace}/{ref.name}: {exc.strerror or exc}"
             self.metrics.prepared_claims.set(len(self.state.uids()))
         for claim in removed:
             log.info("unprepared claim", claim=f"{claim.namespace}/{claim.name}", uid=claim.uid)
         self.metrics.unprepare_duration.observe(time.perf_counter() - start)
         return out
+
+
+def api_error_text(exc: ApiError) -> str:
+    """A short reason for a failed API call; a timeout says so in words."""
+    reason = exc.reason or str(exc)
+    if "timeout" in reason.lower():
+        return f"API request timed out ({reason})"
+    return reason

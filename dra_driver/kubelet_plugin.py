@@ -148,9 +148,10 @@ class KubeletPlugin:
         health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(self.broadcaster), server)
 
     def start(self) -> None:
-        """Probe once, serve DRA, then register with kubelet, then start the loops."""
+        """Sweep orphan CDI specs, probe once, serve DRA, register with kubelet, start the loops."""
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self.cdi_dir.mkdir(parents=True, exist_ok=True)
+        self.driver.sweep_orphan_specs()
         for name, healthy in self.monitor.check_now().items():
             self.broadcaster.set(name, healthy)
         self._dra_server = serve_unix(self.dra_socket, self._add_dra)

@@ -21,7 +21,7 @@ import grpc
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
 from qpu_device_plugin.constants import KUBELET_SOCKET, PLUGIN_SOCKET, VERSION
 from qpu_device_plugin.metrics import PluginMetrics
-from qpu_device_plugin.server import DeviceState, QPUDevicePluginServicer, options
+from qpu_device_plugin.server import SERVER_WORKERS, DeviceState, QPUDevicePluginServicer, options
 from qubelet import klog
 from qubelet.inventory import Config, HealthMonitor
 from qubelet.inventory.names import RESOURCE_NAME
@@ -88,7 +88,9 @@ class DevicePlugin:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         servicer = QPUDevicePluginServicer(self.state, self.metrics)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="dp-grpc"))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=SERVER_WORKERS, thread_name_prefix="dp-grpc")
+        )
         api_pb2_grpc.add_DevicePluginServicer_to_server(servicer, server)
         server.add_insecure_port(f"unix://{self.socket_path}")
         server.start()

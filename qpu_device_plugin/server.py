@@ -29,6 +29,26 @@ log = klog.get_logger("qubelet.device_plugin.server")
 #: Env listing every QPU a container got, when it got devices of more than one QPU.
 ENV_QPU_NAMES = "QUBELET_QPU_NAMES"
 
+#: Open ListAndWatch streams allowed at once. Each open stream holds one gRPC worker thread for
+#: its whole life; kubelet keeps exactly one, plus a lingering one for a moment after it
+#: restarts. When another stream opens beyond this, the oldest is ended, so streams can never
+#: hold more than this many workers and the unary calls (Allocate) always find a free one.
+MAX_WATCH_STREAMS = 4
+#: Worker threads kept for unary calls (GetPreferredAllocation, Allocate, ...).
+UNARY_WORKERS = 16
+#: The server's thread pool: room for every allowed stream, the one being admitted, and the
+#: unary workers.
+SERVER_WORKERS = MAX_WATCH_STREAMS + 1 + UNARY_WORKERS
+
+
+class _Watch:
+    """One open ListAndWatch stream; ``evicted`` is set when a newer stream displaced it."""
+
+    __slots__ = ("evicted",)
+
+    def __init__(self) -> None:
+        self.evicted = False
+
 
 class DeviceState:
     """Devices, per-QPU health and a version counter that ListAndWatch streams wait on."""
@@ -102,6 +122,7 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         self.state = state
         self.metrics = metrics
         self._closed = False
+        self._watches: list[_Watch] = []  # oldest first; guarded by state.cond
 
     def close(self) -> None:
         """End every open ListAndWatch stream of this servicer."""
@@ -121,23 +142,34 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     ) -> Iterator[api_pb2.ListAndWatchResponse]:
         cond = self.state.cond
         context.add_callback(lambda: _notify(cond))  # wake the wait below when kubelet hangs up
+        watch = _Watch()
         with cond:
+            self._watches.append(watch)
+            if len(self._watches) > MAX_WATCH_STREAMS:
+                self._watches.pop(0).evicted = True
+                cond.notify_all()
+                log.info("too many ListAndWatch streams, ended the oldest", limit=MAX_WATCH_STREAMS)
             seen = self.state.version
-        yield api_pb2.ListAndWatchResponse(devices=self.state.device_list())
-        while True:
-            with cond:
-                # The timeout only bounds how long a vanished client can hold a worker thread;
-                # changes are delivered by notify_all, not by this timeout.
-                cond.wait_for(partial(self._should_wake, seen, context), timeout=5.0)
-                if self._closed or not context.is_active():
-                    return
-                if self.state.version == seen:
-                    continue
-                seen = self.state.version
+        try:
             yield api_pb2.ListAndWatchResponse(devices=self.state.device_list())
+            while True:
+                with cond:
+                    # The timeout only bounds how long a vanished client can hold a worker
+                    # thread; changes are delivered by notify_all, not by this timeout.
+                    cond.wait_for(partial(self._should_wake, seen, context, watch), timeout=5.0)
+                    if self._closed or watch.evicted or not context.is_active():
+                        return
+                    if self.state.version == seen:
+                        continue
+                    seen = self.state.version
+                yield api_pb2.ListAndWatchResponse(devices=self.state.device_list())
+        finally:
+            with cond:
+                if watch in self._watches:
+                    self._watches.remove(watch)
 
-    def _should_wake(self, seen: int, context: grpc.ServicerContext) -> bool:
-        return self._closed or self.state.version != seen or not context.is_active()
+    def _should_wake(self, seen: int, context: grpc.ServicerContext, watch: _Watch) -> bool:
+        return self._closed or watch.evicted or self.state.version != seen or not context.is_active()
 
     def GetPreferredAllocation(
         self, request: api_pb2.PreferredAllocationRequest, context: grpc.ServicerContext

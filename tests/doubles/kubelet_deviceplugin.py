@@ -6,6 +6,12 @@ long as both live; at pod admission it calls ``GetPreferredAllocation`` and ``Al
 double does the same over real gRPC on real unix sockets (no mocks of the plugin side), records
 what it saw, and can simulate a kubelet restart: stop serving, delete ``kubelet.sock``, serve a
 new one (new inode), dropping every connection to plugins the way a restarted kubelet does.
+
+Only the newest registration may own the connection: every registration (and every stop) bumps
+a generation, and a connect thread installs its channel only if its generation is still the
+current one; otherwise it closes what it opened. Without this, a connect thread left over from
+an earlier restart could finish late and tear down (or replace) the newest connection, and a
+restart-storm test would fail, or pass, by thread scheduling rather than by the plugin.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class TestKubelet:
         self._channel: grpc.Channel | None = None
         self._stub: api_pb2_grpc.DevicePluginStub | None = None
         self._stream: grpc.Future | None = None
+        self._generation = 0  # bumped by every registration and stop; see the module docstring
 
     # -- kubelet process lifecycle -------------------------------------------------------------
 
@@ -68,6 +75,8 @@ class TestKubelet:
         return self
 
     def stop(self) -> None:
+        with self._cond:
+            self._generation += 1  # connect threads still running belong to the old kubelet
         self._disconnect()
         if self._server is not None:
             self._server.stop(grace=0).wait(timeout=2)
@@ -99,12 +108,13 @@ class TestKubelet:
     def _on_register(self, request: api_pb2.RegisterRequest) -> None:
         with self._cond:
             self.registrations.append(request)
+            self._generation += 1
+            generation = self._generation
             self._cond.notify_all()
         # Kubelet answers Register first and connects to the plugin afterwards, asynchronously.
-        threading.Thread(target=self._connect, args=(request.endpoint,), daemon=True).start()
+        threading.Thread(target=self._connect, args=(request.endpoint, generation), daemon=True).start()
 
-    def _connect(self, endpoint: str) -> None:
-        self._disconnect()
+    def _connect(self, endpoint: str, generation: int) -> None:
         channel = grpc.insecure_channel(f"unix://{self.dir / endpoint}")
         stub = api_pb2_grpc.DevicePluginStub(channel)
         try:
@@ -114,15 +124,28 @@ class TestKubelet:
             return
         stream = stub.ListAndWatch(api_pb2.Empty())
         with self._cond:
-            self.options = options
-            self._channel, self._stub, self._stream = channel, stub, stream
-        threading.Thread(target=self._consume, args=(stream,), daemon=True).start()
+            current = generation == self._generation
+            if current:
+                old = (self._stream, self._channel)
+                self.options = options
+                self._channel, self._stub, self._stream = channel, stub, stream
+        if not current:  # a newer registration (or a stop) happened meanwhile: not ours to install
+            stream.cancel()
+            channel.close()
+            return
+        if old[0] is not None:
+            old[0].cancel()
+        if old[1] is not None:
+            old[1].close()
+        threading.Thread(target=self._consume, args=(stream, generation), daemon=True).start()
 
-    def _consume(self, stream: object) -> None:
+    def _consume(self, stream: object, generation: int) -> None:
         try:
             for response in stream:  # type: ignore[attr-defined]
                 update = {d.ID: d.health for d in response.devices}
                 with self._cond:
+                    if generation != self._generation:
+                        return  # a late message from a replaced connection
                     self.updates.append(update)
                     self.update_times.append(time.monotonic())
                     self._cond.notify_all()
