@@ -34,7 +34,6 @@ class NamedPlugin(api_pb2_grpc.DevicePluginServicer):
         if not hold:
             self.release.set()
         self.streams_open = 0
-        self.streams_started = 0
         self.changed = threading.Condition()
 
     def GetDevicePluginOptions(
@@ -49,7 +48,6 @@ class NamedPlugin(api_pb2_grpc.DevicePluginServicer):
     ) -> Iterator[api_pb2.ListAndWatchResponse]:
         with self.changed:
             self.streams_open += 1
-            self.streams_started += 1
             self.changed.notify_all()
         try:
             yield api_pb2.ListAndWatchResponse(
@@ -105,8 +103,8 @@ def test_late_connect_of_older_registration_does_not_replace_newer() -> None:
         kubelet.wait_for_devices(lambda u: "new-0" in u)
         old.release.set()  # the stale connect finishes last
         kubelet.wait_for_registrations(2)
-        assert old.wait(lambda: old.streams_started == 1)  # the stale connect got this far
-        # Now it must notice it is stale and hang up; before the fix it took over instead.
+        kubelet.wait_for_connects(2)  # the stale connect is done: it took over, or gave up
+        # It must have noticed it is stale and hung up; before the fix it took over instead.
         assert old.wait(lambda: old.streams_open == 0), "stale connection left streaming"
         response = kubelet.allocate(["new-0"])
         assert response.container_responses[0].envs["PLUGIN"] == "new"

@@ -60,6 +60,7 @@ class TestKubelet:
         self._stub: api_pb2_grpc.DevicePluginStub | None = None
         self._stream: grpc.Future | None = None
         self._generation = 0  # bumped by every registration and stop; see the module docstring
+        self.connects_finished = 0  # connect threads that are done (installed or gave up)
 
     # -- kubelet process lifecycle -------------------------------------------------------------
 
@@ -115,6 +116,14 @@ class TestKubelet:
         threading.Thread(target=self._connect, args=(request.endpoint, generation), daemon=True).start()
 
     def _connect(self, endpoint: str, generation: int) -> None:
+        try:
+            self._connect_once(endpoint, generation)
+        finally:
+            with self._cond:
+                self.connects_finished += 1
+                self._cond.notify_all()
+
+    def _connect_once(self, endpoint: str, generation: int) -> None:
         channel = grpc.insecure_channel(f"unix://{self.dir / endpoint}")
         stub = api_pb2_grpc.DevicePluginStub(channel)
         try:
@@ -168,6 +177,12 @@ class TestKubelet:
             if not self._cond.wait_for(lambda: len(self.registrations) >= count, timeout=timeout):
                 raise TimeoutError(f"expected {count} registrations, got {len(self.registrations)}")
             return list(self.registrations)
+
+    def wait_for_connects(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` connect threads (one per registration) have finished."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.connects_finished >= count, timeout=timeout):
+                raise TimeoutError(f"expected {count} finished connects, got {self.connects_finished}")
 
     def wait_for_devices(
         self, predicate: Callable[[dict[str, str]], bool], timeout: float = 5.0, after: int = 0
