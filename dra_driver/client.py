@@ -10,9 +10,10 @@ existing or changed one :class:`qubelet.errors.Conflict`, any other refusal
 :class:`qubelet.errors.ApiError`. :class:`KubeResourceAPI` translates the client's
 ``ApiException`` here (:mod:`qubelet.kube`), so callers catch meaning instead of HTTP statuses.
 
-Every real call carries a request timeout (``request_timeout``, 10 s by default, applied to the
+Every real call carries a request timeout (``request_timeout``, 5 s by default, applied to the
 connect and to each read): without one, a single API read that never answers holds its caller
-forever; kubelet gives up on NodePrepareResources after 45 s and the claim's pod never starts.
+forever. urllib3 retries an idempotent read up to 3 times, so a hung read ends after about 20 s,
+well inside the 45 s kubelet allows NodePrepareResources (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _translated(method: _F) -> _F:
 
 
 #: Seconds each API request may take to connect and then between bytes of the answer.
-DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_REQUEST_TIMEOUT = 5.0
 
 
 class KubeResourceAPI:
