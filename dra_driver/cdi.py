@@ -12,6 +12,11 @@ comes from a Secret mounted into the plugin's container, which the runtime canno
 ``tokens_dir`` set (a hostPath such as the plugin's data directory) the token is staged there
 (copied when it changed, mode 0644 inside a 0700 directory) and that copy is mounted instead.
 The token's content is never logged.
+
+The mount never names a file that does not exist (the runtime would fail the container): a
+``fake:`` backend needs no token, so when its file is absent the claim is prepared without the
+mount and without ``IQM_TOKENS_FILE``; a real backend without its token fails that one claim
+with :class:`MissingTokenError`, which names the Secret the admin must create.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from typing import Any
 from dra_driver.constants import CDI_VERSION
 from dra_driver.devices import QPUDevice
 from qubelet.inventory import qpu_env
-from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, TOKENS_MOUNT_PATH
+from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
+
+#: The Secret the manifests mount at the tokens path (``<namespace>/<name>``, key tokens.json).
+DEFAULT_TOKENS_SECRET = "qubelet-system/qubelet-iqm-tokens"
+
+
+class MissingTokenError(Exception):
+    """A real QPU's token file is absent; the message names the Secret that provides it."""
 
 
 def spec_path(cdi_dir: str | Path, claim_uid: str) -> Path:
@@ -44,13 +56,18 @@ def cdi_device_id(claim_uid: str, device: str) -> str:
 
 
 def container_edits(device: QPUDevice, host_tokens_path: str | None = None) -> dict[str, Any]:
-    """Env and mounts that give a container one QPU (token mounted from ``host_tokens_path``)."""
+    """Env and mounts that give a container one QPU (token mounted from ``host_tokens_path``).
+
+    Without ``host_tokens_path`` the container gets no token: no mount, no ``IQM_TOKENS_FILE``.
+    """
     env = qpu_env(device.qpu)
+    if host_tokens_path is None:
+        env.pop(ENV_IQM_TOKENS_FILE, None)
     edits: dict[str, Any] = {"env": [f"{k}={v}" for k, v in sorted(env.items())]}
-    if device.qpu.tokens_file:
+    if host_tokens_path is not None:
         edits["mounts"] = [
             {
-                "hostPath": host_tokens_path or device.qpu.tokens_file,
+                "hostPath": host_tokens_path,
                 "containerPath": TOKENS_MOUNT_PATH,
                 "options": ["ro", "nosuid", "nodev", "bind"],
             }
@@ -100,16 +117,37 @@ def atomic_write_json(path: Path, doc: Any) -> None:
 class CDIWriter:
     """Writes and removes the per-claim CDI specs in one directory."""
 
-    def __init__(self, cdi_dir: str | Path, tokens_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        cdi_dir: str | Path,
+        tokens_dir: str | Path | None = None,
+        tokens_secret: str = DEFAULT_TOKENS_SECRET,
+    ) -> None:
         self.cdi_dir = Path(cdi_dir)
         self.tokens_dir = Path(tokens_dir) if tokens_dir else None
+        self.tokens_secret = tokens_secret
 
     def stage_token(self, device: QPUDevice) -> str | None:
-        """Copy the QPU's token file into ``tokens_dir`` when it changed; returns the host path."""
+        """The host path to mount the QPU's token from (staged when ``tokens_dir`` is set).
+
+        None when the QPU has no ``tokensFile``, or a fake backend's file is absent. A real
+        backend's absent file raises :class:`MissingTokenError`; other read errors are OSError.
+        """
         source = device.qpu.tokens_file
-        if not source or self.tokens_dir is None:
+        if not source:
             return None
-        data = Path(source).read_bytes()  # OSError → per-claim error (missing/unreadable Secret)
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            if device.qpu.backend.startswith("fake:"):
+                return None  # a simulator: nothing to authenticate, prepare without a token
+            namespace, _, name = self.tokens_secret.rpartition("/")
+            raise MissingTokenError(
+                f"QPU {device.qpu.name} needs its token file {source}, which is absent: "
+                f"create Secret {name} in namespace {namespace or 'default'} (key tokens.json)"
+            ) from None
+        if self.tokens_dir is None:
+            return source  # the plugin runs on the host: the runtime can mount the file itself
         target = self.tokens_dir / f"{device.qpu.name}.json"
         try:
             current = target.read_bytes()

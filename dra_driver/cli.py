@@ -42,6 +42,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="hostPath directory to copy token files into, so CDI can mount them (pod deployments)",
     )
+    kp.add_argument(
+        "--tokens-secret",
+        default=f"{os.environ.get('POD_NAMESPACE') or 'qubelet-system'}/qubelet-iqm-tokens",
+        help="namespace/name of the Secret mounted at the QPUs' tokensFile (named in prepare errors)",
+    )
     daemon.env_twins(kp)
     kp.set_defaults(func=run_kubelet_plugin)
 
@@ -67,8 +72,8 @@ def _api(args: argparse.Namespace) -> Any:
     return KubeResourceAPI(api_client=load_kube_client(args.kubeconfig))
 
 
-def run_kubelet_plugin(args: argparse.Namespace) -> int:
-    """Run the per-node kubelet plugin until SIGTERM/SIGINT."""
+def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
+    """Run the per-node kubelet plugin until SIGTERM/SIGINT (``metrics``: a DRAMetrics to fill)."""
     from dra_driver.kubelet_plugin import KubeletPlugin
     from dra_driver.metrics import DRAMetrics
     from qubelet.errors import UsageError
@@ -77,7 +82,7 @@ def run_kubelet_plugin(args: argparse.Namespace) -> int:
     if not args.node_name:
         raise UsageError("--node-name is required (or set NODE_NAME)")
     config = load_config(args.config)
-    metrics = DRAMetrics()
+    metrics = metrics if metrics is not None else DRAMetrics()
     plugin = KubeletPlugin(
         config,
         args.node_name,
@@ -89,9 +94,15 @@ def run_kubelet_plugin(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         metrics=metrics,
         tokens_dir=args.stage_tokens_dir,
+        tokens_secret=args.tokens_secret,
     )
     stop = daemon.stop_on_signals()
-    daemon.serve_metrics(args.metrics_port, metrics.registry)
+    daemon.serve_metrics(
+        args.metrics_port,
+        metrics.registry,
+        liveness={"kubelet-plugin": plugin.liveness_problem},
+        readiness={"kubelet-registration": plugin.readiness_problem},
+    )
     plugin.start()
     try:
         daemon.wait_for_stop(stop)
@@ -117,7 +128,12 @@ def run_controller(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     stop = daemon.stop_on_signals()
-    daemon.serve_metrics(args.metrics_port, metrics.registry)
+    daemon.serve_metrics(
+        args.metrics_port,
+        metrics.registry,
+        liveness={"controller": controller.liveness_problem},
+        readiness={"leader-election": controller.readiness_problem},
+    )
     controller.start()
     try:
         daemon.wait_for_stop(stop)

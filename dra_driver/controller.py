@@ -53,6 +53,8 @@ class LeaderElector:
         self.lease_duration_seconds = lease_duration_seconds
         self.now = now
         self.is_leader = False
+        #: "" after an attempt that reached the API server, else its error (None: no attempt).
+        self.last_error: str | None = None
 
     def _spec(self, transitions: int, acquire: dt.datetime) -> k8s.V1LeaseSpec:
         return k8s.V1LeaseSpec(
@@ -67,9 +69,11 @@ class LeaderElector:
         """True when this identity holds the lease after the call."""
         try:
             self.is_leader = self._attempt()
+            self.last_error = ""
         except Exception as exc:
             log.error("leader election attempt failed", err=str(exc), identity=self.identity)
             self.is_leader = False
+            self.last_error = (str(exc) or type(exc).__name__).splitlines()[0]
         return self.is_leader
 
     def _attempt(self) -> bool:
@@ -138,6 +142,22 @@ class CloudController:
         self._wake = threading.Event()
         self.broadcaster.add_listener(self._wake.set)
         self._thread: threading.Thread | None = None
+        #: Error of the last lease attempt ("" when it reached the API server), for /readyz.
+        self.last_error: str | None = None
+
+    def liveness_problem(self) -> str:
+        """Why kubelet should restart the controller ("" while its loop runs)."""
+        if self._thread is None or not self._thread.is_alive():
+            return "controller loop is not running"
+        return ""
+
+    def readiness_problem(self) -> str:
+        """ "" while holding the lease or waiting for it; else why the API server was not reached."""
+        if self.elector.last_error is None or self.last_error is None:
+            return "no leader election attempt yet"
+        if self.elector.last_error:
+            return f"cannot reach the lease: {self.elector.last_error}"
+        return f"last slice update failed: {self.last_error}" if self.last_error else ""
 
     def probe_now(self) -> None:
         """Probe every cloud QPU once (start-up, tests)."""
@@ -174,7 +194,9 @@ class CloudController:
             self._wake.clear()
             try:
                 self.run_once()
+                self.last_error = ""
             except Exception as exc:
+                self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 self.metrics.reconciles.labels(result="error").inc()
                 log.error("cloud slice reconcile failed; will retry", err=str(exc))
             self._wake.wait(period)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dra_driver.cdi import CDIWriter
+from dra_driver.cdi import DEFAULT_TOKENS_SECRET, CDIWriter, MissingTokenError
 from dra_driver.checkpoint import PreparedClaim, PreparedDevice
 from dra_driver.claim_locks import ClaimLocks
 from dra_driver.client import ResourceAPI
@@ -76,10 +76,11 @@ class QPUDriver:
         checkpoint_path: str | Path,
         metrics: DRAMetrics | None = None,
         tokens_dir: str | Path | None = None,
+        tokens_secret: str = DEFAULT_TOKENS_SECRET,
     ) -> None:
         self.api = api
         self.devices = {(d.pool, d.name): d for d in devices}
-        self.cdi = CDIWriter(cdi_dir, tokens_dir)
+        self.cdi = CDIWriter(cdi_dir, tokens_dir, tokens_secret)
         self.state = PreparedClaims(checkpoint_path)
         self.metrics = metrics or DRAMetrics()
         self.claim_locks = ClaimLocks()
@@ -123,6 +124,8 @@ class QPUDriver:
             )
         try:
             ids = self.cdi.write_claim(ref.uid, picked)
+        except MissingTokenError as exc:
+            raise PrepareError("missing_token", f"resourceclaim {where}: {exc}") from exc
         except OSError as exc:
             what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
             raise PrepareError("cdi_error", f"write CDI spec for {where}: {what}") from exc

@@ -19,6 +19,7 @@ from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc
 from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
 from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
+from dra_driver.cdi import DEFAULT_TOKENS_SECRET
 from dra_driver.client import ResourceAPI
 from dra_driver.constants import CHECKPOINT_FILE, DRA_SOCKET, PUBLISHER_LABEL, REGISTRATION_SOCKET
 from dra_driver.devices import all_devices
@@ -92,6 +93,7 @@ class KubeletPlugin:
         probe: Callable[[QPUConfig], ProbeResult] = probe_once,
         publish_slices: bool = True,
         tokens_dir: str | Path | None = None,
+        tokens_secret: str = DEFAULT_TOKENS_SECRET,
     ) -> None:
         self.config = config
         self.node_name = node_name
@@ -110,6 +112,7 @@ class KubeletPlugin:
             self.plugin_dir / CHECKPOINT_FILE,
             self.metrics,
             tokens_dir=tokens_dir,
+            tokens_secret=tokens_secret,
         )
         self.broadcaster = HealthBroadcaster(self.devices.values())
         self.monitor = HealthMonitor(list(config.qpus), on_change=self.broadcaster.set, probe=probe)
@@ -172,6 +175,23 @@ class KubeletPlugin:
         self.monitor.start()
         if self.publish_slices:
             self.loop.start()
+
+    def liveness_problem(self) -> str:
+        """Why kubelet should restart this container ("" when both gRPC servers are up)."""
+        if self._dra_server is None or self._reg_server is None:
+            return "gRPC servers not started"
+        for sock in (self.dra_socket, self.registration_socket):
+            if not sock.is_socket():
+                return f"socket {sock} is gone (kubelet cannot reach the plugin)"
+        return ""
+
+    def readiness_problem(self) -> str:
+        """Why this node cannot prepare claims yet ("" once kubelet accepted the registration)."""
+        if self.registration.registered is None:
+            return "waiting for kubelet to register the plugin"
+        if not self.registration.registered:
+            return f"kubelet rejected the registration: {self.registration.last_error or 'no reason'}"
+        return ""
 
     def stop(self) -> None:
         """Unregister first (remove the registration socket), then stop serving."""

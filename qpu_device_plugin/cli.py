@@ -30,8 +30,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the config, start the plugin and block until SIGTERM/SIGINT; exit 0 on clean stop."""
+def run(args: argparse.Namespace, metrics: Any = None) -> int:
+    """Load the config, start the plugin and block until SIGTERM/SIGINT; exit 0 on clean stop.
+
+    ``metrics``: a PluginMetrics to fill (the node agent adds its own gauge to its registry).
+    """
     from qpu_device_plugin.metrics import PluginMetrics
     from qpu_device_plugin.plugin import DevicePlugin, InitError
     from qubelet import klog
@@ -39,10 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     log = klog.get_logger("qubelet.device_plugin")
     config = load_config(args.config)  # a ConfigError is a UsageError: one line, exit 2
-    metrics = PluginMetrics()
+    metrics = metrics if metrics is not None else PluginMetrics()
     plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics)
     daemon.stop_on_signals(on_stop=plugin.shutdown)
-    daemon.serve_metrics(args.metrics_port, metrics.registry)
+    daemon.serve_metrics(
+        args.metrics_port,
+        metrics.registry,
+        liveness={"device-plugin": plugin.liveness_problem},
+        readiness={"kubelet-registration": plugin.readiness_problem},
+    )
     log.info(
         "starting device plugin", config=config.source, kubeletDir=args.kubelet_dir, qpus=len(config.qpus)
     )

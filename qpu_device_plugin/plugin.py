@@ -78,6 +78,7 @@ class DevicePlugin:
         self._next_attempt = 0.0
         self._waiting_logged = False
         self.registered = threading.Event()  # set after each successful registration (tests)
+        self._last_step: float | None = None  # monotonic time of the last watch-loop pass
 
     # -- server --------------------------------------------------------------------------------
 
@@ -179,13 +180,36 @@ class DevicePlugin:
             self._next_attempt = now + self._backoff
             self._backoff = min(self._backoff * 2, self.max_backoff)
 
+    # -- probes (/healthz, /readyz) ------------------------------------------------------------
+
+    def liveness_problem(self, now: float | None = None) -> str:
+        """Why kubelet should restart the plugin ("" while the watch loop turns and serves)."""
+        if self._server is None:
+            return "gRPC server not running"
+        if self._last_step is None:
+            return "watch loop not started"
+        stalled = (time.monotonic() if now is None else now) - self._last_step
+        if stalled > max(30.0, 20 * self.poll_interval):
+            return f"watch loop stalled for {stalled:.0f}s"
+        return ""
+
+    def readiness_problem(self) -> str:
+        """ "" while registered with the kubelet.sock that exists now; else what we wait for."""
+        kubelet_id = _file_id(self.kubelet_socket)
+        if kubelet_id is None:
+            return f"waiting for kubelet ({self.kubelet_socket} absent)"
+        if kubelet_id != self._registered_with:
+            return "not registered with the current kubelet"
+        return ""
+
     def run(self) -> None:
         """Start, then watch until :meth:`shutdown` (or ``stop_event``) is set; then clean up."""
         try:
             self.start()
             while not self.stop_event.is_set():
                 try:
-                    self.step(time.monotonic())
+                    self._last_step = time.monotonic()
+                    self.step(self._last_step)
                 except Exception as exc:  # the watch loop must outlive any single failure
                     log.error("device plugin watch loop error", err=exc)
                 self.stop_event.wait(self.poll_interval)

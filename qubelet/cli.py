@@ -25,6 +25,7 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "policy.cli",
     "qpu_device_plugin.cli",
     "dra_driver.cli",
+    "node_agent.cli",
 )
 
 

@@ -100,9 +100,16 @@ class MetricsServer:
 
 
 def serve_metrics(
-    port: int, registry: CollectorRegistry | None = None, addr: str = "0.0.0.0"
+    port: int,
+    registry: CollectorRegistry | None = None,
+    addr: str = "0.0.0.0",
+    liveness: Mapping[str, Callable[[], str]] | None = None,
+    readiness: Mapping[str, Callable[[], str]] | None = None,
 ) -> MetricsServer | None:
     """Serve ``registry`` (default: the process registry) on ``addr:port``; None when port is 0.
+
+    With ``liveness``/``readiness`` checks the port also answers ``/healthz`` and ``/readyz``
+    from them (:mod:`qubelet.healthz`), which the manifests' probes use.
 
     Raises:
         UsageError: the port is out of range or cannot be bound (one line naming the port).
@@ -115,6 +122,16 @@ def serve_metrics(
         raise UsageError(f"--metrics-port: {exc}") from None
     from prometheus_client import REGISTRY, start_http_server
 
+    if liveness is not None or readiness is not None:
+        from qubelet.healthz import HealthServer
+
+        health = HealthServer(registry or REGISTRY, liveness, readiness)
+        try:
+            health.start(port, addr)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {port}: {exc.strerror or exc}") from None
+        log.info("serving metrics and probes", port=port)
+        return MetricsServer(port, health.server, health.thread)
     try:
         server, thread = start_http_server(port, addr=addr, registry=registry or REGISTRY)
     except OSError as exc:

@@ -7,6 +7,7 @@ token Secret to QPU steps. Planned once per module (cutting takes seconds).
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,47 @@ def test_render_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tm
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("qubelet: error: -o") and "does not exist" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("compat", "version", "ok"),
+    [
+        ("podspecpatch", "v3.6.5", False),
+        ("podspecpatch", "v3.6.6", True),
+        ("podspecpatch", "3.7", True),
+        ("typed", "v3.7.2", False),
+        ("typed", "v4.1.0", True),
+    ],
+)
+def test_render_refuses_an_argo_that_drops_the_claim(
+    compat: str, version: str, ok: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Argo < v3.6.6 loses resources.claims from podSpecPatch; typed claims need v4.1."""
+    from pipeline.cluster.render import check_argo_version, parse_argo_version
+
+    if ok:
+        check_argo_version(compat, parse_argo_version(version))  # type: ignore[arg-type]
+        return
+    code = main(["render", "--backends=cpu", f"--argo-compat={compat}", f"--argo-version={version}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert f"--argo-compat {compat} needs Argo Workflows >= v" in err and "lose its ResourceClaim" in err
+
+
+def test_render_argo_version_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--backends=cpu", "--argo-version=latest"]) == 2
+    assert "expected a version like v3.6.6, got 'latest'" in capsys.readouterr().err
+    # the extended resource needs no claim at all: any Argo will do
+    from pipeline.cluster.cli import _options
+
+    ns = argparse.Namespace(
+        argo_version="v3.0.0",
+        qpu_request="extended-resource",
+        argo_compat="podspecpatch",
+        namespace="n",
+        image="i",
+        claim_constraints=False,
+        pvc="p",
+        retries=1,
+    )
+    assert _options(ns).qpu_request == "extended-resource"

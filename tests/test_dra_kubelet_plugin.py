@@ -61,7 +61,7 @@ def inventory(health_dir: Path) -> Config:
                     "topology": "square-lattice",
                     "backend": "fake:IQMFakeApollo",
                     "endpoint": "https://cocos.example.com/apollo",
-                    "tokensFile": "/etc/qubelet/tokens.json",
+                    "tokensFile": str(health_dir.parent / "tokens.json"),
                     "health": {"probe": "file", "path": str(health_dir / "apollo"), "intervalSeconds": 0.1},
                     "replicas": 2,
                 },
@@ -80,6 +80,8 @@ class Env:
         self.health.mkdir()
         for name in ("adonis", "apollo"):
             (self.health / name).write_text("healthy")
+        self.tokens = self.root / "tokens.json"
+        self.tokens.write_text('{"access_token": "t"}')
         self.plugins = self.root / "plugins"
         self.registry = self.root / "registry"
         self.cdi = self.root / "cdi"
@@ -152,6 +154,26 @@ def test_rejected_registration_keeps_serving(env: Env) -> None:
     assert not (env.registry / f"{DRIVER_NAME}-reg.sock").exists()
 
 
+def test_probes_follow_serving_and_registration(env: Env) -> None:
+    """/healthz: both sockets served; /readyz: kubelet accepted the registration."""
+    plugin = env.plugin()
+    assert plugin.liveness_problem() == "gRPC servers not started"
+    plugin.start()
+    kubelet = TestKubeletDRA(env.registry)
+    try:
+        assert plugin.liveness_problem() == ""
+        assert plugin.readiness_problem() == "waiting for kubelet to register the plugin"
+        kubelet.register(accept=False, error="kubelet says no")
+        assert plugin.readiness_problem() == "kubelet rejected the registration: kubelet says no"
+        TestKubeletDRA(env.registry).register()
+        assert plugin.readiness_problem() == ""
+        plugin.dra_socket.unlink()
+        assert "is gone" in plugin.liveness_problem()
+    finally:
+        kubelet.close()
+        plugin.stop()
+
+
 def test_prepare_writes_cdi_and_returns_ids(running: Running) -> None:
     env, _, kubelet = running
     ref = env.claim("cloud-job", "apollo-cloud-r1", pool=CLOUD_POOL)
@@ -176,7 +198,7 @@ def test_prepare_writes_cdi_and_returns_ids(running: Running) -> None:
         "IQM_TOKENS_FILE": TOKENS_MOUNT_PATH,
     }
     (mount,) = dev["containerEdits"]["mounts"]
-    assert mount["hostPath"] == "/etc/qubelet/tokens.json"
+    assert mount["hostPath"] == str(env.tokens)
     assert mount["containerPath"] == TOKENS_MOUNT_PATH
     assert "ro" in mount["options"]
 
@@ -372,9 +394,47 @@ def test_token_staged_into_host_dir(env: Env) -> None:
     writer.write_claim("uid-2", [device])
     assert "rotated" in staged.read_text()
     secret.unlink()
-    with pytest.raises(OSError):
-        writer.write_claim("uid-3", [device])
-    assert not spec_path(env.cdi, "uid-3").exists()
+    writer.write_claim("uid-3", [device])  # a fake backend needs no token: no mount, no env
+    (dev,) = json.loads(spec_path(env.cdi, "uid-3").read_text())["devices"]
+    assert "mounts" not in dev["containerEdits"]
+    assert not any(e.startswith("IQM_TOKENS_FILE=") for e in dev["containerEdits"]["env"])
+
+
+def test_fake_backend_prepares_without_secret_as_deployed(env: Env) -> None:
+    """The DaemonSet's flags (--stage-tokens-dir) with the optional Secret absent: still prepared."""
+    env.tokens.unlink()
+    plugin = env.plugin(tokens_dir=env.root / "staged")
+    plugin.start()
+    kubelet = TestKubeletDRA(env.registry)
+    try:
+        kubelet.register()
+        ref = env.claim("cloud-job", "apollo-cloud-r0", pool=CLOUD_POOL)
+        entry: Any = kubelet.prepare([ref])[ref[1]]
+        assert entry.error == ""
+        (dev,) = json.loads(spec_path(env.cdi, ref[1]).read_text())["devices"]
+        assert "mounts" not in dev["containerEdits"]
+        assert "IQM_TOKENS_FILE=" + TOKENS_MOUNT_PATH not in dev["containerEdits"]["env"]
+    finally:
+        kubelet.close()
+        plugin.stop()
+
+
+def test_real_backend_without_secret_fails_that_claim_naming_the_secret(env: Env) -> None:
+    from dataclasses import replace
+
+    from dra_driver.cdi import CDIWriter, MissingTokenError
+    from dra_driver.devices import all_devices
+
+    real = replace(env.config.qpu("apollo-cloud"), backend="iqm", tokens_file=str(env.root / "absent.json"))
+    device = all_devices([real], NODE)["apollo-cloud-r0"]
+    writer = CDIWriter(env.cdi, tokens_dir=env.root / "staged", tokens_secret="qpu-ns/iqm-tokens")
+    with pytest.raises(MissingTokenError, match="Secret iqm-tokens in namespace qpu-ns"):
+        writer.write_claim("uid-4", [device])
+    assert not spec_path(env.cdi, "uid-4").exists()
+    plain = CDIWriter(env.cdi)  # on the host (no staging) the rule is the same: never a dangling mount
+    with pytest.raises(MissingTokenError, match=r"absent\.json"):
+        plain.write_claim("uid-5", [device])
+    assert not spec_path(env.cdi, "uid-5").exists()
 
 
 def test_metrics_exposition(running: Running) -> None:

@@ -236,3 +236,38 @@ def test_lease_race_on_create_has_one_winner() -> None:
     assert b.try_acquire_or_renew() is False  # its create got 409 AlreadyExists
     assert api.calls["create_lease"] == 2
     assert api.leases[("qubelet-system", "qpu-quantum-example-com-controller")].spec.holder_identity == "a"
+
+
+class Unreachable(FakeResourceAPI):
+    def read_lease(self, namespace: str, name: str) -> Any:
+        raise ConnectionRefusedError("connection refused")
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_controller_probes_ready_as_leader_or_standby_not_when_api_is_down() -> None:
+    cfg = config(qpu("apollo-cloud", "cloud"))
+    api = FakeResourceAPI()
+    leader = CloudController(cfg, api, "ctrl-a", probe=healthy_probe)
+    standby = CloudController(cfg, api, "ctrl-b", probe=healthy_probe)
+    down = CloudController(cfg, Unreachable(), "ctrl-c", probe=healthy_probe)
+    assert leader.liveness_problem() == "controller loop is not running"
+    assert leader.readiness_problem() == "no leader election attempt yet"
+    try:
+        for c in (leader, standby, down):
+            c.start()
+        _wait(lambda: all(c.last_error is not None for c in (leader, standby, down)))
+        assert leader.readiness_problem() == ""
+        assert standby.readiness_problem() == ""
+        assert down.readiness_problem() == "cannot reach the lease: connection refused"
+        assert all(c.liveness_problem() == "" for c in (leader, standby, down))
+    finally:
+        for c in (leader, standby, down):
+            c.stop()
+    assert leader.liveness_problem() == "controller loop is not running"

@@ -80,7 +80,12 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
         "--argo-compat",
         choices=("typed", "podspecpatch"),
         default="typed",
-        help="typed template resourceClaims (Argo >= v4.1) or podSpecPatch (older Argo)",
+        help="typed template resourceClaims (Argo >= v4.1) or podSpecPatch (Argo >= v3.6.6)",
+    )
+    parser.add_argument(
+        "--argo-version",
+        default=None,
+        help="target Argo Workflows version (e.g. v3.6.5): refuse an --argo-compat it would drop",
     )
     parser.add_argument(
         "--claim-constraints",
@@ -95,7 +100,14 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from pipeline.cluster.render import RenderOptions
+    from pipeline.cluster.render import RenderOptions, check_argo_version, parse_argo_version
+    from qubelet.errors import UsageError
+
+    if getattr(args, "argo_version", None) and args.qpu_request == "claim":
+        try:
+            check_argo_version(args.argo_compat, parse_argo_version(args.argo_version))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     return RenderOptions(
         namespace=args.namespace,

@@ -22,6 +22,33 @@ from pipeline.cluster import resources as res
 
 ArgoCompat = Literal["typed", "podspecpatch"]
 
+#: Oldest Argo Workflows release that keeps a QPU step's claim, per way of asking: typed template
+#: ``resourceClaims`` exist from v4.1; before v3.6.6 Argo decodes ``podSpecPatch`` into a PodSpec
+#: without ``resources.claims`` and silently drops it (the pod then runs without a QPU).
+ARGO_MIN_VERSION: dict[str, tuple[int, int, int]] = {"typed": (4, 1, 0), "podspecpatch": (3, 6, 6)}
+
+
+def parse_argo_version(text: str) -> tuple[int, int, int]:
+    """``v3.6.5`` or ``3.6`` as a (major, minor, patch) tuple; ValueError with one line if not."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?", text.strip())
+    if match is None:
+        raise ValueError(f"--argo-version: expected a version like v3.6.6, got {text!r}")
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def check_argo_version(argo_compat: ArgoCompat, version: tuple[int, int, int]) -> None:
+    """Refuse a way of asking for the QPU claim that Argo ``version`` would silently drop."""
+    need = ARGO_MIN_VERSION[argo_compat]
+    if version < need:
+        have = "v" + ".".join(map(str, version))
+        want = "v" + ".".join(map(str, need))
+        hint = " (use --argo-compat podspecpatch)" if argo_compat == "typed" and version >= (3, 6, 6) else ""
+        raise ValueError(
+            f"--argo-compat {argo_compat} needs Argo Workflows >= {want}, target is {have}: "
+            f"the QPU step would lose its ResourceClaim{hint}"
+        )
+
+
 RUNS_VOLUME = "runs"
 TMP_VOLUME = "tmp"
 TOKENS_VOLUME = "iqm-tokens"

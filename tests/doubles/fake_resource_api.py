@@ -8,6 +8,13 @@ equality label selectors and the ResourceSlice field selectors the API server su
 (``spec.nodeName``, ``spec.driver``, ``spec.pool.name``). It counts calls so tests can
 assert "no write on an unchanged reconcile".
 
+Every write is validated as the API server would (``apiserver_validation``): the 1.34 OpenAPI
+schema in strict mode, then the ResourceSlice rules no schema expresses (128 devices per slice,
+attribute name/value formats, exactly one of nodeName/nodeSelector/allNodes, immutable pool).
+An invalid object is rejected with the server's 422 and message, and nothing is stored.
+``scheduler_devices`` is the scheduler's view of the stored slices: per pool, only the slices of
+the newest ``generation``, and only when all ``resourceSliceCount`` of them are present.
+
 Objects are stored in their JSON form and deserialized on every read, as they would be after a
 trip over the wire: callers never share state with the store, and the cost of a read is what
 the real client pays for deserialization (not a deep copy of model objects).
@@ -23,6 +30,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
 
+from doubles.apiserver_validation import validate
 from qubelet.errors import ApiError, Conflict, NotFound
 
 _FIELD_PATHS: dict[str, Any] = {
@@ -47,6 +55,13 @@ _CODEC = ApiClient()
 
 def _encode(obj: Any) -> dict[str, Any]:
     return _CODEC.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def _with_kind(data: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    """apiVersion and kind as the server infers them from the URL when the body omits them."""
+    data.setdefault("apiVersion", api_version)
+    data.setdefault("kind", kind)
+    return data
 
 
 def _decode(data: dict[str, Any], klass: str) -> Any:
@@ -109,9 +124,35 @@ class FakeResourceAPI:
                 out.append(_decode(data, "V1ResourceSlice"))
         return out
 
+    def scheduler_devices(self) -> list[tuple[str, str, str]]:
+        """(driver, pool, device) for every device the scheduler would consider, duplicates kept.
+
+        Like the allocator: a pool counts only at its newest generation, and only when all of that
+        generation's ``resourceSliceCount`` slices are present (an incomplete pool is skipped).
+        """
+        with self._lock:
+            stored = [d["spec"] for d in self._slices.values()]
+        newest: dict[tuple[str, str], int] = {}
+        for spec in stored:
+            key = (spec["driver"], spec["pool"]["name"])
+            newest[key] = max(newest.get(key, -1), spec["pool"].get("generation") or 0)
+        current = [
+            s
+            for s in stored
+            if (s["pool"].get("generation") or 0) == newest[(s["driver"], s["pool"]["name"])]
+        ]
+        out = []
+        for key in newest:
+            pool_slices = [s for s in current if (s["driver"], s["pool"]["name"]) == key]
+            if len(pool_slices) != pool_slices[0]["pool"]["resourceSliceCount"]:
+                continue  # incomplete pool: the scheduler waits for the rest
+            out.extend((key[0], key[1], d["name"]) for s in pool_slices for d in s.get("devices") or [])
+        return out
+
     def create_resource_slice(self, body: V1ResourceSlice) -> V1ResourceSlice:
         self.calls["create_resource_slice"] += 1
-        data = _encode(body)
+        data = _with_kind(_encode(body), "resource.k8s.io/v1", "ResourceSlice")
+        validate(data)
         with self._lock:
             name = data["metadata"]["name"]
             if name in self._slices:
@@ -122,11 +163,12 @@ class FakeResourceAPI:
 
     def replace_resource_slice(self, name: str, body: V1ResourceSlice) -> V1ResourceSlice:
         self.calls["replace_resource_slice"] += 1
-        data = _encode(body)
+        data = _with_kind(_encode(body), "resource.k8s.io/v1", "ResourceSlice")
         with self._lock:
             current = self._slices.get(name)
             if current is None:
                 raise self._not_found("resourceslices", name)
+            validate(data, current)
             rv = data["metadata"].get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
                 raise Conflict(
@@ -173,6 +215,7 @@ class FakeResourceAPI:
 
     def create_lease(self, namespace: str, body: V1Lease) -> V1Lease:
         self.calls["create_lease"] += 1
+        validate(_with_kind(_encode(body), "coordination.k8s.io/v1", "Lease"))
         with self._lock:
             key = (namespace, body.metadata.name)
             if key in self._leases:
@@ -191,6 +234,7 @@ class FakeResourceAPI:
                 raise Conflict(
                     f'Operation cannot be fulfilled on lease "{name}"', status=409, reason="Conflict"
                 )
+            validate(_with_kind(_encode(body), "coordination.k8s.io/v1", "Lease"), current)
             data = self._stamp(body, uid=current["metadata"]["uid"])
             self._leases[(namespace, name)] = data
         return _decode(data, "V1Lease")

@@ -1,0 +1,1 @@
+"""``qubelet node-agent``: one DaemonSet that serves DRA where the cluster can, else the device plugin."""
