@@ -26,6 +26,8 @@ from typing import Any
 
 import kubernetes_validate
 
+from qubelet.errors import ApiError
+
 K8S_VERSION = "1.34"
 
 #: Limits from k8s.io/api/resource/v1 (types.go).
@@ -233,12 +235,9 @@ def resource_slice_errors(obj: dict[str, Any], old: dict[str, Any] | None = None
     return errs
 
 
-def invalid(kind: str, name: str, errors: list[str]) -> ApiException:
-    """The 422 the API server answers: ``<Kind>.<group> "<name>" is invalid: <errors>``."""
-    detail = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
-    message = f'{kind} "{name}" is invalid: {detail}'
-    exc = ApiException(status=422, reason=message)
-    exc.body = json.dumps(
+def status_body(message: str) -> str:
+    """The ``Status`` document kube-apiserver sends with a 422 (what an HTTP double serves)."""
+    return json.dumps(
         {
             "kind": "Status",
             "apiVersion": "v1",
@@ -248,7 +247,15 @@ def invalid(kind: str, name: str, errors: list[str]) -> ApiException:
             "code": 422,
         }
     )
-    return exc
+
+
+def invalid(kind: str, name: str, errors: list[str]) -> ApiError:
+    """The 422 the API server answers, as qubelet.kube translates it (status 422, reason Invalid).
+
+    The message is the server's: ``<Kind>.<group> "<name>" is invalid: <errors>``.
+    """
+    detail = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    return ApiError(f'{kind} "{name}" is invalid: {detail}', status=422, reason="Invalid")
 
 
 def validate(data: dict[str, Any], old: dict[str, Any] | None = None) -> None:
