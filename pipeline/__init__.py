@@ -4,3 +4,20 @@ The same stages (:mod:`pipeline.stages`) back the embedded local executor (``qub
 the containers of the Argo workflow (``qubelet task``), so a laptop run and a cluster run read
 and write identical, content-addressed artifacts.
 """
+
+__all__ = [
+    "backends",
+    "circuits",
+    "cli",
+    "cluster",
+    "config",
+    "cutting",
+    "errors",
+    "executor",
+    "metrics",
+    "planning",
+    "reconstruct",
+    "report",
+    "stages",
+    "store",
+]

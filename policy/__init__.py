@@ -4,3 +4,20 @@
 (:class:`~policy.interface.BackendState`), never the pipeline's workers; the pipeline imports
 ``policy``, not the other way round.
 """
+
+__all__ = [
+    "bounds",
+    "cli",
+    "decide",
+    "evaluate",
+    "features",
+    "interface",
+    "metrics",
+    "models",
+    "registry",
+    "scenarios",
+    "simulator",
+    "size_rule",
+    "telemetry",
+    "telemetry_sources",
+]

@@ -1,7 +1,10 @@
 """qubelet: QPUs as schedulable Kubernetes resources, and a hybrid circuit-cutting pipeline.
 
-This top-level package holds only what every part shares (the CLI entry point and klog-style
-logging). It imports nothing heavy at import time so node-side images stay small.
+This top-level package holds only what every part shares: the CLI entry point, klog-style
+logging, the error tree, daemon plumbing, the Kubernetes client and the QPU inventory (see
+docs/architecture.md). It imports nothing heavy at import time so node-side images stay small.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "cli", "daemon", "errors", "inventory", "klog", "kube", "protos"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,13 +19,6 @@ from qpu_device_plugin.constants import PLUGIN_SOCKET
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="qdpc", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def qubelet(*args: str) -> list[str]:
@@ -50,7 +42,9 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     ]
 
 
-def test_sigterm_removes_socket_and_exits_0(short_dir: Path) -> None:
+def test_sigterm_removes_socket_and_exits_0(
+    short_dir: Path, qpu_entry: Callable[..., dict[str, Any]]
+) -> None:
     (short_dir / "health").write_text("healthy")
     config = short_dir / "qpus.yaml"
     config.write_text(
@@ -58,17 +52,9 @@ def test_sigterm_removes_socket_and_exits_0(short_dir: Path) -> None:
             {
                 "version": "v1",
                 "qpus": [
-                    {
-                        "name": "onprem",
-                        "vendor": "IQM",
-                        "model": "Adonis",
-                        "qubits": 5,
-                        "technology": "superconducting",
-                        "location": "onprem",
-                        "backend": "fake:IQMFakeAdonis",
-                        "health": {"probe": "file", "path": str(short_dir / "health")},
-                        "replicas": 2,
-                    }
+                    qpu_entry(
+                        name="onprem", health={"probe": "file", "path": str(short_dir / "health")}, replicas=2
+                    )
                 ],
             }
         )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -72,14 +70,6 @@ class Running:
     kubelet: TestKubelet
     dir: Path
     thread: threading.Thread
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    # unix socket paths are limited to ~107 bytes: pytest's tmp_path can be too long
-    path = Path(tempfile.mkdtemp(prefix="qdp", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def start_plugin(config: Config, directory: Path, register_timeout: float = 15.0, **kwargs: Any) -> Running:

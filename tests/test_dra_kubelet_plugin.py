@@ -10,7 +10,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -453,7 +453,7 @@ def test_metrics_exposition(running: Running) -> None:
     assert "qubelet_dra_prepared_claims 0.0" in text
 
 
-def test_cli_daemon_serves_without_api_server(env: Env) -> None:
+def test_cli_daemon_serves_without_api_server(env: Env, qpu_entry: Callable[..., dict[str, Any]]) -> None:
     """`qubelet dra-driver kubelet-plugin` against an unreachable API server: it still registers,
     answers prepare with a per-claim error, and exits 0 on SIGTERM with its sockets removed."""
     import os
@@ -481,18 +481,7 @@ def test_cli_daemon_serves_without_api_server(env: Env) -> None:
         yaml.safe_dump(
             {
                 "version": "v1",
-                "qpus": [
-                    {
-                        "name": "adonis-onprem",
-                        "vendor": "IQM",
-                        "model": "Adonis",
-                        "qubits": 5,
-                        "technology": "superconducting",
-                        "location": "onprem",
-                        "backend": "fake:IQMFakeAdonis",
-                        "health": {"probe": "file", "path": str(env.health / "adonis")},
-                    }
-                ],
+                "qpus": [qpu_entry(health={"probe": "file", "path": str(env.health / "adonis")})],
             }
         )
     )

@@ -4,3 +4,5 @@
 ``tasks`` is what each step's container runs (``qubelet task …``), ``submit`` creates the
 Workflow through the Kubernetes API. Only ``tasks`` imports the pipeline's heavy stages.
 """
+
+__all__ = ["cli", "render", "resources", "submit", "tasks"]
