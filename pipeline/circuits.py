@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,14 @@ class CutTarget:
     """A circuit, its partition labels (one letter per qubit) and named observables."""
 
     circuit: QuantumCircuit
-    partition: str
+    partition: str | None
     observable_names: tuple[str, ...]
     observables: PauliList  # one Pauli per entry of ``pauli_names``, qiskit order
     pauli_names: tuple[str, ...]
     #: each named observable is a sum of these Paulis (indices into ``observables``)
     observable_terms: dict[str, tuple[int, ...]]
+    #: the real coefficient of each of those Paulis (same order; all 1 for plain forms)
+    observable_weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def split_halves(num_qubits: int) -> tuple[int, int]:
@@ -81,10 +83,15 @@ def hardware_efficient_ansatz(num_qubits: int, cuts: int, seed: int) -> tuple[Qu
 
 
 _INDEXED_TERM = re.compile(r"([XYZ])(\d+)")
+#: one term of a weighted sum: optional sign, optional ``coefficient*``, then a Pauli form
+_SUM_TERM = re.compile(
+    r"\s*(?P<sign>[+-])?\s*(?:(?P<coeff>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*\*\s*)?"
+    r"(?P<atom>[A-Za-z][A-Za-z0-9]*)\s*"
+)
 
 
 def parse_observable(name: str, num_qubits: int) -> list[Pauli]:
-    """Turn an observable name into the Paulis whose sum it is.
+    """Turn an observable name into the Paulis whose sum it is (unit weights).
 
     Accepted: a full Pauli label (``ZIIIIIIIIZ``, leftmost = highest qubit as in qiskit),
     an indexed product (``Z0Z9``, ``X3Y4``), or ``sumZ`` / ``sumX`` (sum over all qubits).
@@ -116,6 +123,84 @@ def parse_observable(name: str, num_qubits: int) -> list[Pauli]:
     )
 
 
+def split_named(spec: str) -> tuple[str, str]:
+    """``"energy=ZZ+0.5*XX"`` → (``energy``, ``ZZ+0.5*XX``); an unnamed spec names itself."""
+    if "=" in spec:
+        name, _, expression = spec.partition("=")
+        if not name.strip():
+            raise PipelineError(f"observable {spec!r}: empty name before '='")
+        return name.strip(), expression.strip()
+    return spec.strip(), spec.strip()
+
+
+def parse_weighted_observable(spec: str, num_qubits: int) -> list[tuple[Pauli, float]]:
+    """A real-weighted sum of Pauli forms (a SparsePauliOp with real coefficients).
+
+    ``ZZII+IZZI-IIZZ+0.5*XIXI``: each term is ``[sign][coefficient*]form`` where form is any
+    :func:`parse_observable` form (so ``0.5*sumZ`` and ``-Z0Z3`` work too). A plain form is a
+    sum with unit weights.
+    """
+    _, expression = split_named(spec)
+    position = 0
+    terms: list[tuple[Pauli, float]] = []
+    while position < len(expression):
+        match = _SUM_TERM.match(expression, position)
+        if match is None or match.end() == position or (terms and not match.group("sign")):
+            raise PipelineError(
+                f"observable {spec!r}: cannot read a term at character {position + 1} "
+                "(write sums like ZZII+IZZI-0.5*XIXI)"
+            )
+        weight = float(match.group("coeff") or 1.0)
+        if match.group("sign") == "-":
+            weight = -weight
+        terms.extend((pauli, weight) for pauli in parse_observable(match.group("atom"), num_qubits))
+        position = match.end()
+    if not terms:
+        raise PipelineError(f"observable {spec!r} is empty")
+    return terms
+
+
+def observables_from_json(data: object, source: str) -> tuple[str, ...]:
+    """Observable specs from an ``--observables-file``: a JSON list of named SparsePauliOps.
+
+    Each entry is ``{"name": "energy", "terms": [["ZZII", 1.0], ["XIXI", -0.5]]}`` (``terms``
+    may also be a ``{label: coefficient}`` object, and labels any :func:`parse_observable`
+    form), or a plain string spec. Coefficients must be real: expectation values of Hermitian
+    observables are what the pipeline estimates.
+    """
+    if not isinstance(data, list) or not data:
+        raise PipelineError(f"{source}: expected a non-empty JSON list of observables")
+    specs = []
+    for index, entry in enumerate(data):
+        where = f"{source}: entry {index}"
+        if isinstance(entry, str):
+            specs.append(entry)
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or "terms" not in entry:
+            raise PipelineError(f"{where}: expected {{'name': str, 'terms': [[label, coefficient], ...]}}")
+        raw = entry["terms"]
+        pairs = list(raw.items()) if isinstance(raw, dict) else raw
+        if not isinstance(pairs, list) or not pairs:
+            raise PipelineError(f"{where}: 'terms' must be a non-empty list or object")
+        parts = []
+        for pair in pairs:
+            if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise PipelineError(f"{where}: term {pair!r} is not [label, coefficient]")
+            coefficient = pair[1]
+            if isinstance(coefficient, list):  # [real, imag], as SparsePauliOp.to_list() gives
+                if len(coefficient) != 2 or coefficient[1] != 0:
+                    raise PipelineError(f"{where}: coefficient {coefficient!r} of {pair[0]} is not real")
+                coefficient = coefficient[0]
+            if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
+                raise PipelineError(f"{where}: coefficient {coefficient!r} of {pair[0]} is not a real number")
+            parts.append(f"{'-' if coefficient < 0 else '+'}{abs(float(coefficient))!r}*{pair[0].strip()}")
+        name = entry["name"].strip()
+        if not name or "," in name or "=" in name:
+            raise PipelineError(f"{where}: name {name!r} must be non-empty without ',' or '='")
+        specs.append(f"{name}={''.join(parts).lstrip('+')}")
+    return tuple(specs)
+
+
 def default_observables(num_qubits: int, partition: str) -> tuple[str, ...]:
     """A few Pauli strings spanning the cut, plus the sum of Z (all Z-type: one measurement group)."""
     boundary = partition.index("B")
@@ -127,15 +212,23 @@ def default_observables(num_qubits: int, partition: str) -> tuple[str, ...]:
     )
 
 
-def build_target(circuit: QuantumCircuit, partition: str, observable_names: Sequence[str]) -> CutTarget:
-    """Validate circuit + partition + observables and flatten the observables into Paulis."""
-    if len(partition) != circuit.num_qubits:
-        raise PipelineError(
-            f"partition {partition!r} has {len(partition)} labels but the circuit has "
-            f"{circuit.num_qubits} qubits"
-        )
-    if len(set(partition)) < 2:
-        raise PipelineError(f"partition {partition!r} must name at least two parts (e.g. AAABBB)")
+def build_target(
+    circuit: QuantumCircuit, partition: str | None, observable_names: Sequence[str]
+) -> CutTarget:
+    """Validate circuit + partition + observables and flatten the observables into Paulis.
+
+    ``partition`` may be None when the cut follows the circuit's own markers (``CutWire``,
+    cut gates) or the automatic cut finder; :mod:`pipeline.cutting` checks it against the
+    circuit after wire cuts have added their qubits.
+    """
+    if partition is not None and not any(inst.operation.name == "cut_wire" for inst in circuit.data):
+        if len(partition) != circuit.num_qubits:
+            raise PipelineError(
+                f"partition {partition!r} has {len(partition)} labels but the circuit has "
+                f"{circuit.num_qubits} qubits"
+            )
+        if len(set(partition)) < 2:
+            raise PipelineError(f"partition {partition!r} must name at least two parts (e.g. AAABBB)")
     if circuit.num_clbits or any(inst.operation.name == "measure" for inst in circuit.data):
         circuit = circuit.remove_final_measurements(inplace=False)
         if any(inst.operation.name == "measure" for inst in circuit.data):
@@ -143,22 +236,31 @@ def build_target(circuit: QuantumCircuit, partition: str, observable_names: Sequ
     paulis: list[Pauli] = []
     pauli_names: list[str] = []
     terms: dict[str, tuple[int, ...]] = {}
-    for name in observable_names:
+    weights: dict[str, tuple[float, ...]] = {}
+    names: list[str] = []
+    for spec in observable_names:
+        name, _ = split_named(spec)
+        if name in terms:
+            raise PipelineError(f"observable {name!r} is given twice")
         indices = []
-        for pauli in parse_observable(name, circuit.num_qubits):
+        for pauli, weight in parse_weighted_observable(spec, circuit.num_qubits):
             label = pauli.to_label()
             if label not in pauli_names:
                 pauli_names.append(label)
                 paulis.append(pauli)
             indices.append(pauli_names.index(label))
+            weights.setdefault(name, ())
+            weights[name] = (*weights[name], weight)
         terms[name] = tuple(indices)
+        names.append(name)
     return CutTarget(
         circuit=circuit,
         partition=partition,
-        observable_names=tuple(observable_names),
+        observable_names=tuple(names),
         observables=PauliList(paulis),
         pauli_names=tuple(pauli_names),
         observable_terms=terms,
+        observable_weights=weights,
     )
 
 
@@ -185,11 +287,44 @@ def load_circuit_file(path: Path) -> QuantumCircuit:
         raise PipelineError(f"{path}: not a valid {kind} circuit: {detail}") from None
 
 
-def exact_expectations(target: CutTarget) -> list[float] | None:
-    """Exact ⟨P⟩ for every Pauli of the target, or None when the circuit is too wide."""
-    if target.circuit.num_qubits > EXACT_REFERENCE_MAX_QUBITS:
-        return None
+@dataclass(frozen=True)
+class ExactReference:
+    """Exact ⟨P⟩ per Pauli of a target, or None and the reason it was not computed."""
+
+    values: list[float] | None
+    reason: str | None = None
+
+
+def exact_reference(target: CutTarget) -> ExactReference:
+    """The noiseless statevector values a run is checked against, when they mean something.
+
+    Only for unitary circuits: a statevector simulation of a reset (or of ``initialize``, which
+    contains one) picks one branch at random, so its "exact" value would be a coin flip.
+    ``CutWire`` markers are identities and are dropped first.
+    """
+    from pipeline.validate import non_unitary_reason
+
+    circuit = target.circuit
+    if circuit.parameters:
+        return ExactReference(None, "the circuit has unbound parameters")
+    if circuit.num_qubits > EXACT_REFERENCE_MAX_QUBITS:
+        return ExactReference(
+            None,
+            f"{circuit.num_qubits} qubits exceed the {EXACT_REFERENCE_MAX_QUBITS}-qubit statevector limit",
+        )
+    reason = non_unitary_reason(circuit)
+    if reason is not None:
+        return ExactReference(None, reason)
     from qiskit.quantum_info import Statevector
 
-    state = Statevector(target.circuit)
-    return [float(np.real(state.expectation_value(p))) for p in target.observables]
+    unitary = circuit.copy_empty_like()
+    for inst in circuit.data:
+        if inst.operation.name not in ("cut_wire", "barrier"):
+            unitary.append(inst)
+    state = Statevector(unitary)
+    return ExactReference([float(np.real(state.expectation_value(p))) for p in target.observables])
+
+
+def exact_expectations(target: CutTarget) -> list[float] | None:
+    """Exact ⟨P⟩ for every Pauli of the target, or None (see :func:`exact_reference`)."""
+    return exact_reference(target).values

@@ -40,13 +40,39 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--observables",
-        help="comma-separated: Pauli labels (ZIIZ), indexed products (Z0Z9) or sumZ "
+        help="comma-separated: Pauli labels (ZIIZ), indexed products (Z0Z9), sumZ, weighted sums "
+        "(ZZII+IZZI-0.5*XIXI), optionally named (energy=...) "
         "(default: Z..Z, Z0Z{N-1}, the two boundary qubits, sumZ)",
+    )
+    parser.add_argument(
+        "--observables-file",
+        type=Path,
+        help='JSON list of named SparsePauliOps: [{"name": "energy", "terms": [["ZZII", 1.0], ...]}]',
     )
     parser.add_argument(
         "--circuit", type=Path, help="user circuit (.qpy or OpenQASM 3) instead of the ansatz"
     )
-    parser.add_argument("--partition", help="partition labels for --circuit, one per qubit (e.g. AAABBB)")
+    parser.add_argument(
+        "--partition",
+        help="partition labels for --circuit, one per qubit (e.g. AAABBB); omit to follow "
+        "CutWire/cut-gate markers or --max-subcircuit-width",
+    )
+    parser.add_argument(
+        "--max-subcircuit-width",
+        type=int,
+        help="find cuts automatically (qiskit-addon-cutting find_cuts) so every subcircuit fits W qubits",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        help="draw N samples from the quasi-probability decomposition instead of running every term",
+    )
+    parser.add_argument(
+        "--max-subexperiments",
+        type=int,
+        default=None,
+        help="refuse runs with more subexperiments than this (default 10000)",
+    )
     parser.add_argument(
         "--qpu-backend",
         default=DEFAULT_QPU_SPEC,
@@ -57,11 +83,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     """Build a RunConfig, turning bad flags into one-line usage errors."""
-    from pipeline.config import RunConfig
+    from pipeline.config import DEFAULT_MAX_SUBEXPERIMENTS, RunConfig
     from pipeline.errors import PipelineError
     from qubelet.errors import UsageError
 
     try:
+        observables = list(o.strip() for o in args.observables.split(",")) if args.observables else []
+        if getattr(args, "observables_file", None) is not None:
+            observables.extend(_observables_file(args.observables_file))
+        max_subexperiments = getattr(args, "max_subexperiments", None)
         return RunConfig(
             qubits=args.qubits,
             cuts=args.cuts,
@@ -72,15 +102,34 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             error_budget=args.error_budget,
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
             run_dir=run_dir,
-            observables=tuple(o.strip() for o in args.observables.split(",")) if args.observables else None,
+            observables=tuple(observables) or None,
             circuit_file=args.circuit,
             partition=args.partition,
             qpu_backend=args.qpu_backend,
             batch_size=args.batch_size,
             max_attempts=getattr(args, "max_attempts", 3),
+            max_subcircuit_width=getattr(args, "max_subcircuit_width", None),
+            num_samples=getattr(args, "num_samples", None),
+            max_subexperiments=max_subexperiments or DEFAULT_MAX_SUBEXPERIMENTS,
         )
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _observables_file(path: Path) -> tuple[str, ...]:
+    """Observable specs from a JSON file of named SparsePauliOps (one-line errors)."""
+    import json
+
+    from pipeline.circuits import observables_from_json
+    from pipeline.errors import PipelineError
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such observables file") from None
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    return observables_from_json(data, str(path))
 
 
 class TqdmProgress:
@@ -106,30 +155,50 @@ class TqdmProgress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import metrics, report
+    """``qubelet run``: one run, or one per row of ``--parameters``, through :mod:`pipeline.api`."""
+    from pipeline import api, metrics
     from pipeline.errors import PipelineError
-    from pipeline.executor import LocalExecutor
     from qubelet.errors import UsageError
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     config = config_from_args(args, run_dir)
     metrics.serve(args.metrics_port)
+
+    def announce(estimate: Any) -> None:
+        print(f"qubelet run: {estimate.describe()}", flush=True)
+
+    progress = TqdmProgress(not args.no_progress and sys.stderr.isatty())
     try:
-        executor = LocalExecutor(
-            config,
-            progress=TqdmProgress(not args.no_progress and sys.stderr.isatty()),
-            lock_wait=args.lock_wait,
-        )
-        summary, execution = executor.run()
-        timeline = report.plot_timeline(
-            report.load_events(run_dir),
-            run_dir / "timeline.png",
-            title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
-        )
+        if args.parameters is not None:
+            from pipeline.circuits import load_circuit_file
+
+            if config.circuit_file is None:
+                raise PipelineError("--parameters needs --circuit (a circuit with unbound parameters)")
+            circuit = load_circuit_file(Path(config.circuit_file))
+            rows = api.load_parameter_sets(args.parameters)
+            results = api.sweep(
+                config, circuit, rows, progress=progress, announce=announce, lock_wait=args.lock_wait
+            )
+            return _print_sweep(results, run_dir)
+        result = api.execute(config, progress=progress, announce=announce, lock_wait=args.lock_wait)
+        _print_run(result)
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # a filesystem fault outside the store's own checks: still one line
         raise UsageError(f"{exc.filename or run_dir}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _print_run(result: Any) -> None:
+    from pipeline import report
+
+    summary = result.summary
+    run_dir = result.run_dir
+    timeline = report.plot_timeline(
+        report.load_events(run_dir),
+        run_dir / "timeline.png",
+        title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
+    )
     subexp = ", ".join(
         f"{label}: {count} ({summary['distinct_subexperiments'][label]} distinct)"
         for label, count in summary["subexperiments"].items()
@@ -149,13 +218,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"recomputed: {len(invalid)} stored results were invalid and set aside "
             f"(first {key[:12]}: {reason})"
         )
+    if summary.get("exact_reason"):
+        print(f"no exact reference: {summary['exact_reason']}")
     print()
     print(report.results_table(summary))
     print()
     print(report.backends_table(summary))
     print()
-    print(f"wall time {summary['wall_seconds']:.2f} s; retried batches {execution.retried}")
+    retried = result.execution.retried if result.execution is not None else 0
+    print(f"wall time {summary['wall_seconds']:.2f} s; retried batches {retried}")
     print(f"outputs: {run_dir}/summary.json, {timeline}, {run_dir}/telemetry.jsonl")
+
+
+def _print_sweep(results: list[Any], run_dir: Path) -> int:
+    """One line per parameter set: values ± stderr and what the iteration cost."""
+    names = list(results[0].values) if results else []
+    print(f"qubelet run: {len(results)} parameter sets, cut once")
+    print("set  " + "  ".join(f"{name} (± stderr)" for name in names) + "  cut s  run s")
+    for index, result in enumerate(results):
+        cells = "  ".join(f"{result.values[n]:+.4f} ± {result.stderrs[n]:.4f}" for n in names)
+        seconds = result.seconds
+        print(f"{index:>3}  {cells}  {seconds['cut']:.2f}  {seconds['execute_and_reconstruct']:.2f}")
+    print(f"outputs: {run_dir}/sweep.json, {run_dir}/sets/NNNN/summary.json")
     return 0
 
 
@@ -178,4 +262,9 @@ def register(subparsers: Any) -> None:
         help="wait this long for another run holding --run-dir to finish (default 0: refuse)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--parameters",
+        type=Path,
+        help="JSON or NPZ file, one row of parameter values per run: cut once, run every row",
+    )
     parser.set_defaults(func=cmd_run)

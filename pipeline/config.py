@@ -10,6 +10,9 @@ from pipeline.errors import PipelineError
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 BACKEND_CLASSES = ("cpu", "gpu", "qpu")
+#: Largest number of subexperiments a run starts without being asked to: at a few milliseconds
+#: each on a laptop's simulator, a run of this size answers in minutes.
+DEFAULT_MAX_SUBEXPERIMENTS = 10_000
 
 
 @dataclass
@@ -36,6 +39,12 @@ class RunConfig:
     batch_size: int = 64
     max_attempts: int = 3
     cpu_workers: int = 1
+    #: find cuts automatically (qiskit-addon-cutting's find_cuts) so subcircuits fit this width
+    max_subcircuit_width: int | None = None
+    #: draw this many samples from the QPD instead of running every term (None: every term)
+    num_samples: int | None = None
+    #: refuse to start a run with more subexperiments than this
+    max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -57,6 +66,12 @@ class RunConfig:
             raise PipelineError(f"shots must be at least 1, got {self.shots}")
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.max_subcircuit_width is not None and self.max_subcircuit_width < 1:
+            raise PipelineError(f"--max-subcircuit-width must be at least 1, got {self.max_subcircuit_width}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise PipelineError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.max_subexperiments < 1:
+            raise PipelineError(f"--max-subexperiments must be at least 1, got {self.max_subexperiments}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

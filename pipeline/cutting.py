@@ -1,23 +1,35 @@
-"""Gate cutting with qiskit-addon-cutting, and the manifest that records its output.
+"""Gate and wire cutting with qiskit-addon-cutting, and the manifest entry that records it.
 
-``partition_problem`` replaces every gate that crosses partitions by its quasi-probability
-decomposition (QPD); ``generate_cutting_experiments`` expands the QPD into subexperiments, one
-per coefficient term, partition and commuting observable group. A CNOT decomposes into 6 terms,
-so K cut CNOTs give 6^K coefficients (216 for K=3). Subexperiments that come out identical (a
-partition's circuit does not depend on the other partition's QPD choice) are stored once.
+A run is cut in three steps, each the library's own:
+
+1. **Where to cut.** The partition the user gave (one label per qubit), or the cut markers in
+   the circuit (``CutWire``, cut gates), or — with a maximum subcircuit width — the places
+   ``find_cuts`` chooses under ``DeviceConstraints``. ``CutWire`` markers become ``Move``
+   instructions on fresh qubits (``cut_wires``) and the observables follow (``expand_observables``),
+   so users give observables on their circuit's own qubits.
+2. **The problem.** ``partition_problem`` replaces every gate or ``Move`` that crosses partitions
+   by its quasi-probability decomposition (QPD). Its cost is known before anything is generated:
+   the number of coefficient terms is the product of the cut bases' term counts (6 per CNOT, so
+   K cuts give 6^K), and the sampling overhead the product of their overheads.
+3. **Subexperiments.** ``generate_cutting_experiments`` expands the QPD — all terms, or
+   ``num_samples`` draws from it — into subexperiments, one per term, partition and commuting
+   observable group. Identical ones within a partition are stored once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.converters import circuit_to_dag
-from qiskit_addon_cutting import generate_cutting_experiments, partition_problem
+from qiskit.quantum_info import PauliList
 
 from pipeline.circuits import CutTarget
+from pipeline.errors import PipelineError
 from pipeline.store import ArtifactStore
 from policy.interface import CircuitFeatures
 
@@ -29,12 +41,28 @@ class CutResult:
     keys: dict[str, list[str]]  #: partition label → key of every subexperiment, in order
     subobservables: dict[str, list[str]]  #: partition label → Pauli labels
     coefficients: list[tuple[float, str]]  #: (coefficient, WeightType name)
+    gate_cuts: int = 0
+    wire_cuts: int = 0
+    #: product of the cut bases' sampling overheads (the factor on shots for equal precision)
+    sampling_overhead: float = 1.0
+    #: product of the cut bases' absolute coefficient sums (kappa), for QPD sampling variance
+    kappa: float = 1.0
+    #: draws from the QPD when it was sampled (``--num-samples``), None when every term is exact
+    num_samples: int | None = None
+    #: partition label of every qubit of the cut circuit (wire cuts add qubits), "" if idle
+    qubit_labels: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "keys": self.keys,
             "subobservables": self.subobservables,
             "coefficients": [[c, w] for c, w in self.coefficients],
+            "gate_cuts": self.gate_cuts,
+            "wire_cuts": self.wire_cuts,
+            "sampling_overhead": self.sampling_overhead,
+            "kappa": self.kappa,
+            "num_samples": self.num_samples,
+            "qubit_labels": self.qubit_labels,
         }
 
     @classmethod
@@ -43,7 +71,18 @@ class CutResult:
             keys={k: list(v) for k, v in data["keys"].items()},
             subobservables={k: list(v) for k, v in data["subobservables"].items()},
             coefficients=[(float(c), str(w)) for c, w in data["coefficients"]],
+            gate_cuts=int(data.get("gate_cuts", 0)),
+            wire_cuts=int(data.get("wire_cuts", 0)),
+            sampling_overhead=float(data.get("sampling_overhead", 1.0)),
+            kappa=float(data.get("kappa", 1.0)),
+            num_samples=data.get("num_samples"),
+            qubit_labels=list(data.get("qubit_labels", [])),
         )
+
+    @property
+    def cuts(self) -> int:
+        """Gate cuts plus wire cuts: what the summary reports as ``cuts``."""
+        return self.gate_cuts + self.wire_cuts
 
     def unique_keys(self) -> list[str]:
         """Distinct keys in first-seen order (the work to do)."""
@@ -60,36 +99,250 @@ class CutResult:
         return {label: len(set(keys)) for label, keys in sorted(self.keys.items())}
 
 
-def cut_and_store(target: CutTarget, store: ArtifactStore) -> tuple[CutResult, dict[str, CircuitFeatures]]:
+@dataclass
+class CutProblem:
+    """A partitioned problem and its cost, before any subexperiment is generated."""
+
+    subcircuits: dict[str, QuantumCircuit]
+    subobservables: dict[str, PauliList]
+    bases: list[Any]  #: the library's QPDBasis per cut
+    gate_cuts: int
+    wire_cuts: int
+    qubit_labels: list[str]
+    #: groups of qubit-wise commuting observables per partition (one subexperiment each per term)
+    groups: dict[str, int]
+
+    @property
+    def terms(self) -> int:
+        """Coefficient terms of the full QPD (6 per cut CNOT, multiplied over cuts)."""
+        return math.prod(len(basis.coeffs) for basis in self.bases)
+
+    @property
+    def sampling_overhead(self) -> float:
+        return float(math.prod(float(basis.overhead) for basis in self.bases))
+
+    @property
+    def kappa(self) -> float:
+        return float(math.prod(float(basis.kappa) for basis in self.bases))
+
+    def subexperiments(self, num_samples: int | None = None) -> int:
+        """Subexperiments to run: terms (at most ``num_samples`` of them) times groups."""
+        terms = self.terms if num_samples is None else min(self.terms, num_samples)
+        return terms * sum(self.groups.values())
+
+    def widths(self) -> dict[str, int]:
+        return {label: circuit.num_qubits for label, circuit in sorted(self.subcircuits.items())}
+
+
+def _decompose_wide_gates(circuit: QuantumCircuit) -> QuantumCircuit:
+    """Unroll gates on three or more qubits, which ``find_cuts`` does not accept."""
+    for _ in range(8):
+        wide = {inst.operation.name for inst in circuit.data if len(inst.qubits) > 2}
+        wide.discard("barrier")
+        if not wide:
+            return circuit
+        circuit = circuit.decompose(gates_to_decompose=sorted(wide))
+    raise PipelineError("gates on 3+ qubits could not be decomposed into 1- and 2-qubit gates")
+
+
+def _connectivity_labels(circuit: QuantumCircuit) -> list[str]:
+    """Partition labels from connectivity, ignoring cut gates (as ``partition_problem`` does).
+
+    Components are numbered by their lowest qubit; idle qubits get "" (no partition).
+    """
+    parent = list(range(circuit.num_qubits))
+
+    def root(q: int) -> int:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    used: set[int] = set()
+    for inst in circuit.data:
+        indices = [circuit.find_bit(q).index for q in inst.qubits]
+        if inst.operation.name != "barrier":
+            used.update(indices)
+        if inst.operation.name in ("qpd_2q", "barrier"):
+            continue
+        for other in indices[1:]:
+            parent[root(other)] = root(indices[0])
+    numbering: dict[int, str] = {}
+    labels = []
+    for q in range(circuit.num_qubits):
+        if q not in used:
+            labels.append("")
+            continue
+        labels.append(numbering.setdefault(root(q), str(len(numbering))))
+    return labels
+
+
+def _count_cuts(circuit: QuantumCircuit, labels: Sequence[str]) -> tuple[int, int]:
+    """(gate cuts, wire cuts): cut gates and crossing gates; ``Move`` ones are wire cuts."""
+    gates = wires = 0
+    for inst in circuit.data:
+        operation = inst.operation
+        if operation.name == "qpd_2q":
+            is_wire = getattr(operation, "label", None) == "cut_move"
+        elif len(inst.qubits) == 2 and operation.name != "barrier":
+            a, b = (labels[circuit.find_bit(q).index] for q in inst.qubits)
+            if a == b:
+                continue
+            is_wire = operation.name == "move"
+        else:
+            continue
+        wires += is_wire
+        gates += not is_wire
+    return gates, wires
+
+
+def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0) -> CutProblem:
+    """Step 1 and 2: where to cut, and the library's partitioned problem (no subexperiments)."""
+    from qiskit_addon_cutting import cut_wires, expand_observables, partition_problem
+    from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+
+    circuit = target.circuit
+    observables = target.observables
+    has_markers = any(inst.operation.name in ("cut_wire", "qpd_2q") for inst in circuit.data)
+    if target.partition is None and not has_markers:
+        if max_width is None:
+            raise PipelineError(
+                "a user circuit needs --partition (e.g. AAABBB), --max-subcircuit-width W, "
+                "or CutWire/cut-gate markers in the circuit"
+            )
+        circuit = _find_cuts(_decompose_wide_gates(circuit), max_width, seed)
+    wire_markers = sum(1 for inst in circuit.data if inst.operation.name == "cut_wire")
+    if wire_markers:
+        original = circuit
+        circuit = cut_wires(original)
+        observables = expand_observables(observables, original, circuit)
+    if target.partition is not None:
+        if len(target.partition) != circuit.num_qubits:
+            added = f" ({wire_markers} wire cuts add a qubit each)" if wire_markers else ""
+            raise PipelineError(
+                f"partition {target.partition!r} has {len(target.partition)} labels but the cut "
+                f"circuit has {circuit.num_qubits} qubits{added}; give {circuit.num_qubits} labels "
+                "or none (the partition then follows the connectivity)"
+            )
+        labels = list(target.partition)
+    else:
+        labels = _connectivity_labels(circuit)
+    gate_cuts, wire_cuts = _count_cuts(circuit, labels)
+    try:
+        problem = partition_problem(
+            circuit=circuit, partition_labels=[label or None for label in labels], observables=observables
+        )
+    except Exception as exc:  # the library raises ValueError/QiskitError with a useful message
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"cannot cut the circuit: {detail}") from None
+    subobservables = {str(k): v for k, v in (problem.subobservables or {}).items()}
+    return CutProblem(
+        subcircuits={str(k): v for k, v in problem.subcircuits.items()},
+        subobservables=subobservables,
+        bases=list(problem.bases),
+        gate_cuts=gate_cuts,
+        wire_cuts=wire_cuts,
+        qubit_labels=labels,
+        groups={label: len(ObservableCollection(so).groups) for label, so in subobservables.items()},
+    )
+
+
+def _find_cuts(circuit: QuantumCircuit, max_width: int, seed: int) -> QuantumCircuit:
+    """The library's cut finder: gate and wire cuts so every subcircuit has <= max_width qubits."""
+    from qiskit_addon_cutting.automated_cut_finding import (
+        DeviceConstraints,
+        OptimizationParameters,
+        find_cuts,
+    )
+
+    if max_width < 1:
+        raise PipelineError(f"--max-subcircuit-width must be at least 1, got {max_width}")
+    if max_width >= circuit.num_qubits:
+        raise PipelineError(
+            f"the circuit has {circuit.num_qubits} qubits, which fit --max-subcircuit-width "
+            f"{max_width}: nothing to cut (use a smaller W or run it uncut)"
+        )
+    try:
+        cut_circuit, _metadata = find_cuts(
+            circuit, OptimizationParameters(seed=seed), DeviceConstraints(qubits_per_subcircuit=max_width)
+        )
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"find_cuts found no cut for width {max_width}: {detail}") from None
+    return cut_circuit
+
+
+def cut_and_store(
+    target: CutTarget,
+    store: ArtifactStore,
+    *,
+    problem: CutProblem | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> tuple[CutResult, dict[str, CircuitFeatures]]:
     """Cut ``target``, write every distinct subexperiment as QPY, and describe each for the policy."""
-    problem = partition_problem(
-        circuit=target.circuit, partition_labels=target.partition, observables=target.observables
-    )
-    subexperiments, coefficients = generate_cutting_experiments(
-        circuits=problem.subcircuits, observables=problem.subobservables, num_samples=np.inf
-    )
+    problem = problem or plan_cuts(target, seed=seed)
+    subexperiments, coefficients = generate_subexperiments(problem, num_samples, seed)
+    return store_subexperiments(problem, subexperiments, coefficients, store, num_samples)
+
+
+def generate_subexperiments(
+    problem: CutProblem, num_samples: int | None, seed: int
+) -> tuple[dict[str, list[QuantumCircuit]], list[tuple[float, str]]]:
+    """The library's subexperiments and coefficients (all terms, or ``num_samples`` draws)."""
+    from qiskit_addon_cutting import generate_cutting_experiments
+
+    state = np.random.get_state()
+    np.random.seed(seed % (1 << 32))  # the library's QPD sampler draws from numpy's global state
+    try:
+        subexperiments, coefficients = generate_cutting_experiments(
+            circuits=problem.subcircuits,
+            observables=problem.subobservables,
+            num_samples=np.inf if num_samples is None else num_samples,
+        )
+    finally:
+        np.random.set_state(state)
     assert isinstance(subexperiments, dict)
+    return (
+        {str(k): list(v) for k, v in subexperiments.items()},
+        [(float(c), w.name) for c, w in coefficients],
+    )
+
+
+def store_subexperiments(
+    problem: CutProblem,
+    subexperiments: dict[str, list[QuantumCircuit]],
+    coefficients: list[tuple[float, str]],
+    store: ArtifactStore,
+    num_samples: int | None,
+) -> tuple[CutResult, dict[str, CircuitFeatures]]:
+    """Write each partition's distinct subexperiments and record their keys in order."""
     keys: dict[str, list[str]] = {}
     features: dict[str, CircuitFeatures] = {}
     multiplicity: dict[str, int] = {}
-    for label, circuits in subexperiments.items():
+    for label, circuits in sorted(subexperiments.items()):
         label_keys = []
         for circuit in circuits:
-            key = store.put_circuit(circuit)
+            key = store.put_circuit(circuit, partition=label)
             label_keys.append(key)
             multiplicity[key] = multiplicity.get(key, 0) + 1
             if key not in features:
-                features[key] = describe(circuit, key, str(label))
-        keys[str(label)] = label_keys
+                features[key] = describe(circuit, key, label)
+        keys[label] = label_keys
     features = {
         key: CircuitFeatures(**{**f.__dict__, "multiplicity": multiplicity[key]})
         for key, f in features.items()
     }
-    subobservables = {str(k): [p.to_label() for p in v] for k, v in problem.subobservables.items()}
     result = CutResult(
         keys=keys,
-        subobservables=subobservables,
-        coefficients=[(float(c), w.name) for c, w in coefficients],
+        subobservables={k: [p.to_label() for p in v] for k, v in problem.subobservables.items()},
+        coefficients=coefficients,
+        gate_cuts=problem.gate_cuts,
+        wire_cuts=problem.wire_cuts,
+        sampling_overhead=problem.sampling_overhead,
+        kappa=problem.kappa,
+        num_samples=num_samples,
+        qubit_labels=problem.qubit_labels,
     )
     return result, features
 

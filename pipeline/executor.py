@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from qiskit import QuantumCircuit
 
 from pipeline import metrics
 from pipeline.backends.base import Backend
@@ -24,6 +26,8 @@ from pipeline.planning import Batch
 from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
     BatchOutcome,
+    CostEstimate,
+    CutTemplate,
     Manifest,
     execute_batch,
     plan_pending,
@@ -96,9 +100,20 @@ class LocalExecutor:
         backends: Sequence[Backend] | None = None,
         progress: ProgressSink | None = None,
         lock_wait: float = 0.0,
+        *,
+        circuit: QuantumCircuit | None = None,
+        template: CutTemplate | None = None,
+        parameter_values: dict[str, float] | None = None,
+        announce: Callable[[CostEstimate], None] | None = None,
     ) -> None:
         self.config = config
         self.lock_wait = lock_wait
+        self._prepare_args: dict[str, Any] = {
+            "circuit": circuit,
+            "template": template,
+            "parameter_values": parameter_values,
+            "announce": announce,
+        }
         self.store = ArtifactStore(config.run_dir)
         if backends is None:
             built, self.unavailable = available_backends(
@@ -293,7 +308,7 @@ class LocalExecutor:
 
     def _run_locked(self) -> tuple[dict[str, Any], ExecutionReport]:
         started = time.time()
-        self._manifest = prepare(self.config)
+        self._manifest = prepare(self.config, **self._prepare_args)
         batches = self.plan(self._manifest)
         self.progress.start(sum(len(b.keys) for b in batches))
         try:

@@ -8,6 +8,12 @@ per-subexperiment estimates ê_k (means of ±1 outcomes), so
     Var(E) ≈ Σ_k g_kᵀ Σ_k g_k,   g_k = ∂E/∂ê_k,   Σ_k = Cov(ê_k) = (⟨v vᵀ⟩ − ê ê ᵀ) / shots,
 
 summed over *distinct* subexperiments (identical ones share one estimate, hence one noise term).
+Estimates are keyed by (partition, subexperiment, group): the same circuit in two partitions is
+sampled twice (see :meth:`pipeline.store.ArtifactStore.put_circuit`), so no product of one term
+ever multiplies two copies of the same noise. A weighted sum Σ_p w_p ⟨P_p⟩ adds the gradients
+(with their weights) before the quadratic form, so the covariances between its terms — they share
+subexperiments — are part of its standard error. When the QPD was sampled (``num_samples``), the
+variance of that Monte-Carlo draw is added (see :meth:`Reconstruction.sampling_variance`).
 The same code evaluates E itself, which the tests check against qiskit-addon-cutting's value.
 """
 
@@ -34,7 +40,7 @@ class PauliEstimate:
     stderr: float
 
 
-MomentKey = tuple[str, int]  # (subexperiment key, observable group)
+MomentKey = tuple[str, str, int]  # (partition label, subexperiment key, observable group)
 
 
 @dataclass(frozen=True)
@@ -45,18 +51,50 @@ class Reconstruction:
     library_values: list[float]  #: qiskit-addon-cutting's values for the same data
     gradients: list[dict[MomentKey, np.ndarray]]
     moments: dict[MomentKey, tuple[np.ndarray, np.ndarray]]
+    #: per coefficient term and Pauli: the product of the partitions' factors (no coefficient)
+    term_products: np.ndarray | None = None
+    coefficients: np.ndarray | None = None
+    sampled: np.ndarray | None = None  #: per term: drawn from the QPD (True) or exact weight
+    kappa: float = 1.0
+    num_samples: int | None = None
 
-    def value_of(self, terms: Sequence[int]) -> float:
-        return float(sum(self.library_values[p] for p in terms))
+    def value_of(self, terms: Sequence[int], weights: Sequence[float] | None = None) -> float:
+        """Σ_p w_p ⟨P_p⟩ over ``terms`` (indices into the Paulis; unit weights by default)."""
+        weights = [1.0] * len(terms) if weights is None else weights
+        return float(sum(w * self.library_values[p] for p, w in zip(terms, weights, strict=True)))
 
-    def stderr_of(self, terms: Sequence[int]) -> float:
-        """Standard error of a sum of Paulis, covariances between them included."""
+    def stderr_of(self, terms: Sequence[int], weights: Sequence[float] | None = None) -> float:
+        """Standard error of Σ_p w_p ⟨P_p⟩, covariances between the terms included."""
+        weights = [1.0] * len(terms) if weights is None else weights
         total: dict[MomentKey, np.ndarray] = {}
-        for p in terms:
+        for p, w in zip(terms, weights, strict=True):
             for kg, g in self.gradients[p].items():
-                total[kg] = total[kg] + g if kg in total else g.copy()
+                total[kg] = total[kg] + w * g if kg in total else w * g
         variance = sum(float(g @ self.moments[kg][1] @ g) for kg, g in total.items())
+        variance += self.sampling_variance(terms, weights)
         return float(np.sqrt(max(variance, 0.0)))
+
+    def sampling_variance(self, terms: Sequence[int], weights: Sequence[float]) -> float:
+        """Variance of the QPD Monte-Carlo draw (zero when every term has its exact weight).
+
+        Sampled terms carry ``c_i = (n_i / N) κ sign_i``: the estimate is a mean over the draws
+        of Y = κ_s sign_i f_i with term i drawn with probability |c_i| / κ_s, κ_s = Σ|c_i| over
+        sampled terms, from N_s = N κ_s / κ draws. Var = (E[Y²] − E[Y]²) / N_s, with f_i the
+        term's reconstructed product — shot noise in f_i is already in the first part.
+        """
+        if self.num_samples is None or self.sampled is None or not self.sampled.any():
+            return 0.0
+        assert self.term_products is not None and self.coefficients is not None
+        f = self.term_products[:, list(terms)] @ np.asarray(weights, dtype=float)
+        c = self.coefficients[self.sampled]
+        f = f[self.sampled]
+        kappa_s = float(np.abs(c).sum())
+        draws = self.num_samples * kappa_s / self.kappa
+        if kappa_s == 0 or draws <= 0:
+            return 0.0
+        p = np.abs(c) / kappa_s
+        y = kappa_s * np.sign(c) * f
+        return float((p @ y**2 - (p @ y) ** 2) / draws)
 
 
 def _parity(values: np.ndarray) -> np.ndarray:
@@ -69,17 +107,26 @@ def _parity(values: np.ndarray) -> np.ndarray:
     return 1 - 2 * bits
 
 
-def _moments(counts: Counts, num_obs_bits: int, masks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean vector and covariance (of the mean) of the ±1 observables of one subexperiment."""
-    obs = counts.outcomes & ((1 << num_obs_bits) - 1)
-    qpd = counts.outcomes >> num_obs_bits
+def _moments(
+    outcomes: np.ndarray, probabilities: np.ndarray, shots: int, num_obs_bits: int, masks: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean vector and covariance (of the mean) of the ±1 observables of one subexperiment.
+
+    Takes a distribution rather than counts so that a mitigated quasi-distribution (weights
+    that may be negative, ``shots`` the number of shots behind it) plugs in the same way.
+    """
+    obs = outcomes & ((1 << num_obs_bits) - 1)
+    qpd = outcomes >> num_obs_bits
     qpd_sign = _parity(qpd)
     values = np.stack([qpd_sign * _parity(obs & mask) for mask in masks]).astype(float)  # (j, o)
-    weights = counts.counts / counts.shots
-    mean = values @ weights
-    second = (values * weights) @ values.T
-    cov = (second - np.outer(mean, mean)) / counts.shots
+    mean = values @ probabilities
+    second = (values * probabilities) @ values.T
+    cov = (second - np.outer(mean, mean)) / shots
     return mean, cov
+
+
+def _counts_moments(counts: Counts, num_obs_bits: int, masks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    return _moments(counts.outcomes, counts.counts / counts.shots, counts.shots, num_obs_bits, masks)
 
 
 def reconstruct(cut: CutResult, get_counts: Callable[[str], Counts]) -> Reconstruction:
@@ -100,11 +147,14 @@ def reconstruct(cut: CutResult, get_counts: Callable[[str], Counts]) -> Reconstr
         groups = collections[label].groups
         for index, key in enumerate(cut.keys[label]):
             group = index % len(groups)
-            if (key, group) not in moments:
+            if (label, key, group) not in moments:
                 cog = groups[group]
-                moments[(key, group)] = _moments(counts_for(key), len(cog.pauli_indices), cog.pauli_bitmasks)
+                moments[(label, key, group)] = _counts_moments(
+                    counts_for(key), len(cog.pauli_indices), cog.pauli_bitmasks
+                )
 
     values = np.zeros(num_paulis)
+    products = np.zeros((len(cut.coefficients), num_paulis))
     gradients: list[dict[MomentKey, np.ndarray]] = [{} for _ in range(num_paulis)]
     for term, (coefficient, _weight) in enumerate(cut.coefficients):
         for p in range(num_paulis):
@@ -116,9 +166,10 @@ def reconstruct(cut: CutResult, get_counts: Callable[[str], Counts]) -> Reconstr
                 factor = 0.0
                 for group, position in entries:
                     key = cut.keys[label][term * len(so.groups) + group]
-                    factor += moments[(key, group)][0][position]
+                    factor += moments[(label, key, group)][0][position]
                 factors.append((label, entries, factor / len(entries)))
             product = float(np.prod([f for _, _, f in factors]))
+            products[term, p] = product
             values[p] += coefficient * product
             for i, (label, entries, _f) in enumerate(factors):
                 others = float(np.prod([f for j, (_, _, f) in enumerate(factors) if j != i]))
@@ -126,19 +177,24 @@ def reconstruct(cut: CutResult, get_counts: Callable[[str], Counts]) -> Reconstr
                 for group, position in entries:
                     key = cut.keys[label][term * len(so.groups) + group]
                     size = len(so.groups[group].commuting_observables)
-                    grad = gradients[p].setdefault((key, group), np.zeros(size))
+                    grad = gradients[p].setdefault((label, key, group), np.zeros(size))
                     grad[position] += coefficient * others / len(entries)
 
-    estimates = []
-    for p in range(num_paulis):
-        variance = sum(float(g @ moments[kg][1] @ g) for kg, g in gradients[p].items())
-        estimates.append(PauliEstimate(value=float(values[p]), stderr=float(np.sqrt(max(variance, 0.0)))))
-    return Reconstruction(
-        paulis=estimates,
+    recon = Reconstruction(
+        paulis=[],
         library_values=_library_values(cut, counts_for, collections),
         gradients=gradients,
         moments=moments,
+        term_products=products,
+        coefficients=np.array([c for c, _ in cut.coefficients], dtype=float),
+        sampled=np.array([w == "SAMPLED" for _, w in cut.coefficients], dtype=bool),
+        kappa=cut.kappa,
+        num_samples=cut.num_samples,
     )
+    recon.paulis.extend(
+        PauliEstimate(value=float(values[p]), stderr=recon.stderr_of([p])) for p in range(num_paulis)
+    )
+    return recon
 
 
 def _library_values(

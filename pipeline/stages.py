@@ -9,13 +9,16 @@ every run resumable: a stage only ever adds files, and skips work whose result a
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from qiskit import QuantumCircuit, qpy
 
 from pipeline.backends.base import Backend, Counts
 from pipeline.backends.factory import available_backends, make_backend
@@ -23,18 +26,19 @@ from pipeline.circuits import (
     CutTarget,
     build_target,
     default_observables,
-    exact_expectations,
+    exact_reference,
     hardware_efficient_ansatz,
     load_circuit_file,
     split_halves,
 )
 from pipeline.config import RunConfig
-from pipeline.cutting import CutResult, cut_and_store
+from pipeline.cutting import CutProblem, CutResult, generate_subexperiments, plan_cuts, store_subexperiments
 from pipeline.errors import PipelineError
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
-from pipeline.store import ArtifactStore, read_json, write_json
+from pipeline.store import ArtifactStore, atomic_write, read_json, write_json
+from pipeline.validate import validate_circuit
 from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
 from policy.registry import make_policy
 from qubelet import klog
@@ -43,7 +47,21 @@ log = klog.get_logger("qubelet.pipeline")
 
 MANIFEST_VERSION = 1
 #: config fields that define *what* is computed; a run directory may be resumed only with equal ones
-IDENTITY_FIELDS = ("qubits", "cuts", "shots", "seed", "observables", "circuit_file", "partition")
+IDENTITY_FIELDS = (
+    "qubits",
+    "cuts",
+    "shots",
+    "seed",
+    "observables",
+    "circuit_file",
+    "partition",
+    "max_subcircuit_width",
+    "num_samples",
+)
+#: the uncut circuit and its observables, saved in every run directory so any run can be
+#: reproduced, or checked by another tool (observables.json reads back with --observables-file)
+CIRCUIT_FILE = "circuit.qpy"
+OBSERVABLES_FILE = "observables.json"
 
 
 def subexperiment_seed(run_seed: int, key: str) -> int:
@@ -88,17 +106,164 @@ def results_to_compute(
     return todo, invalid
 
 
-def build_cut_target(config: RunConfig) -> CutTarget:
-    """The circuit and observables a config describes (built-in ansatz or the user's file)."""
-    if config.circuit_file is not None:
+def user_default_observables(num_qubits: int, partition: str | None) -> tuple[str, ...]:
+    """Defaults for a user circuit: Z on all qubits, the two ends, the boundary pair, sumZ."""
+    names = ["Z" * num_qubits, f"Z0Z{num_qubits - 1}"]
+    if partition is not None and len(partition) == num_qubits:
+        boundary = next((i for i in range(1, num_qubits) if partition[i] != partition[i - 1]), None)
+        if boundary is not None and boundary - 1 != 0 and boundary != num_qubits - 1:
+            names.append(f"Z{boundary - 1}Z{boundary}")
+    names.append("sumZ")
+    return tuple(dict.fromkeys(names))
+
+
+def build_cut_target(
+    config: RunConfig, circuit: QuantumCircuit | None = None, *, allow_parameters: bool = False
+) -> CutTarget:
+    """The circuit and observables a config describes (built-in ansatz, the user's file or object).
+
+    A user circuit is validated here, before anything is cut or run: an input problem must end
+    as a one-line usage error, not as failed batches on every backend.
+    """
+    if circuit is None and config.circuit_file is not None:
         circuit = load_circuit_file(Path(config.circuit_file))
-        if not config.partition:
-            raise PipelineError(f"{config.circuit_file}: a user circuit needs --partition (e.g. AAABBB)")
+    if circuit is not None:
+        validate_circuit(circuit, config.partition, allow_parameters=allow_parameters)
         partition = config.partition
+        names = config.observables or user_default_observables(circuit.num_qubits, partition)
     else:
         circuit, partition = hardware_efficient_ansatz(config.qubits, config.cuts, config.seed)
-    names = config.observables or default_observables(circuit.num_qubits, partition)
+        names = config.observables or default_observables(circuit.num_qubits, partition)
     return build_target(circuit, partition, names)
+
+
+@dataclass
+class CostEstimate:
+    """What a run will cost, known before any subexperiment is generated."""
+
+    subexperiments: int
+    terms: int
+    sampling_overhead: float
+    gate_cuts: int
+    wire_cuts: int
+    widths: dict[str, int]
+    num_samples: int | None
+
+    def describe(self) -> str:
+        sampled = f" (QPD sampled: {self.num_samples} draws)" if self.num_samples else ""
+        widths = ", ".join(f"{label}: {width}" for label, width in self.widths.items())
+        return (
+            f"cost: {self.gate_cuts} gate + {self.wire_cuts} wire cuts, {self.terms} coefficient terms, "
+            f"{self.subexperiments} subexperiments{sampled}, sampling overhead {self.sampling_overhead:g}; "
+            f"subcircuit widths {widths}"
+        )
+
+
+def estimate_cost(problem: CutProblem, num_samples: int | None) -> CostEstimate:
+    return CostEstimate(
+        subexperiments=problem.subexperiments(num_samples),
+        terms=problem.terms,
+        sampling_overhead=problem.sampling_overhead,
+        gate_cuts=problem.gate_cuts,
+        wire_cuts=problem.wire_cuts,
+        widths=problem.widths(),
+        num_samples=num_samples,
+    )
+
+
+def check_cost(estimate: CostEstimate, limit: int) -> None:
+    """Refuse, in one line, a run larger than ``limit`` subexperiments, and say what would fit."""
+    if estimate.subexperiments <= limit:
+        return
+    drawn = min(estimate.terms, estimate.num_samples or estimate.terms)
+    groups = max(1, estimate.subexperiments // max(1, drawn))
+    suggestion = max(1, limit // groups)
+    raise PipelineError(
+        f"{estimate.subexperiments} subexperiments "
+        f"({estimate.gate_cuts} gate + {estimate.wire_cuts} wire cuts, "
+        f"{estimate.terms} coefficient terms, sampling overhead {estimate.sampling_overhead:g}) exceed "
+        f"--max-subexperiments {limit}: sample the QPD with --num-samples {suggestion}, allow a wider "
+        "--max-subcircuit-width, or raise --max-subexperiments"
+    )
+
+
+@dataclass
+class CutTemplate:
+    """A cut done once: the target, the library's problem and its (maybe parametrised) subexperiments.
+
+    Why: a variational loop binds new parameter values every iteration; the cut, the cost check
+    and the QPD expansion do not depend on them, so they are done once and each iteration only
+    binds and stores the subexperiments (:func:`prepare`).
+    """
+
+    target: CutTarget
+    problem: CutProblem
+    subexperiments: dict[str, list[QuantumCircuit]]
+    coefficients: list[tuple[float, str]]
+    estimate: CostEstimate
+    source: QuantumCircuit  #: the circuit as the user gave it (saved as circuit.qpy)
+    seconds: float  #: time the cut took
+
+
+def make_template(
+    config: RunConfig,
+    circuit: QuantumCircuit | None = None,
+    *,
+    allow_parameters: bool = False,
+    announce: Callable[[CostEstimate], None] | None = None,
+) -> CutTemplate:
+    """Validate, choose the cuts, estimate and check the cost, then expand the QPD."""
+    started = time.perf_counter()
+    if circuit is None and config.circuit_file is not None:
+        circuit = load_circuit_file(Path(config.circuit_file))
+    target = build_cut_target(config, circuit, allow_parameters=allow_parameters)
+    problem = plan_cuts(target, max_width=config.max_subcircuit_width, seed=config.seed)
+    estimate = estimate_cost(problem, config.num_samples)
+    if announce is not None:
+        announce(estimate)
+    check_cost(estimate, config.max_subexperiments)
+    subexperiments, coefficients = generate_subexperiments(problem, config.num_samples, config.seed)
+    return CutTemplate(
+        target=target,
+        problem=problem,
+        subexperiments=subexperiments,
+        coefficients=coefficients,
+        estimate=estimate,
+        source=circuit if circuit is not None else target.circuit,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _bind(circuit: QuantumCircuit, values: dict[str, float]) -> QuantumCircuit:
+    if not circuit.parameters:
+        return circuit
+    return circuit.assign_parameters({p: values[p.name] for p in circuit.parameters})
+
+
+def observables_json(target: CutTarget) -> list[dict[str, Any]]:
+    """The target's observables in the ``--observables-file`` format (named, weighted)."""
+    return [
+        {
+            "name": name,
+            "terms": [
+                [target.pauli_names[p], w]
+                for p, w in zip(
+                    target.observable_terms[name],
+                    target.observable_weights.get(name, (1.0,) * len(target.observable_terms[name])),
+                    strict=True,
+                )
+            ],
+        }
+        for name in target.observable_names
+    ]
+
+
+def save_inputs(store: ArtifactStore, circuit: QuantumCircuit, target: CutTarget) -> None:
+    """Write circuit.qpy and observables.json (atomically, like every other artifact)."""
+    buffer = io.BytesIO()
+    qpy.dump(circuit, buffer)
+    atomic_write(store.root / CIRCUIT_FILE, buffer.getvalue())
+    write_json(store.root / OBSERVABLES_FILE, observables_json(target))
 
 
 @dataclass
@@ -113,6 +278,17 @@ class Manifest:
     observable_terms: dict[str, list[int]]
     exact: list[float] | None
     features: dict[str, CircuitFeatures] = field(default_factory=dict)
+    #: per observable, the real weight of each of its Paulis (missing: all 1)
+    observable_weights: dict[str, list[float]] = field(default_factory=dict)
+    #: why ``exact`` is None (non-unitary circuit, too wide, unbound parameters)
+    exact_reason: str | None = None
+    #: width of the uncut circuit
+    circuit_qubits: int | None = None
+    #: parameter values bound into this run's circuit (a sweep point), by parameter name
+    parameter_values: dict[str, float] | None = None
+
+    def weights_of(self, name: str) -> list[float]:
+        return self.observable_weights.get(name) or [1.0] * len(self.observable_terms[name])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,8 +300,12 @@ class Manifest:
                 "names": self.observable_names,
                 "paulis": self.pauli_names,
                 "terms": self.observable_terms,
+                "weights": self.observable_weights,
             },
             "exact": self.exact,
+            "exact_reason": self.exact_reason,
+            "circuit_qubits": self.circuit_qubits,
+            "parameter_values": self.parameter_values,
             "features": {k: f.__dict__ for k, f in self.features.items()},
         }
 
@@ -144,6 +324,10 @@ class Manifest:
                 observable_terms={k: list(v) for k, v in obs["terms"].items()},
                 exact=data.get("exact"),
                 features={k: CircuitFeatures(**v) for k, v in data.get("features", {}).items()},
+                observable_weights={k: [float(w) for w in v] for k, v in obs.get("weights", {}).items()},
+                exact_reason=data.get("exact_reason"),
+                circuit_qubits=data.get("circuit_qubits"),
+                parameter_values=data.get("parameter_values"),
             )
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{source}: malformed manifest ({exc})") from None
@@ -165,11 +349,22 @@ def load_plan(run_dir: Path) -> Plan:
 
 def _identity(config: RunConfig) -> dict[str, Any]:
     data = config.to_json()
-    return {key: data[key] for key in IDENTITY_FIELDS}
+    return {key: data.get(key) for key in IDENTITY_FIELDS}
 
 
-def prepare(config: RunConfig) -> Manifest:
-    """Cut the circuit into the run directory, or reuse the cut already there (resume)."""
+def prepare(
+    config: RunConfig,
+    *,
+    circuit: QuantumCircuit | None = None,
+    template: CutTemplate | None = None,
+    parameter_values: dict[str, float] | None = None,
+    announce: Callable[[CostEstimate], None] | None = None,
+) -> Manifest:
+    """Cut the circuit into the run directory, or reuse the cut already there (resume).
+
+    With a ``template`` the cut is not redone: its subexperiments are bound to
+    ``parameter_values`` (a sweep point) and stored.
+    """
     store = ArtifactStore(config.run_dir)
     if store.manifest_path.exists():
         manifest = load_manifest(config.run_dir)
@@ -179,11 +374,28 @@ def prepare(config: RunConfig) -> Manifest:
                 f"{config.run_dir} holds a different run ({', '.join(differing)} differ); "
                 "use another --run-dir"
             )
+        if parameter_values is not None and manifest.parameter_values != parameter_values:
+            raise PipelineError(
+                f"{config.run_dir} holds a run with other parameter values; use another --run-dir"
+            )
         manifest.config = config
         return manifest
-    target = build_cut_target(config)
-    cut, features = cut_and_store(target, store)
+    if template is None:
+        template = make_template(config, circuit, announce=announce)
+    elif announce is not None:
+        announce(template.estimate)
+    values = parameter_values or {}
+    missing = sorted({p.name for p in template.target.circuit.parameters} - set(values))
+    if missing:
+        raise PipelineError(f"no value for parameters {', '.join(missing[:4])}")
+    target = replace(template.target, circuit=_bind(template.target.circuit, values))
+    bound = {label: [_bind(c, values) for c in group] for label, group in template.subexperiments.items()}
+    cut, features = store_subexperiments(
+        template.problem, bound, template.coefficients, store, config.num_samples
+    )
     features = {k: CircuitFeatures(**{**f.__dict__, "shots": config.shots}) for k, f in features.items()}
+    exact = exact_reference(target)
+    save_inputs(store, _bind(template.source, values), target)
     manifest = Manifest(
         run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         config=config,
@@ -191,8 +403,12 @@ def prepare(config: RunConfig) -> Manifest:
         observable_names=list(target.observable_names),
         pauli_names=list(target.pauli_names),
         observable_terms={k: list(v) for k, v in target.observable_terms.items()},
-        exact=exact_expectations(target),
+        exact=exact.values,
         features=features,
+        observable_weights={k: list(v) for k, v in target.observable_weights.items()},
+        exact_reason=exact.reason,
+        circuit_qubits=target.circuit.num_qubits,
+        parameter_values=dict(parameter_values) if parameter_values is not None else None,
     )
     write_json(store.manifest_path, manifest.to_json())
     return manifest
@@ -386,13 +602,18 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     observables = []
     for name in manifest.observable_names:
         terms = manifest.observable_terms[name]
-        value = recon.value_of(terms)
-        exact = sum(manifest.exact[p] for p in terms) if manifest.exact is not None else None
+        weights = manifest.weights_of(name)
+        value = recon.value_of(terms, weights)
+        exact = (
+            float(sum(w * manifest.exact[p] for p, w in zip(terms, weights, strict=True)))
+            if manifest.exact is not None
+            else None
+        )
         observables.append(
             {
                 "name": name,
                 "value": value,
-                "stderr": recon.stderr_of(terms),
+                "stderr": recon.stderr_of(terms, weights),
                 "exact": exact,
                 "error": (value - exact) if exact is not None else None,
             }
@@ -403,8 +624,14 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     config = manifest.config
     summary = {
         "run_id": manifest.run_id,
-        "qubits": len(build_partition(manifest)),
-        "cuts": config.cuts,
+        "qubits": manifest.circuit_qubits or len(build_partition(manifest)),
+        "cuts": manifest.cut.cuts if manifest.circuit_qubits is not None else config.cuts,
+        "gate_cuts": manifest.cut.gate_cuts,
+        "wire_cuts": manifest.cut.wire_cuts,
+        "sampling_overhead": manifest.cut.sampling_overhead,
+        "num_samples": manifest.cut.num_samples,
+        "exact_reason": manifest.exact_reason,
+        "parameter_values": manifest.parameter_values,
         "shots": config.shots,
         "seed": config.seed,
         "policy": config.policy,

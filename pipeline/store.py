@@ -5,13 +5,15 @@ an Argo workflow::
 
     manifest.json              what was cut: partitions, ordered keys, coefficients, observables
     plan.json                  where each subexperiment runs (batches per backend)
-    subexperiments/<key>.qpy   one circuit, key = sha256 of its canonical QPY bytes
+    circuit.qpy, observables.json  the uncut circuit and observables, as the user gave them
+    subexperiments/<key>.qpy   one circuit, key = sha256 of its partition and canonical QPY bytes
     results/<key>.json         sampled counts, backend, timing (written atomically, sealed
                                with a checksum: see pipeline.records)
     telemetry.jsonl            one row per executed task, for ``qubelet policy fit``
     summary.json, timeline.png
 
-Identical subexperiments share a key, so they are stored, run and resumed once. Nothing here is
+Identical subexperiments of one partition share a key, so they are stored, run and resumed
+once; the same circuit in two partitions gets two keys and two independent samples. Nothing here is
 pickled: QPY is qiskit's versioned circuit format, the rest is JSON.
 """
 
@@ -119,9 +121,17 @@ class ArtifactStore:
         return self.root / "results" / f"{key}.json"
 
     # circuits
-    def put_circuit(self, circuit: QuantumCircuit) -> str:
+    def put_circuit(self, circuit: QuantumCircuit, partition: str = "") -> str:
+        """Store ``circuit`` under its key: the hash of its QPY bytes and of ``partition``.
+
+        Why the partition is part of the key: the same circuit can come out of two partitions
+        (a mirror-symmetric cut), and the factors of one product must come from independent
+        samples, or their shot noise multiplies into a bias. Within a partition, equal circuits
+        share one key, one run and one result.
+        """
         data = canonical_qpy(circuit)
-        key = hashlib.sha256(data).hexdigest()
+        salt = f"partition={partition}\0".encode() if partition else b""
+        key = hashlib.sha256(salt + data).hexdigest()
         path = self.circuit_path(key)
         if not path.exists():
             atomic_write(path, data)

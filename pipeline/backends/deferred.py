@@ -12,14 +12,20 @@ shots one by one. The cost is one ancilla per mid-circuit measurement (K for K c
 from __future__ import annotations
 
 from qiskit import QuantumCircuit, QuantumRegister
-from qiskit.circuit import CircuitInstruction
+from qiskit.circuit import CircuitInstruction, Gate
 from qiskit.circuit.library import CXGate
 
-_NOT_DEFERRABLE = {"reset", "if_else", "while_loop", "for_loop", "switch_case", "delay_measure"}
+#: Instructions that do nothing to the state and are dropped from the deferred circuit.
+_NO_OPS = frozenset({"barrier", "delay"})
 
 
 class NotDeferrableError(ValueError):
-    """The circuit has resets or classically controlled operations; simulate it shot by shot."""
+    """The circuit has non-unitary operations besides measurements; simulate it shot by shot.
+
+    That covers resets, classically controlled operations and composite instructions that hide
+    a reset (``initialize``): only :class:`~qiskit.circuit.Gate` instances are unitary, so
+    anything else is refused by type rather than by a list of names that would miss some.
+    """
 
 
 def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
@@ -33,10 +39,12 @@ def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[in
     last_use: dict[int, int] = {}
     for position, inst in enumerate(data):
         name = inst.operation.name
-        if name == "barrier":
+        if name in _NO_OPS:
             continue
-        if getattr(inst.operation, "condition", None) is not None or name in _NOT_DEFERRABLE:
-            raise NotDeferrableError(f"operation {name!r} cannot be deferred")
+        if name != "measure" and not isinstance(inst.operation, Gate):
+            raise NotDeferrableError(f"operation {name!r} is not a unitary gate")
+        if getattr(inst.operation, "condition", None) is not None:
+            raise NotDeferrableError(f"operation {name!r} is classically controlled")
         for qubit in inst.qubits:
             last_use[qubit_index[qubit]] = position
     mid_measurements = sum(
@@ -53,7 +61,7 @@ def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[in
     cx = CXGate()
     for position, inst in enumerate(data):
         name = inst.operation.name
-        if name == "barrier":
+        if name in _NO_OPS:
             continue
         if name == "measure":
             source = qubit_index[inst.qubits[0]]

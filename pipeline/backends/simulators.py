@@ -93,7 +93,9 @@ class AerStatevectorBackend:
         results: list[Counts | None] = [None] * len(circuits)
         simulator = self._simulator()
         if deferred:
-            job = simulator.run(deferred, shots=1)
+            # Seeded although the saved probabilities are exact: Aer may still draw random
+            # numbers (e.g. for its single shot), and a run must be reproducible bit for bit.
+            job = simulator.run(deferred, shots=1, seed_simulator=seeds[layouts[0][0]])
             result = job.result()
             for experiment_index, (position, written) in enumerate(layouts):
                 probabilities = np.asarray(result.data(experiment_index)["probabilities"], dtype=float)

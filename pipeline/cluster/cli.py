@@ -25,6 +25,10 @@ _PASSTHROUGH = (
     ("policy_model", "--policy-model"),
     ("circuit", "--circuit"),
     ("partition", "--partition"),
+    ("observables_file", "--observables-file"),
+    ("max_subcircuit_width", "--max-subcircuit-width"),
+    ("num_samples", "--num-samples"),
+    ("max_subexperiments", "--max-subexperiments"),
 )
 
 

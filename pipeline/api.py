@@ -1,0 +1,339 @@
+"""The Python API of the pipeline: estimate observables of a circuit by cutting it.
+
+``qubelet run`` is a thin shell around :func:`execute`; a variational optimiser calls
+:func:`run` in its loop::
+
+    from pipeline.api import run
+
+    result = run(circuit, ["ZZII+IZZI-0.5*XIXI"], partition="AABB",
+                 parameter_values=theta, shots=2000, backends=("cpu",))
+    energy, sigma = result.values["ZZII+IZZI-0.5*XIXI"], result.stderrs["ZZII+IZZI-0.5*XIXI"]
+
+A parametrised circuit is cut once: later calls with the same circuit, observables and cut
+options reuse the cut (:class:`~pipeline.stages.CutTemplate`) and only bind the new values, so an
+iteration costs binding plus execution, not cutting. ``result.seconds`` shows the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.quantum_info import SparsePauliOp
+
+from pipeline.circuits import observables_from_json
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.executor import ExecutionReport, LocalExecutor, ProgressSink
+from pipeline.stages import CostEstimate, CutTemplate, make_template, save_inputs
+from pipeline.store import ArtifactStore, canonical_qpy, write_json
+
+#: Observables as the API takes them: one spec string ("ZZII+0.5*XIXI", "energy=Z0Z1"), a list
+#: of them, a SparsePauliOp (real coefficients), or a mapping of names to SparsePauliOps/specs.
+Observables: TypeAlias = str | SparsePauliOp | Sequence[str] | Mapping[str, SparsePauliOp | str]
+
+
+@dataclass
+class RunResult:
+    """What one run returns: values, standard errors and exact references per observable."""
+
+    values: dict[str, float]
+    stderrs: dict[str, float]
+    exact: dict[str, float | None]
+    #: per backend class: subexperiments run and seconds spent
+    usage: dict[str, dict[str, float]]
+    summary: dict[str, Any]
+    run_dir: Path
+    #: seconds per phase: cut (0 when the cut was reused), bind, execute+reconstruct, total
+    seconds: dict[str, float] = field(default_factory=dict)
+    execution: ExecutionReport | None = None
+
+
+def observable_specs(observables: Observables, num_qubits: int | None = None) -> tuple[str, ...]:
+    """Normalise the accepted observable forms to the spec strings a RunConfig holds."""
+    if isinstance(observables, str):
+        return (observables,)
+    if isinstance(observables, SparsePauliOp):
+        return (_sparse_spec(None, observables),)
+    if isinstance(observables, Mapping):
+        return tuple(
+            _sparse_spec(name, op) if isinstance(op, SparsePauliOp) else f"{name}={op}"
+            for name, op in observables.items()
+        )
+    specs = []
+    for entry in observables:
+        if isinstance(entry, SparsePauliOp):
+            specs.append(_sparse_spec(None, entry))
+        elif isinstance(entry, str):
+            specs.append(entry)
+        else:
+            raise PipelineError(f"observable {entry!r}: expected a string or a SparsePauliOp")
+    return tuple(specs)
+
+
+def _sparse_spec(name: str | None, op: SparsePauliOp) -> str:
+    coefficients = np.asarray(op.coeffs)
+    if np.any(np.abs(coefficients.imag) > 1e-12):
+        raise PipelineError(f"observable {name or op}: coefficients must be real")
+    terms = [[label, float(c.real)] for label, c in zip(op.paulis.to_labels(), coefficients, strict=True)]
+    spec = observables_from_json([{"name": name or "observable", "terms": terms}], "observable")[0]
+    return spec if name else spec.partition("=")[2]
+
+
+_TEMPLATES: OrderedDict[str, CutTemplate] = OrderedDict()
+_TEMPLATE_CACHE_SIZE = 8
+
+
+def _template_key(config: RunConfig, circuit: QuantumCircuit) -> str:
+    """What the cut depends on: the circuit (parameters unbound), observables and cut options."""
+    digest = hashlib.sha256(canonical_qpy(circuit))
+    options = {
+        "observables": list(config.observables or ()),
+        "partition": config.partition,
+        "max_subcircuit_width": config.max_subcircuit_width,
+        "num_samples": config.num_samples,
+        "max_subexperiments": config.max_subexperiments,
+        "seed": config.seed,
+    }
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def cut_template(
+    config: RunConfig,
+    circuit: QuantumCircuit | None,
+    announce: Callable[[CostEstimate], None] | None = None,
+) -> CutTemplate:
+    """The cut of ``circuit`` under ``config``, computed once per process and then reused."""
+    if circuit is None:
+        return make_template(config, announce=announce)
+    key = _template_key(config, circuit)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        parametrised = bool(circuit.parameters)
+        template = make_template(config, circuit, allow_parameters=parametrised, announce=announce)
+        _TEMPLATES[key] = template
+        while len(_TEMPLATES) > _TEMPLATE_CACHE_SIZE:
+            _TEMPLATES.popitem(last=False)
+        return template
+    _TEMPLATES.move_to_end(key)
+    if announce is not None:
+        announce(template.estimate)
+    return replace(template, seconds=0.0)
+
+
+def parameter_dict(
+    circuit: QuantumCircuit, values: Sequence[float] | Mapping[str, float]
+) -> dict[str, float]:
+    """Values by parameter name, from a mapping or a row in ``circuit.parameters`` order."""
+    names = [p.name for p in circuit.parameters]
+    if isinstance(values, Mapping):
+        given = {str(k): float(v) for k, v in values.items()}
+        unknown = sorted(set(given) - set(names))
+        missing = sorted(set(names) - set(given))
+        if unknown or missing:
+            raise PipelineError(
+                f"parameter values: unknown {unknown[:4]} / missing {missing[:4]} "
+                f"(the circuit's parameters: {', '.join(names[:6])})"
+            )
+        return given
+    row = [float(v) for v in values]
+    if len(row) != len(names):
+        raise PipelineError(
+            f"parameter values: {len(row)} given, the circuit has {len(names)} parameters "
+            f"({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
+        )
+    return dict(zip(names, row, strict=True))
+
+
+def execute(
+    config: RunConfig,
+    circuit: QuantumCircuit | None = None,
+    *,
+    parameter_values: Sequence[float] | Mapping[str, float] | None = None,
+    progress: ProgressSink | None = None,
+    announce: Callable[[CostEstimate], None] | None = None,
+    lock_wait: float = 0.0,
+) -> RunResult:
+    """Run ``config`` end to end (``circuit`` overrides ``config.circuit_file``).
+
+    ``lock_wait``: seconds to wait for another process's lock on the run directory.
+    """
+    started = time.perf_counter()
+    if circuit is None and config.circuit_file is not None:
+        from pipeline.circuits import load_circuit_file
+
+        circuit = load_circuit_file(Path(config.circuit_file))
+    resuming = (Path(config.run_dir) / "manifest.json").exists()
+    template = None if resuming else cut_template(config, circuit, announce)
+    values = None
+    if circuit is not None and (circuit.parameters or parameter_values is not None):
+        if parameter_values is None:
+            from pipeline.validate import check_bound
+
+            check_bound(circuit)
+        values = parameter_dict(circuit, parameter_values or [])
+    after_cut = time.perf_counter()
+    executor = LocalExecutor(
+        config, progress=progress, lock_wait=lock_wait, template=template, parameter_values=values
+    )
+    summary, execution = executor.run()
+    finished = time.perf_counter()
+    seconds = {
+        "cut": round(template.seconds if template else 0.0, 4),
+        "execute_and_reconstruct": round(finished - after_cut, 4),
+        "total": round(finished - started, 4),
+    }
+    summary["seconds"] = seconds
+    write_json(Path(config.run_dir) / "summary.json", summary)
+    return _result(summary, config.run_dir, seconds, execution)
+
+
+def _result(
+    summary: dict[str, Any], run_dir: Path, seconds: dict[str, float], execution: ExecutionReport | None
+) -> RunResult:
+    observables = summary["observables"]
+    return RunResult(
+        values={o["name"]: o["value"] for o in observables},
+        stderrs={o["name"]: o["stderr"] for o in observables},
+        exact={o["name"]: o["exact"] for o in observables},
+        usage=summary["backends"],
+        summary=summary,
+        run_dir=Path(run_dir),
+        seconds=seconds,
+        execution=execution,
+    )
+
+
+def run(
+    circuit: QuantumCircuit,
+    observables: Observables,
+    partition: str | None = None,
+    *,
+    parameter_values: Sequence[float] | Mapping[str, float] | None = None,
+    run_dir: Path | str | None = None,
+    **options: Any,
+) -> RunResult:
+    """Estimate ``observables`` on ``circuit`` by cutting it, and return values and errors.
+
+    Args:
+        circuit: the uncut circuit; it may contain ``CutWire`` markers, ``Move`` instructions,
+            cut gates, and (with ``parameter_values``) unbound parameters.
+        observables: Pauli labels, indexed products (``Z0Z3``), ``sumZ``, weighted sums
+            (``"ZZII-0.5*XIXI"``), named specs (``"energy=..."``) or SparsePauliOps.
+        partition: one label per qubit (``"AABB"``); None to follow the circuit's cut markers
+            or, with ``max_subcircuit_width``, the cuts ``find_cuts`` chooses.
+        parameter_values: one value per parameter (``circuit.parameters`` order) or by name.
+        run_dir: where artifacts go (default: a new temporary directory).
+        **options: any :class:`~pipeline.config.RunConfig` field (``shots``, ``seed``,
+            ``backends``, ``policy``, ``max_subcircuit_width``, ``num_samples``, ...).
+
+    Returns:
+        A :class:`RunResult`; ``result.seconds["cut"]`` is 0 when an earlier call's cut was reused.
+    """
+    directory = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="qubelet-run-"))
+    config = RunConfig(
+        run_dir=directory,
+        observables=observable_specs(observables, circuit.num_qubits),
+        partition=partition,
+        **options,
+    )
+    return execute(config, circuit, parameter_values=parameter_values)
+
+
+def load_parameter_sets(path: Path) -> list[list[float]] | list[dict[str, float]]:
+    """Rows of parameter values from ``--parameters FILE`` (JSON or NPZ), one row per run.
+
+    JSON: a list of rows (values in ``circuit.parameters`` order) or of ``{name: value}``
+    objects. NPZ: a 2-D array named ``values`` (or the only array), one row per run.
+    """
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                only = data.files[0] if len(data.files) == 1 else None
+                name = "values" if "values" in data.files else only
+                if name is None:
+                    raise PipelineError(f"{path}: expected an array named 'values' (found {data.files})")
+                array = np.asarray(data[name], dtype=float)
+            if array.ndim == 1:
+                array = array[None, :]
+            if array.ndim != 2 or not array.size:
+                raise PipelineError(f"{path}: expected a 2-D array, one row per parameter set")
+            return [list(map(float, row)) for row in array]
+        data = json.loads(path.read_text())
+    except PipelineError:
+        raise
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such parameters file") from None
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{path}: not a valid JSON or NPZ parameters file ({exc})") from None
+    if not isinstance(data, list) or not data:
+        raise PipelineError(f"{path}: expected a non-empty JSON list, one entry per parameter set")
+    if all(isinstance(row, dict) for row in data):
+        try:
+            return [{str(k): float(v) for k, v in row.items()} for row in data]
+        except (TypeError, ValueError):
+            raise PipelineError(f"{path}: every parameter value must be a number") from None
+    if all(isinstance(row, list) for row in data):
+        try:
+            return [[float(v) for v in row] for row in data]
+        except (TypeError, ValueError):
+            raise PipelineError(f"{path}: every parameter value must be a number") from None
+    raise PipelineError(f"{path}: rows must all be lists of numbers or all {{name: value}} objects")
+
+
+def sweep(
+    config: RunConfig,
+    circuit: QuantumCircuit,
+    parameter_sets: Sequence[Sequence[float] | Mapping[str, float]],
+    *,
+    progress: ProgressSink | None = None,
+    announce: Callable[[CostEstimate], None] | None = None,
+    on_result: Callable[[int, RunResult], None] | None = None,
+    lock_wait: float = 0.0,
+) -> list[RunResult]:
+    """One run per parameter set, cut once; results under ``<run_dir>/sets/NNNN``.
+
+    ``<run_dir>/sweep.json`` lists every set's values, observables and per-phase seconds.
+    """
+    if not circuit.parameters:
+        raise PipelineError("--parameters given, but the circuit has no unbound parameters")
+    root = Path(config.run_dir)
+    results = []
+    rows = []
+    for index, values in enumerate(parameter_sets):
+        named = parameter_dict(circuit, values)
+        result = execute(
+            replace(config, run_dir=root / "sets" / f"{index:04d}"),
+            circuit,
+            parameter_values=named,
+            progress=progress,
+            announce=announce if index == 0 else None,
+            lock_wait=lock_wait,
+        )
+        results.append(result)
+        rows.append(
+            {
+                "set": index,
+                "parameters": named,
+                "values": result.values,
+                "stderrs": result.stderrs,
+                "exact": result.exact,
+                "seconds": result.seconds,
+            }
+        )
+        if on_result is not None:
+            on_result(index, result)
+    # The sweep's own directory keeps the unbound circuit (each set's has its bound one).
+    save_inputs(ArtifactStore(root), circuit, cut_template(config, circuit).target)
+    write_json(root / "sweep.json", {"sets": rows})
+    return results
