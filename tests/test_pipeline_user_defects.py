@@ -89,12 +89,8 @@ def test_equal_subexperiments_of_two_partitions_get_their_own_samples(tmp_path: 
         RunConfig(run_dir=tmp_path, partition="AABB", backends=("cpu",), observables=("Z0Z2",)),
         circuit=mirror_circuit(),
     )
-    store_a = [
-        (tmp_path / "subexperiments" / f"{k}.qpy").read_bytes() for k in manifest.cut.keys["A"]
-    ]
-    store_b = [
-        (tmp_path / "subexperiments" / f"{k}.qpy").read_bytes() for k in manifest.cut.keys["B"]
-    ]
+    store_a = [(tmp_path / "subexperiments" / f"{k}.qpy").read_bytes() for k in manifest.cut.keys["A"]]
+    store_b = [(tmp_path / "subexperiments" / f"{k}.qpy").read_bytes() for k in manifest.cut.keys["B"]]
     equal_circuits = sum(a == b for a, b in zip(store_a, store_b, strict=True))
     assert equal_circuits > 0  # the circuit really is mirror-symmetric
     assert not set(manifest.cut.keys["A"]) & set(manifest.cut.keys["B"])
@@ -194,10 +190,9 @@ def test_bad_circuits_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], build, message: str
 ) -> None:
     path = _write_qpy(tmp_path / "c.qpy", build())
-    code = main(
-        ["run", "--circuit", str(path), "--partition", "AABB", "--backends", "cpu", "--shots", "100"]
-        + ["--run-dir", str(tmp_path / "run"), "--no-progress"]
-    )
+    run_dir = str(tmp_path / "run")
+    flags = ["--partition", "AABB", "--backends", "cpu", "--shots", "100", "--no-progress"]
+    code = main(["run", "--circuit", str(path), *flags, "--run-dir", run_dir])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
