@@ -74,6 +74,7 @@ def _api(args: argparse.Namespace) -> Any:
 
 def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
     """Run the per-node kubelet plugin until SIGTERM/SIGINT (``metrics``: a DRAMetrics to fill)."""
+    from dra_driver.calibration import CalibrationSource
     from dra_driver.kubelet_plugin import KubeletPlugin
     from dra_driver.metrics import DRAMetrics
     from qubelet.errors import UsageError
@@ -95,6 +96,7 @@ def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
         metrics=metrics,
         tokens_dir=args.stage_tokens_dir,
         tokens_secret=args.tokens_secret,
+        calibration=CalibrationSource(args.config),
     )
     stop = daemon.stop_on_signals()
     daemon.serve_metrics(
@@ -113,6 +115,7 @@ def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
 
 def run_controller(args: argparse.Namespace) -> int:
     """Run the cloud-pool controller until SIGTERM/SIGINT."""
+    from dra_driver.calibration import CalibrationSource
     from dra_driver.controller import CloudController
     from dra_driver.metrics import DRAMetrics
     from qubelet.inventory import load_config
@@ -126,6 +129,7 @@ def run_controller(args: argparse.Namespace) -> int:
         unhealthy_mode=args.unhealthy,
         lease_duration_seconds=args.lease_duration_seconds,
         metrics=metrics,
+        calibration=CalibrationSource(args.config),
     )
     stop = daemon.stop_on_signals()
     daemon.serve_metrics(

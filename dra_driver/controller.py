@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from kubernetes import client as k8s
 
+from dra_driver.calibration import CalibrationSource
 from dra_driver.client import ResourceAPI
 from dra_driver.constants import CONTROLLER_PUBLISHER, LEASE_NAME, LEASE_NAMESPACE, PUBLISHER_LABEL
 from dra_driver.devices import cloud_devices
@@ -124,8 +125,11 @@ class CloudController:
         metrics: DRAMetrics | None = None,
         probe: Callable[[QPUConfig], ProbeResult] = probe_once,
         now: Callable[[], dt.datetime] = _utcnow,
+        calibration: CalibrationSource | None = None,
     ) -> None:
         self.config = config
+        #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
+        self.calibration = calibration
         self.qpus = [q for q in config.qpus if q.location != "onprem"]
         self.api = api
         self.unhealthy_mode = unhealthy_mode
@@ -171,7 +175,8 @@ class CloudController:
         if not leader:
             return None
         health = self.broadcaster.snapshot()
-        desired = cloud_slices(self.qpus, health, self.unhealthy_mode)
+        qpus = self.calibration.current(self.qpus) if self.calibration else self.qpus
+        desired = cloud_slices(qpus, health, self.unhealthy_mode)
         result = self.reconciler.reconcile(desired)
         self.metrics.slices_published.set(len(desired))
         devices = cloud_devices(self.qpus)

@@ -19,6 +19,7 @@ from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc
 from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
 from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
+from dra_driver.calibration import CalibrationSource
 from dra_driver.cdi import DEFAULT_TOKENS_SECRET
 from dra_driver.client import ResourceAPI
 from dra_driver.constants import CHECKPOINT_FILE, DRA_SOCKET, PUBLISHER_LABEL, REGISTRATION_SOCKET
@@ -94,8 +95,11 @@ class KubeletPlugin:
         publish_slices: bool = True,
         tokens_dir: str | Path | None = None,
         tokens_secret: str = DEFAULT_TOKENS_SECRET,
+        calibration: CalibrationSource | None = None,
     ) -> None:
         self.config = config
+        #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
+        self.calibration = calibration
         self.node_name = node_name
         self.plugin_dir = Path(plugins_dir) / DRIVER_NAME
         self.dra_socket = self.plugin_dir / DRA_SOCKET
@@ -131,7 +135,8 @@ class KubeletPlugin:
     def reconcile_slices(self) -> ReconcileResult:
         """Publish this node's pool from the current health (one pass)."""
         health = self.broadcaster.snapshot()
-        desired = node_slices(self.config.qpus, self.node_name, health, self.unhealthy_mode)
+        qpus = self.calibration.current(self.config.qpus) if self.calibration else self.config.qpus
+        desired = node_slices(qpus, self.node_name, health, self.unhealthy_mode)
         try:
             result = self.reconciler.reconcile(desired)
         except Exception:

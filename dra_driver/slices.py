@@ -3,9 +3,11 @@
 Pure functions from inventory + health to ``kubernetes.client.V1ResourceSlice`` objects, so the
 reconcile loop can diff them against what the API server holds. Attributes use unqualified names,
 which the API puts in the driver's domain: CEL sees them as
-``device.attributes["qpu.quantum.example.com"].qubits``. Fidelities are strings (attributes have
-no float type). Unhealthy devices either leave the slice (default; works on every 1.34 cluster)
-or stay with a ``NoSchedule`` DeviceTaint when the cluster serves the DRADeviceTaints feature.
+``device.attributes["qpu.quantum.example.com"].qubits``. Attributes have no float type, so each
+fidelity is published twice: as a string for people and as integer parts per million
+(``fidelity2qPpm``) for CEL comparisons; ``calibrationTime`` is unix seconds. Unhealthy devices
+either leave the slice (default; works on every 1.34 cluster) or stay with a ``NoSchedule``
+DeviceTaint when the cluster serves the DRADeviceTaints feature.
 """
 
 from __future__ import annotations
@@ -60,9 +62,17 @@ def device_attributes(qpu: QPUConfig, healthy: bool) -> dict[str, k8s.V1DeviceAt
     }
     for key, value in (("fidelity2q", qpu.fidelity_2q), ("readoutFidelity", qpu.readout_fidelity)):
         text = _fmt(value)
-        if text is not None:
+        if text is not None and value is not None:
             attrs[key] = _Attribute(string=text)
+            attrs[key + "Ppm"] = _Attribute(int=ppm(value))
+    if qpu.calibration_time is not None:
+        attrs["calibrationTime"] = _Attribute(int=int(qpu.calibration_time))
     return attrs
+
+
+def ppm(fraction: float) -> int:
+    """A fidelity as integer parts per million (what CEL selectors compare against)."""
+    return round(fraction * 1_000_000)
 
 
 def device_model(device: QPUDevice, healthy: bool, mode: UnhealthyMode) -> k8s.V1Device:

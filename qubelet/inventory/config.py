@@ -65,7 +65,7 @@ _QPU_KEYS = {
     "replicas",
     "nodeSelector",
 }
-_CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity"}
+_CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity", "time"}
 _HEALTH_KEYS = {"probe", "url", "path", "intervalSeconds", "timeoutSeconds"}
 
 
@@ -99,6 +99,8 @@ class QPUConfig:
     health: ProbeConfig
     replicas: int
     node_selector: dict[str, str] = field(default_factory=dict)
+    #: unix seconds of the calibration the fidelities come from (``calibration.time``)
+    calibration_time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,9 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         if calibration.get("readoutFidelity") is not None
         else None
     )
+    calibration_time = None
+    if calibration.get("time") is not None:
+        calibration_time = _unix_seconds(calibration["time"], ctx, "calibration.time")
     selector_raw = data.get("nodeSelector") or {}
     if not isinstance(selector_raw, Mapping):
         raise ctx.fail("nodeSelector", f"must be a mapping of strings, got {_show(selector_raw)}")
@@ -291,7 +296,27 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         health=_parse_health(data.get("health"), ctx, flags.health_check_interval_seconds, backend),
         replicas=replicas,
         node_selector=node_selector,
+        calibration_time=calibration_time,
     )
+
+
+def _unix_seconds(value: object, ctx: _Ctx, field_name: str) -> int:
+    """An RFC 3339 timestamp (YAML may already have parsed it) or unix seconds, as unix seconds."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return int(stamp.timestamp())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp())
+    raise ctx.fail(field_name, f"must be an RFC 3339 time or unix seconds, got {_show(value)}")
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:
