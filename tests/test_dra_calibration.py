@@ -99,7 +99,8 @@ def _metric_set(cz: list[float], ssro: list[float], created: dt.datetime) -> Any
         SimpleNamespace(dut_field=f"metrics.ssro.measure.constant.QB{i}.fidelity", value=v, invalid=False)
         for i, v in enumerate(ssro)
     ]
-    observations.append(SimpleNamespace(dut_field="metrics.irb.cz.QB9__QB8.fidelity", value=0.1, invalid=True))
+    bad = SimpleNamespace(dut_field="metrics.irb.cz.QB9__QB8.fidelity", value=0.1, invalid=True)
+    observations.append(bad)
     observations.append(SimpleNamespace(dut_field="metrics.t1_time.QB1", value=3e-5, invalid=False))
     return SimpleNamespace(observations=observations, created_timestamp=created)
 
