@@ -114,6 +114,7 @@ def main() -> int:
     try:
         for name in ("onprem", "cloud"):
             (directory / f"{name}.health").write_text("healthy\n")
+        (directory / "tokens.json").write_text("{}")  # a cloud QPU without its tokensFile is unhealthy
         kubelet = TestKubelet(directory).start()
         plugin = DevicePlugin(bench_config(directory), directory, metrics=PluginMetrics())
         runner = threading.Thread(target=plugin.run, daemon=True)

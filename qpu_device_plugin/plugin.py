@@ -137,14 +137,22 @@ class DevicePlugin:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Probe once, start probing and serving; raises :class:`InitError` if asked to."""
-        health = self.monitor.check_now()
+        """Probe once, start probing and serving; raises :class:`InitError` if asked to.
+
+        All QPUs are probed at once, each under its own deadline, and a stop request (SIGTERM)
+        ends the start-up probe at once; :meth:`run` then returns without serving.
+        """
+        health = self.monitor.check_now(stop=self.stop_event)
+        if self.stop_event.is_set():
+            return  # SIGTERM during the start-up probe: exit now, not after a hung probe
         self.state.set_all(health)
+        reasons = self.monitor.reasons()
         unhealthy = sorted(name for name, ok in health.items() if not ok)
+        why = "; ".join(f"{name}: {reasons[name]}" for name in unhealthy)
         if unhealthy and self.config.flags.fail_on_init_error:
-            raise InitError(f"QPUs unhealthy at start-up (failOnInitError): {', '.join(unhealthy)}")
+            raise InitError(f"QPUs unhealthy at start-up (failOnInitError): {why}")
         if unhealthy:
-            log.warning("QPUs unhealthy at start-up, advertising them as Unhealthy", qpus=",".join(unhealthy))
+            log.warning("QPUs unhealthy at start-up, advertising them as Unhealthy", qpus=why)
         self.monitor.start()
         self.start_server()
 

@@ -7,17 +7,30 @@ test.
 
 from __future__ import annotations
 
+import logging
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from test_device_plugin_server import Running, file_probe_config, start_plugin
 
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
 from qpu_device_plugin.constants import PLUGIN_SOCKET
-from qpu_device_plugin.server import MAX_WATCH_STREAMS
+from qpu_device_plugin.server import MAX_WATCH_STREAMS, DeviceState
+from qubelet.errors import ConfigError
+from qubelet.inventory import parse_config
+from qubelet.inventory.config import MAX_DEVICE_ID_LENGTH, MAX_DEVICES, MAX_REPLICAS, QPUConfig, load_config
+from qubelet.inventory.health import HealthMonitor, ProbeResult
+
+# not `-m qubelet.cli`: that would load the CLI module twice (as __main__ and qubelet.cli)
+QUBELET = [sys.executable, "-c", "import sys; from qubelet.cli import main; sys.exit(main())"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,3 +104,274 @@ def test_open_watch_streams_do_not_starve_allocate(running: Running) -> None:
         for stream in streams:
             stream.cancel()  # type: ignore[attr-defined]
         channel.close()
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+ONE_QPU = """\
+version: v1
+qpus:
+  - name: adonis
+    vendor: IQM
+    model: Adonis
+    qubits: 5
+    technology: superconducting
+    location: onprem
+    backend: fake:IQMFakeAdonis
+"""
+
+
+def test_duplicate_yaml_key_is_rejected_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "qpus.yaml"
+    path.write_text(ONE_QPU + "    replicas: 2\n    qubits: 20\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: invalid YAML: line 11, column 5: duplicate key 'qubits' (first given on line 6)"
+    )
+    # The same at the top level, and in a nested mapping.
+    path.write_text(ONE_QPU + "version: v1\n")
+    with pytest.raises(
+        ConfigError, match=r"line 10, column 1: duplicate key 'version' \(first given on line 1\)"
+    ):
+        load_config(path)
+    path.write_text(ONE_QPU + "    health: {probe: file, path: /x, path: /y}\n")
+    with pytest.raises(ConfigError, match=r"line 10, column .*: duplicate key 'path'"):
+        load_config(path)
+    # A merge key may still be overridden, as YAML intends.
+    path.write_text(
+        "common: &c {vendor: IQM, model: Adonis, qubits: 5}\n"
+        + ONE_QPU.replace("    vendor: IQM\n", "    <<: *c\n").replace("version: v1\n", "version: v1\n", 1)
+    )
+    with pytest.raises(ConfigError, match="common: unknown field"):  # the anchor's home is not a field
+        load_config(path)
+    merged = ONE_QPU.replace(
+        "    vendor: IQM\n    model: Adonis\n", "    <<: {vendor: IQM, model: Other}\n    model: Adonis\n"
+    )
+    path.write_text(merged)
+    assert load_config(path).qpus[0].model == "Adonis"
+
+
+def test_replicas_are_bounded_and_say_why(tmp_path: Path) -> None:
+    path = tmp_path / "qpus.yaml"
+    for value in (MAX_REPLICAS + 1, 200_000, 10**9):
+        path.write_text(ONE_QPU + f"    replicas: {value}\n")
+        with pytest.raises(ConfigError) as err:
+            load_config(path)  # 10**9 used to raise MemoryError building the device list
+        message = str(err.value)
+        assert message.startswith(
+            f"{path}: qpus[0] (adonis): replicas: must be at most {MAX_REPLICAS}, got {value}"
+        )
+        assert "4 MiB" in message and "\n" not in message
+    path.write_text(ONE_QPU.replace("qpus:\n", f"sharing: {{timeSlicing: {{replicas: {10**6}}}}}\nqpus:\n"))
+    with pytest.raises(ConfigError, match=r"sharing.timeSlicing.replicas: must be at most"):
+        load_config(path)
+    path.write_text(ONE_QPU + f"    replicas: {MAX_REPLICAS}\n")
+    assert load_config(path).qpus[0].replicas == MAX_REPLICAS
+    many = "".join(
+        ONE_QPU.split("qpus:\n")[1].replace("name: adonis", f"name: q{i}") + f"    replicas: {MAX_REPLICAS}\n"
+        for i in range(MAX_DEVICES // MAX_REPLICAS + 1)
+    )
+    path.write_text("version: v1\nqpus:\n" + many)
+    with pytest.raises(ConfigError, match=rf"devices in all \(sum of replicas\) exceeds {MAX_DEVICES}"):
+        load_config(path)
+
+
+def test_list_and_watch_of_the_largest_inventory_fits_a_grpc_message() -> None:
+    """The bound is the one that matters: the biggest allowed device list fits in 4 MiB."""
+    from qubelet.inventory import parse_config
+
+    qpu = yaml.safe_load(ONE_QPU)["qpus"][0]
+    longest = "q" * (MAX_DEVICE_ID_LENGTH - len(f"-r{MAX_REPLICAS - 1}") - 2)
+    qpus = [
+        {**qpu, "name": f"{longest}{i:02d}", "replicas": MAX_REPLICAS}
+        for i in range(MAX_DEVICES // MAX_REPLICAS)
+    ]
+    config = parse_config({"version": "v1", "qpus": qpus}, "big")
+    devices = DeviceState(config).device_list()
+    assert len(devices) == MAX_DEVICES
+    assert max(len(d.ID) for d in devices) == MAX_DEVICE_ID_LENGTH
+    size = api_pb2.ListAndWatchResponse(devices=devices).ByteSize()
+    assert size < 4 * 1024 * 1024
+
+
+# -- health ---------------------------------------------------------------------------------
+
+
+def test_missing_tokens_file_marks_the_qpu_unhealthy_with_the_reason(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("onprem", "cloud"):
+        (short_dir / name).write_text("healthy\n")
+    tokens = short_dir / "tokens.json"  # named by the cloud QPU's tokensFile, absent
+    with caplog.at_level(logging.INFO):
+        run = start_plugin(file_probe_config(short_dir), short_dir)
+    try:
+        first = run.kubelet.updates[0]
+        assert first["cloud-r0"] == "Unhealthy" and first["onprem-r0"] == "Healthy"
+        reasons = [
+            r.getMessage() + str(getattr(r, "kv", {}))
+            for r in caplog.records
+            if "tokensFile" in str(getattr(r, "kv", {}))
+        ]
+        assert any(f"tokensFile {tokens}: No such file or directory" in line for line in reasons), reasons
+        # Allocate refuses it instead of mounting a missing host path.
+        with pytest.raises(grpc.RpcError) as err:
+            run.kubelet.allocate(["cloud-r0"])
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # The Secret appears: the QPU becomes Healthy at its next probe.
+        after = len(run.kubelet.updates)
+        tokens.write_text('{"access_token": "x"}')
+        run.kubelet.wait_for_devices(lambda u: u.get("cloud-r0") == "Healthy", timeout=5, after=after)
+        assert run.kubelet.allocate(["cloud-r0"]).container_responses[0].mounts[0].host_path == str(tokens)
+    finally:
+        run.plugin.shutdown()
+        run.thread.join(timeout=10)
+        run.kubelet.stop()
+    assert not any("access_token" in r.getMessage() + str(getattr(r, "kv", {})) for r in caplog.records)
+
+
+def hung_and_fast(timeout_seconds: float) -> list[QPUConfig]:
+    common = yaml.safe_load(ONE_QPU)["qpus"][0]
+    return list(
+        parse_config(
+            {
+                "version": "v1",
+                "qpus": [
+                    {
+                        **common,
+                        "name": "hung",
+                        "health": {
+                            "probe": "http",
+                            "url": "http://127.0.0.1:9/health",
+                            "timeoutSeconds": timeout_seconds,
+                            "intervalSeconds": 0.05,
+                        },
+                    },
+                    {
+                        **common,
+                        "name": "fast",
+                        "health": {"probe": "file", "path": "/x", "intervalSeconds": 0.05},
+                    },
+                ],
+            },
+            "test",
+        ).qpus
+    )
+
+
+def test_hung_probe_does_not_delay_other_qpus() -> None:
+    """Probes run concurrently: "fast" turns Healthy while "hung"'s probe is still stuck."""
+    release = threading.Event()
+    fast_healthy = threading.Event()
+
+    def probe(qpu: QPUConfig) -> ProbeResult:
+        if qpu.name == "hung":
+            release.wait(30)
+            return ProbeResult(True, 0.0, "late")
+        return ProbeResult(True, 0.0, "ok")
+
+    def on_change(name: str, healthy: bool) -> None:
+        if name == "fast" and healthy:
+            fast_healthy.set()
+
+    monitor = HealthMonitor(hung_and_fast(timeout_seconds=30), on_change=on_change, probe=probe)
+    monitor.start()
+    try:
+        assert fast_healthy.wait(5), "a hung probe of another QPU delayed this one"
+        assert not release.is_set()
+        assert monitor.snapshot() == {"hung": False, "fast": True}
+    finally:
+        release.set()
+        monitor.stop()
+
+
+def test_hung_probe_times_out_under_its_own_deadline() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def probe(qpu: QPUConfig) -> ProbeResult:
+        calls.append(qpu.name)
+        if qpu.name == "hung":
+            release.wait(30)
+        return ProbeResult(True, 0.0, "ok")
+
+    monitor = HealthMonitor(hung_and_fast(timeout_seconds=0.2), probe=probe)
+    result: dict[str, bool] = {}
+    checker = threading.Thread(target=lambda: result.update(monitor.check_now()), daemon=True)
+    checker.start()
+    checker.join(10)
+    try:
+        assert not checker.is_alive(), "check_now waited for the hung probe"
+        assert result == {"hung": False, "fast": True}
+        assert monitor.reasons()["hung"] == "probe timed out"
+        # While the hung probe still runs, it is not started a second time.
+        assert monitor.check_now() == {"hung": False, "fast": True}
+        assert monitor.reasons()["hung"] == "previous probe still running"
+        assert calls.count("hung") == 1
+    finally:
+        release.set()
+    # Once it returns, the next probe runs afresh.
+    deadline = threading.Event()
+    for _ in range(100):
+        if monitor.check_now()["hung"]:
+            break
+        deadline.wait(0.05)
+    assert monitor.is_healthy("hung") and calls.count("hung") == 2
+
+
+# -- start-up and SIGTERM -------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP health endpoint that accepts and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/health"
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_sigterm_during_start_up_probe_exits_promptly(short_dir: Path, silent_server: str) -> None:
+    """Kubernetes kills a pod 30 s after SIGTERM; the plugin used to need 37 s here."""
+    common = yaml.safe_load(ONE_QPU)["qpus"][0]
+    health = {"probe": "http", "url": silent_server, "timeoutSeconds": 25}
+    config = short_dir / "qpus.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"version": "v1", "qpus": [{**common, "name": f"q{i}", "health": health} for i in range(2)]}
+        )
+    )
+    proc = subprocess.Popen(
+        [*QUBELET, "device-plugin", "--config", str(config), "--kubelet-dir", str(short_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until it is inside the start-up probe
+            if "starting device plugin" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)  # the probe alone would take 2 x 25 s before
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("device plugin did not exit within 15 s of SIGTERM during its start-up probe")
+    assert proc.returncode == 0, stderr
+    assert not (short_dir / PLUGIN_SOCKET).exists()

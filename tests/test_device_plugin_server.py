@@ -93,6 +93,7 @@ def start_plugin(config: Config, directory: Path, register_timeout: float = 15.0
 def running(short_dir: Path) -> Iterator[Running]:
     for name in ("onprem", "cloud"):
         (short_dir / name).write_text("healthy\n")
+    (short_dir / "tokens.json").write_text("{}")  # the cloud QPU is unhealthy without its tokensFile
     run = start_plugin(file_probe_config(short_dir), short_dir)
     yield run
     run.plugin.shutdown()
@@ -116,6 +117,16 @@ def test_registration_fields_and_options(running: Running) -> None:
 def test_example_config_initial_list_all_healthy(short_dir: Path) -> None:
     # The example inventory uses `fake` probes: the embedded IQM fake backends (slow first import).
     config = load_config(EXAMPLE)
+    # The cloud QPU's tokensFile is a Secret path on a real node; give it one here, or it is
+    # (rightly) Unhealthy.
+    tokens = short_dir / "tokens.json"
+    tokens.write_text("{}")
+    config = dataclasses.replace(
+        config,
+        qpus=tuple(
+            dataclasses.replace(q, tokens_file=str(tokens)) if q.tokens_file else q for q in config.qpus
+        ),
+    )
     # start-up probes every QPU first; importing the fake backends can take >10 s on a busy machine
     run = start_plugin(config, short_dir, register_timeout=75)
     try:

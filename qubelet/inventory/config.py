@@ -24,7 +24,9 @@ import yaml
 from qubelet.errors import ConfigError
 
 __all__ = [
+    "MAX_DEVICES",
     "MAX_DEVICE_ID_LENGTH",
+    "MAX_REPLICAS",
     "Config",
     "ConfigError",
     "Flags",
@@ -42,6 +44,15 @@ LOCATIONS = ("onprem", "cloud")
 
 #: Kubelet rejects device ids longer than this; ids are ``<name>-r<replica>``.
 MAX_DEVICE_ID_LENGTH = 63
+#: Most replicas (time-slicing shares) one QPU may have. Each replica is one device in every
+#: ListAndWatch message and ResourceSlice; a device is at most ~80 bytes on the wire (a 63-byte
+#: id, the health word, framing), and a gRPC message may not exceed 4 MiB, so an unbounded value
+#: (200,000) broke ListAndWatch and 10**9 exhausted memory. A thousand pods sharing one QPU is
+#: already far past any useful time-slicing.
+MAX_REPLICAS = 1024
+#: Most devices of all QPUs together: 16,384 x ~80 bytes is ~1.3 MiB, a third of gRPC's 4 MiB
+#: message limit, so the whole ListAndWatch list always fits in one message.
+MAX_DEVICES = 16384
 DEFAULT_HEALTH_INTERVAL_SECONDS = 10.0
 DEFAULT_PROBE_TIMEOUT_SECONDS = 5.0
 
@@ -200,6 +211,13 @@ class _Ctx:
         return text
 
 
+def _too_many_replicas(replicas: int) -> str:
+    return (
+        f"must be at most {MAX_REPLICAS}, got {replicas}: every replica is one device in each "
+        "ListAndWatch message and ResourceSlice (gRPC messages are limited to 4 MiB)"
+    )
+
+
 def _parse_health(raw: object, ctx: _Ctx, default_interval: float, backend: str) -> ProbeConfig:
     data = ctx.mapping({} if raw is None else raw, "health", _HEALTH_KEYS)
     default_probe = "fake" if backend.startswith("fake:") else None
@@ -274,6 +292,8 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
     for key, value in selector_raw.items():
         node_selector[ctx.string(key, "nodeSelector")] = ctx.string(value, f"nodeSelector.{key}")
     replicas = ctx.positive_int(data["replicas"], "replicas") if "replicas" in data else default_replicas
+    if replicas > MAX_REPLICAS:
+        raise ctx.fail("replicas", _too_many_replicas(replicas))
     longest_id = f"{name}-r{replicas - 1}"
     if len(longest_id) > MAX_DEVICE_ID_LENGTH:
         raise ctx.fail(
@@ -341,6 +361,8 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     sharing = ctx.mapping(top.get("sharing") or {}, "sharing", _SHARING_KEYS)
     slicing = ctx.mapping(sharing.get("timeSlicing") or {}, "sharing.timeSlicing", _TIME_SLICING_KEYS)
     default_replicas = ctx.positive_int(slicing.get("replicas", 1), "sharing.timeSlicing.replicas")
+    if default_replicas > MAX_REPLICAS:
+        raise ctx.fail("sharing.timeSlicing.replicas", _too_many_replicas(default_replicas))
 
     qpus_raw = top.get("qpus")
     if not isinstance(qpus_raw, list) or not qpus_raw:
@@ -355,7 +377,44 @@ def parse_config(data: object, source: str = "<config>") -> Config:
             )
         seen[qpu.name] = index
         qpus.append(qpu)
+    devices = sum(q.replicas for q in qpus)
+    if devices > MAX_DEVICES:
+        raise ctx.fail(
+            "qpus",
+            f"{devices} devices in all (sum of replicas) exceeds {MAX_DEVICES}: the device list "
+            "kubelet is sent must fit one 4 MiB gRPC message",
+        )
     return Config(version=version, flags=flags, qpus=tuple(qpus), source=source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys silently, so a ``replicas`` written twice (or a
+    ``health`` block pasted over another) would take effect without anyone noticing. YAML 1.2
+    says keys are unique; the error names the line of the second key and of the first. Keys
+    that come from a merge (``<<: *anchor``) may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                seen = first_line.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {seen})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -369,7 +428,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not UTF-8 text: {exc.reason}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
