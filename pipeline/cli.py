@@ -162,6 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     config = config_from_args(args, run_dir)
+    if not 0.0 <= args.metrics_linger <= 3600.0:
+        raise UsageError(f"--metrics-linger: must be in 0..3600 seconds, got {args.metrics_linger}")
     metrics.serve(args.metrics_port)
 
     def announce(estimate: Any) -> None:
@@ -179,14 +181,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             results = api.sweep(
                 config, circuit, rows, progress=progress, announce=announce, lock_wait=args.lock_wait
             )
-            return _print_sweep(results, run_dir)
-        result = api.execute(config, progress=progress, announce=announce, lock_wait=args.lock_wait)
-        _print_run(result)
+            code = _print_sweep(results, run_dir)
+        else:
+            result = api.execute(config, progress=progress, announce=announce, lock_wait=args.lock_wait)
+            _print_run(result)
+            code = 0
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # a filesystem fault outside the store's own checks: still one line
         raise UsageError(f"{exc.filename or run_dir}: {exc.strerror or exc}") from None
-    return 0
+    if args.metrics_port and args.metrics_linger > 0:
+        # The process is about to exit: keep /metrics up for one more scrape of the final values.
+        time.sleep(args.metrics_linger)
+    return code
 
 
 def _print_run(result: Any) -> None:
@@ -253,6 +260,13 @@ def register(subparsers: Any) -> None:
     add_run_arguments(parser)
     parser.add_argument("--run-dir", type=Path, help="output directory; an existing one is resumed")
     add_metrics_port_flag(parser)
+    parser.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --metrics-port: keep serving this long after the run, for a last scrape",
+    )
     parser.add_argument("--max-attempts", type=int, default=3, help="attempts per batch (default 3)")
     parser.add_argument(
         "--lock-wait",

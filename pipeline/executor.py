@@ -132,8 +132,10 @@ class LocalExecutor:
     # --- planning -------------------------------------------------------------------------
     def plan(self, manifest: Manifest) -> list[Batch]:
         states = [backend.state() for backend in self.backends.values()]
-        for name in self.backends:
+        for name, backend in self.backends.items():
+            metrics.DEFAULT.init_backend(name, backend.kind)
             metrics.BACKEND_UP.labels(name).set(1)
+        metrics.DEFAULT.init_run()
         self._policy = policy_for(self.config)
         plan = plan_pending(manifest, states, self.unavailable, self._policy)
         self.invalid = plan.invalid

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from qubelet import exposition
+
+exposition.configure()
+
 DECISIONS = Counter(
     "qubelet_policy_decisions_total",
     "Backend decisions made by a selection policy.",
@@ -20,6 +24,15 @@ PREDICTION_ERROR = Histogram(
     buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, float("inf")),
 )
 
+ERROR_BUDGET_BREACHES = Counter(
+    "qubelet_policy_error_budget_breaches_total",
+    "Executed tasks whose observed error exceeded the policy's per-subexperiment error budget.",
+    ["backend"],
+)
+
+#: Every policy metric (what a pushing step sends along with the pipeline's).
+ALL = (DECISIONS, PREDICTION_ERROR, ERROR_BUDGET_BREACHES)
+
 
 def record_decision(policy: str, backend_kind: str) -> None:
     """Count one decision."""
@@ -29,3 +42,8 @@ def record_decision(policy: str, backend_kind: str) -> None:
 def record_prediction_error(predicted_seconds: float, actual_seconds: float) -> None:
     """Observe |predicted − actual| once a task's telemetry arrives."""
     PREDICTION_ERROR.observe(abs(predicted_seconds - actual_seconds))
+
+
+def record_budget_breach(backend: str) -> None:
+    """Count one task whose observed error was above the error budget it was placed under."""
+    ERROR_BUDGET_BREACHES.labels(backend=backend).inc()

@@ -264,9 +264,12 @@ class TelemetryPolicy:
 
     # -- learning -------------------------------------------------------------------------------
     def observe(self, rows: Sequence[TelemetryRow], *, refit: bool = True) -> None:
-        """Feed back executed tasks: records the prediction-error metric and refits the model."""
+        """Feed back executed tasks: records the prediction-error and budget metrics, refits the model."""
         for row in rows:
             predicted = self._predicted.pop((str(row.get("key", "")), row["backend"]), None)
             if predicted is not None and self.record_metrics and row.get("success", True):
                 metrics.record_prediction_error(predicted, float(row["run_seconds"]))
+            observed = row.get("observed_error")
+            if self.record_metrics and observed is not None and observed > self.error_budget:
+                metrics.record_budget_breach(row["backend"])
         self.model.add_rows(rows, refit=refit)

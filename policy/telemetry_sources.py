@@ -60,8 +60,16 @@ PROMQL: dict[str, str] = {
         'sum by (backend) (rate(qubelet_pipeline_tasks_total{{state="failed"}}[{window}]))'
         " / sum by (backend) (rate(qubelet_pipeline_tasks_total[{window}]))"
     ),
-    "queue_depth": "max by (backend) (qubelet_pipeline_queue_depth)",
-    "backend_up": "min by (backend) (qubelet_pipeline_backend_up)",
+    # Pushed groups (one per cluster step, see pipeline/push.py) add up to the backlog; groups
+    # not pushed for a day (abandoned runs) or an hour (old failures) no longer count.
+    "queue_depth": (
+        "sum by (backend) (qubelet_pipeline_queue_depth"
+        " unless on (run, task) (push_time_seconds < time() - 86400))"
+    ),
+    "backend_up": (
+        "min by (backend) (qubelet_pipeline_backend_up"
+        " unless on (run, task) (push_time_seconds < time() - 3600))"
+    ),
     "unhealthy_devices": 'sum(qubelet_device_plugin_devices{health="Unhealthy"})',
 }
 

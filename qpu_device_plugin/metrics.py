@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from qubelet import exposition
 from qubelet.inventory import ProbeResult
 
 PROBE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+exposition.configure()
 
 
 class PluginMetrics:

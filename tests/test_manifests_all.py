@@ -28,8 +28,16 @@ MANIFESTS = ROOT / "manifests"
 KUSTOMIZE_FILES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
 #: Files under manifests/ that are not Kubernetes objects (checked by their own tests below).
 NOT_OBJECTS = {"kueue/kueue-config-fragment.yaml", "examples/qpus.yaml"}
-#: Metrics from outside qubelet the dashboard may use (cAdvisor, NVIDIA DCGM exporter).
-EXTERNAL_METRICS = frozenset({"container_cpu_usage_seconds_total", "DCGM_FI_DEV_GPU_UTIL"})
+#: Metrics from outside qubelet the dashboard and alerts may use.
+EXTERNAL_METRICS = frozenset(
+    {
+        "container_cpu_usage_seconds_total",  # cAdvisor
+        "DCGM_FI_DEV_GPU_UTIL",  # NVIDIA DCGM exporter
+        "push_time_seconds",  # the Pushgateway, per pushed group
+        "kueue_pending_workloads",  # Kueue, per ClusterQueue
+        "kueue_local_queue_pending_workloads",  # Kueue LocalQueueMetrics
+    }
+)
 SOURCE_DIRS = ("pipeline", "policy", "qpu_device_plugin", "dra_driver", "qubelet")
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,18 +1,17 @@
-"""Telemetry sources: local JSONL history and the Prometheus HTTP API (through a test double)."""
+"""Telemetry sources: local JSONL history and the Prometheus HTTP API (through a test double).
+
+The same source against a real Prometheus: tests/test_pushgateway_real.py.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from doubles.fake_prometheus import FakePrometheus
 
 from policy.interface import BackendState, CircuitFeatures
 from policy.telemetry import TelemetryPolicy
@@ -26,79 +25,6 @@ GOOD_ROW = {
     "num_clbits": 5, "shots": 4096, "batch_size": 4, "queue_wait_seconds": 0.0, "run_seconds": 0.004,
     "success": True, "error": None, "attempt": 1, "fidelity_2q": None, "readout_fidelity": None,
 }  # fmt: skip
-
-
-class FakePrometheus:
-    """Test double for a Prometheus server (cannot run here): serves ``/api/v1/query`` and
-    ``/api/v1/query_range`` over real HTTP with the real response JSON (``status``, ``data``,
-    ``resultType`` vector/matrix, ``[ts, "value"]`` pairs), answering by which metric a query names.
-    ``mode="garbage"`` answers non-JSON, to exercise the fallback."""
-
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode = mode
-        self.queries: list[tuple[str, str]] = []
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urllib.parse.urlparse(self.path)
-                query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
-                double.queries.append((url.path, query))
-                if double.mode == "garbage":
-                    body = b"<html>502 bad gateway</html>"
-                else:
-                    body = json.dumps(double.answer(url.path, query)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def answer(self, path: str, query: str) -> dict[str, Any]:
-        now = time.time()
-        if path == "/api/v1/query_range":
-            per_backend = (
-                {"cpu": 0.004, "qpu:apollo": 0.12}
-                if "task_duration" in query
-                else {"cpu": 0.0, "qpu:apollo": 0.25}
-            )
-            result = [
-                {
-                    "metric": {"backend": b},
-                    "values": [[now - 120, "NaN"], [now - 60, str(v * 0.9)], [now, str(v)]],
-                }
-                for b, v in per_backend.items()
-            ]
-            return {"status": "success", "data": {"resultType": "matrix", "result": result}}
-        if "queue_depth" in query:
-            values = {"cpu": 3.0, "qpu:apollo": 40.0}
-        elif "backend_up" in query:
-            values = {"cpu": 1.0, "qpu:apollo": 0.0}
-        elif "device_plugin_devices" in query:
-            total: list[dict[str, Any]] = [{"metric": {}, "value": [now, "2"]}]
-            return {"status": "success", "data": {"resultType": "vector", "result": total}}
-        else:
-            return {"status": "error", "errorType": "bad_data", "error": "unknown query"}
-        vector: list[dict[str, Any]] = [
-            {"metric": {"backend": b}, "value": [now, str(v)]} for b, v in values.items()
-        ]
-        return {"status": "success", "data": {"resultType": "vector", "result": vector}}
-
-    def __enter__(self) -> FakePrometheus:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -101,10 +101,23 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pvc", default="qubelet-runs")
     parser.add_argument("--retries", type=int, default=3, help="retryStrategy.limit of every step")
+    parser.add_argument(
+        "--pushgateway",
+        default=None,
+        metavar="URL",
+        help="where steps push their final metrics (default: the monitoring base's "
+        "qubelet-pushgateway; empty: off, steps linger for a scrape instead)",
+    )
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from pipeline.cluster.render import RenderOptions, check_argo_version, parse_argo_version
+    from pipeline.cluster.render import (
+        DEFAULT_PUSHGATEWAY,
+        RenderOptions,
+        check_argo_version,
+        parse_argo_version,
+    )
+    from pipeline.push import check_url
     from qubelet.errors import UsageError
 
     if getattr(args, "argo_version", None) and args.qpu_request == "claim":
@@ -113,7 +126,13 @@ def _options(args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
+    pushgateway = DEFAULT_PUSHGATEWAY if args.pushgateway is None else args.pushgateway
+    try:
+        pushgateway = check_url(pushgateway) if pushgateway else ""
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return RenderOptions(
+        pushgateway=pushgateway,
         namespace=args.namespace,
         image=args.image,
         qpu_request=args.qpu_request,
@@ -217,6 +236,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_task(args: argparse.Namespace) -> int:
     from pipeline.cluster import tasks
     from pipeline.errors import PipelineError
+    from pipeline.push import Pusher
     from qubelet.errors import UsageError
 
     run_dir = Path(args.run_dir)
@@ -225,16 +245,24 @@ def _cmd_task(args: argparse.Namespace) -> int:
         args.metrics_linger if args.metrics_linger is not None else tasks.env_number("QUBELET_METRICS_LINGER")
     )
     try:
-        with tasks.serving_metrics(int(port), float(linger)):
-            if args.step == "generate":
-                expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
-                tasks.generate(_config(args, run_dir), expect, args.write_batch_lists)
-            elif args.step == "execute":
-                tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok)
-            else:
-                summary = tasks.reconstruct(run_dir)
-                for obs in summary.get("observables", []):
-                    print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
+        pusher = Pusher.from_env(args.pushgateway)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        with tasks.serving_metrics(int(port), float(linger)) as serving:
+            try:
+                if args.step == "generate":
+                    expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
+                    tasks.generate(_config(args, run_dir), expect, args.write_batch_lists, pusher)
+                elif args.step == "execute":
+                    tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok, pusher=pusher)
+                else:
+                    summary = tasks.reconstruct(run_dir, pusher)
+                    for obs in summary.get("observables", []):
+                        print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
+            finally:
+                if pusher.delivered:
+                    serving.linger_seconds = 0.0  # pushed: no need to wait for a scrape
     except (tasks.TaskError, PipelineError) as exc:
         raise UsageError(str(exc)) from None
     return 0
@@ -249,7 +277,17 @@ def _add_task_common(parser: argparse.ArgumentParser) -> None:
         help="serve metrics (default $QUBELET_METRICS_PORT)",
     )
     parser.add_argument(
-        "--metrics-linger", type=float, default=None, help="keep serving metrics this long after (s)"
+        "--metrics-linger",
+        type=float,
+        default=None,
+        help="keep serving metrics this long after (s), when they could not be pushed",
+    )
+    parser.add_argument(
+        "--pushgateway",
+        default=None,
+        metavar="URL",
+        help="push final metrics to this Prometheus Pushgateway, grouped by run and task "
+        "(default $QUBELET_PUSHGATEWAY; empty: off)",
     )
 
 

@@ -102,6 +102,10 @@ class RunArgs:
         ]
 
 
+#: The Pushgateway of manifests/monitoring (Service qubelet-pushgateway, port 9091).
+DEFAULT_PUSHGATEWAY = "http://qubelet-pushgateway.qubelet-workloads.svc:9091"
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Cluster-side knobs: where, with what image, and how QPUs are requested."""
@@ -119,6 +123,9 @@ class RenderOptions:
     claim_constraints: bool = False
     generate_name: str = "qubelet-cutting-"
     extra_labels: dict[str, str] = field(default_factory=dict)
+    #: Where steps push their final metrics (manifests/monitoring ships it); empty: no push,
+    #: steps only linger for a last scrape.
+    pushgateway: str = DEFAULT_PUSHGATEWAY
 
 
 def task_name(batch_id: str) -> str:
@@ -145,6 +152,7 @@ def _container(opts: RenderOptions, kind: str, args: list[str], with_claims: boo
             {"name": "QUBELET_RUNS_ROOT", "value": opts.runs_root},
             {"name": "QUBELET_METRICS_PORT", "value": str(METRICS_PORT)},
             {"name": "QUBELET_METRICS_LINGER", "value": "6"},
+            *([{"name": "QUBELET_PUSHGATEWAY", "value": opts.pushgateway}] if opts.pushgateway else []),
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": res.container_resources(kind, opts.qpu_request, with_claims=with_claims),

@@ -13,9 +13,11 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.push import GENERATE_TASK, RECONSTRUCT_TASK, Pusher
 from qubelet import klog
 
 log = klog.get_logger("qubelet.cluster.tasks")
@@ -58,12 +60,14 @@ def generate(
     config: Any,
     expect_batches: Sequence[str] | None = None,
     write_lists: bool = False,
+    pusher: Pusher | None = None,
 ) -> Any:
     """Plan the run into ``run_dir`` and check it against the batches the Workflow was rendered for.
 
     Why the check: a rendered Workflow has one task per batch id. If planning on the cluster gave
     different batches (another policy model, other telemetry) some would never run; fail the
-    step with the difference instead.
+    step with the difference instead. With a ``pusher``, every planned batch gets its waiting
+    group on the Pushgateway (:meth:`pipeline.push.Pusher.push_waiting`).
     """
     from pipeline import stages
     from pipeline.runlock import run_dir_lock
@@ -85,20 +89,24 @@ def generate(
             )
     if write_lists:
         write_batch_lists(run_dir, plan.batches)
+    if pusher is not None and pusher.enabled:
+        pusher.push_waiting(plan.run_id, plan.batches)
+        pusher.push_process(plan.run_id, GENERATE_TASK)
     log.info("generated", run_dir=str(run_dir), run_id=plan.run_id, batches=len(ids))
     return plan
 
 
-def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
+def execute(run_dir: Path, batch_id: str, missing_ok: bool = False, pusher: Pusher | None = None) -> bool:
     """Run one batch of a planned run on its backend (skipping keys already done).
 
     ``missing_ok``: a batch absent from plan.json is a no-op instead of an error. Rendered
     workflows set it because re-submitting a run resumes it: generate then plans only the
     subexperiments without results, every one of them in some batch of the new plan, so a
     rendered batch that is no longer planned has nothing left to do. Returns whether it ran.
-    """
-    from pipeline import stages
 
+    With a ``pusher``, the batch's group is pushed when it starts (depth 1) and when it ends
+    (depth 0, final counts), whatever the outcome.
+    """
     plan = _load_plan(run_dir)
     known = [b.id for b in plan.batches]
     if batch_id not in known:
@@ -109,12 +117,28 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
     from pipeline import metrics
 
     batch = plan.batch(batch_id)
+    metrics.DEFAULT.init_backend(batch.backend, batch.kind)
+    metrics.QUEUE_DEPTH.labels(batch.backend).set(1)
+    if pusher is not None and pusher.enabled:
+        pusher.push_process(plan.run_id, batch.id)
+    try:
+        _execute_and_count(run_dir, batch)
+    finally:
+        metrics.QUEUE_DEPTH.labels(batch.backend).set(0)
+        if pusher is not None and pusher.enabled:
+            pusher.push_process(plan.run_id, batch.id)
+    return True
+
+
+def _execute_and_count(run_dir: Path, batch: Any) -> None:
+    """Run ``batch`` and count it in the pipeline metrics (failures too, then re-raise)."""
+    from pipeline import metrics, stages
+    from pipeline.runlock import run_dir_lock
+
     # Queue wait on a cluster: from the plan being written to this pod starting, i.e. Kueue
     # admission plus scheduling plus image pull.
     queued_at = (run_dir / "plan.json").stat().st_mtime
     metrics.QUEUE_WAIT.labels(batch.backend).observe(max(0.0, time.time() - queued_at))
-    from pipeline.runlock import run_dir_lock
-
     try:
         # Shared: the workflow runs many batches of one run at once; a local run excludes them.
         with run_dir_lock(run_dir, shared=True):
@@ -130,23 +154,35 @@ def execute(run_dir: Path, batch_id: str, missing_ok: bool = False) -> bool:
     log.info(
         "executed",
         run_dir=str(run_dir),
-        batch=batch_id,
+        batch=batch.id,
         backend=outcome.backend,
         executed=executed,
         skipped=len(outcome.skipped),
         seconds=round(outcome.finished - outcome.started, 3),
     )
-    return True
 
 
-def reconstruct(run_dir: Path) -> dict[str, Any]:
-    """Combine all batch results into ``summary.json`` and return it."""
-    from pipeline import stages
+def reconstruct(run_dir: Path, pusher: Pusher | None = None) -> dict[str, Any]:
+    """Combine all batch results into ``summary.json`` and return it.
+
+    Counts the run's outcome and wall time (plan written to reconstruct finished) and, with a
+    ``pusher``, pushes them as the run's ``reconstruct`` group.
+    """
+    from pipeline import metrics, stages
     from pipeline.runlock import run_dir_lock
 
-    _load_plan(run_dir)
-    with run_dir_lock(run_dir, shared=True):
-        summary: dict[str, Any] = stages.reconstruct(run_dir)
+    plan = _load_plan(run_dir)
+    metrics.DEFAULT.init_run()
+    outcome = "failed"
+    try:
+        with run_dir_lock(run_dir, shared=True):
+            summary: dict[str, Any] = stages.reconstruct(run_dir)
+        outcome = "succeeded"
+    finally:
+        metrics.RUNS.labels(outcome).inc()
+        metrics.RUN_DURATION.set(max(0.0, time.time() - (run_dir / "plan.json").stat().st_mtime))
+        if pusher is not None and pusher.enabled:
+            pusher.push_process(plan.run_id, RECONSTRUCT_TASK)
     log.info("reconstructed", run_dir=str(run_dir))
     return summary
 
@@ -159,16 +195,26 @@ def _load_plan(run_dir: Path) -> Any:
     return stages.load_plan(run_dir)
 
 
+@dataclass
+class MetricsServing:
+    """What :func:`serving_metrics` does on exit; the step may cancel the linger."""
+
+    linger_seconds: float = 0.0
+
+
 @contextmanager
-def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
+def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[MetricsServing]:
     """Serve the process's Prometheus registry while a step runs, and a little after.
 
     Why linger: step pods are short-lived and scraped every few seconds; keeping the endpoint up
-    for one more scrape interval lets Prometheus see the final counter values.
+    for one more scrape interval lets Prometheus see the final counter values. It is the fallback
+    for a step that could not push them (set ``linger_seconds = 0`` on the yielded object once
+    a push got through).
     """
     from qubelet.daemon import serve_metrics
     from qubelet.errors import UsageError
 
+    control = MetricsServing(linger_seconds)
     try:
         server = serve_metrics(port)
     except UsageError as exc:
@@ -176,13 +222,13 @@ def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[None]:
         log.warning("metrics not served", port=port, err=str(exc))
         server = None
     if server is None:
-        yield
+        yield control
         return
     try:
-        yield
+        yield control
     finally:
-        if linger_seconds > 0:
-            time.sleep(min(linger_seconds, 60.0))
+        if control.linger_seconds > 0:
+            time.sleep(min(control.linger_seconds, 60.0))
         server.shutdown()
 
 
