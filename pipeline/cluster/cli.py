@@ -126,7 +126,8 @@ def _options(args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
-    pushgateway = DEFAULT_PUSHGATEWAY if args.pushgateway is None else args.pushgateway
+    pushgateway = getattr(args, "pushgateway", None)
+    pushgateway = DEFAULT_PUSHGATEWAY if pushgateway is None else pushgateway
     try:
         pushgateway = check_url(pushgateway) if pushgateway else ""
     except ValueError as exc:
