@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.executor import ExecutionReport, LocalExecutor, ProgressSink
 from pipeline.stages import CostEstimate, CutTemplate, make_template, save_inputs
 from pipeline.store import ArtifactStore, canonical_qpy, write_json
+from pipeline.timing import StageClock
 
 #: Observables as the API takes them: one spec string ("ZZII+0.5*XIXI", "energy=Z0Z1"), a list
 #: of them, a SparsePauliOp (real coefficients), or a mapping of names to SparsePauliOps/specs.
@@ -163,18 +164,26 @@ def execute(
     progress: ProgressSink | None = None,
     announce: Callable[[CostEstimate], None] | None = None,
     lock_wait: float = 0.0,
+    started_at: float | None = None,
 ) -> RunResult:
     """Run ``config`` end to end (``circuit`` overrides ``config.circuit_file``).
 
     ``lock_wait``: seconds to wait for another process's lock on the run directory.
+    ``started_at``: when the user's wait began (``qubelet run`` passes its process start); the
+    summary's wall time and its ``startup`` stage count from it (default: from this call).
     """
     started = time.perf_counter()
-    if circuit is None and config.circuit_file is not None:
-        from pipeline.circuits import load_circuit_file
+    now = time.time()
+    clock = StageClock(origin=now if started_at is None else started_at)
+    if started_at is not None:
+        clock.add("startup", started_at, now)
+    with clock.stage("cut"):
+        if circuit is None and config.circuit_file is not None:
+            from pipeline.circuits import load_circuit_file
 
-        circuit = load_circuit_file(Path(config.circuit_file))
-    resuming = (Path(config.run_dir) / "manifest.json").exists()
-    template = None if resuming else cut_template(config, circuit, announce)
+            circuit = load_circuit_file(Path(config.circuit_file))
+        resuming = (Path(config.run_dir) / "manifest.json").exists()
+        template = None if resuming else cut_template(config, circuit, announce)
     values = None
     if circuit is not None and (circuit.parameters or parameter_values is not None):
         if parameter_values is None:
@@ -183,10 +192,11 @@ def execute(
             check_bound(circuit)
         values = parameter_dict(circuit, parameter_values or [])
     after_cut = time.perf_counter()
-    executor = LocalExecutor(
-        config, progress=progress, lock_wait=lock_wait, template=template, parameter_values=values
-    )
-    summary, execution = executor.run()
+    with clock.stage("plan"):  # probing the backends is part of deciding where work runs
+        executor = LocalExecutor(
+            config, progress=progress, lock_wait=lock_wait, template=template, parameter_values=values
+        )
+    summary, execution = executor.run(clock)
     finished = time.perf_counter()
     seconds = {
         "cut": round(template.seconds if template else 0.0, 4),

@@ -158,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``qubelet run``: one run, or one per row of ``--parameters``, through :mod:`pipeline.api`."""
     from pipeline import api, metrics
     from pipeline.errors import PipelineError
+    from qubelet import proctime
     from qubelet.errors import UsageError
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
@@ -183,8 +184,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             code = _print_sweep(results, run_dir)
         else:
-            result = api.execute(config, progress=progress, announce=announce, lock_wait=args.lock_wait)
-            _print_run(result)
+            # The user's wait began when the process did: start-up counts, and is shown as a stage.
+            result = api.execute(
+                config,
+                progress=progress,
+                announce=announce,
+                lock_wait=args.lock_wait,
+                started_at=proctime.PROCESS_STARTED_AT,
+            )
+            _report_run(result)
             code = 0
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
@@ -196,16 +204,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _print_run(result: Any) -> None:
+def _report_run(result: Any) -> None:
+    """The report stage: draw the timeline, record the whole wall time, print the tables."""
     from pipeline import report
+    from pipeline.store import write_json
+    from pipeline.timing import StageClock, format_breakdown
 
     summary = result.summary
     run_dir = result.run_dir
+    clock = StageClock.from_json(summary["timing"])
+    report_started = time.time()
+    clock.add("report", report_started, report_started)  # drawn as it stands when drawing starts
     timeline = report.plot_timeline(
         report.load_events(run_dir),
         run_dir / "timeline.png",
         title=f"{summary['qubits']} qubits, {summary['cuts']} cuts, policy {summary['policy']}",
+        timing=clock,
+        backends=summary.get("backend_names", ()),
     )
+    clock.intervals.pop()
+    finished = time.time()
+    clock.add("report", report_started, finished)
+    summary["timing"] = clock.to_json(finished)
+    summary["wall_seconds"] = summary["timing"]["wall_seconds"]
+    write_json(run_dir / "summary.json", summary)
     subexp = ", ".join(
         f"{label}: {count} ({summary['distinct_subexperiments'][label]} distinct)"
         for label, count in summary["subexperiments"].items()
@@ -233,7 +255,8 @@ def _print_run(result: Any) -> None:
     print(report.backends_table(summary))
     print()
     retried = result.execution.retried if result.execution is not None else 0
-    print(f"wall time {summary['wall_seconds']:.2f} s; retried batches {retried}")
+    breakdown = format_breakdown(summary["timing"]["stages"], summary["wall_seconds"])
+    print(f"{breakdown}; retried batches {retried}")
     print(f"outputs: {run_dir}/summary.json, {timeline}, {run_dir}/telemetry.jsonl")
 
 

@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.converters import circuit_to_dag
 from qiskit.quantum_info import PauliList
 
 from pipeline.circuits import CutTarget
 from pipeline.errors import PipelineError
-from pipeline.store import ArtifactStore
+from pipeline.store import ArtifactStore, circuit_key
 from policy.interface import CircuitFeatures
 
 
@@ -274,13 +273,17 @@ def _find_cuts(circuit: QuantumCircuit, max_width: int, seed: int) -> QuantumCir
 
 def cut_and_store(
     target: CutTarget,
-    store: ArtifactStore,
+    store: ArtifactStore | None,
     *,
     problem: CutProblem | None = None,
     num_samples: int | None = None,
     seed: int = 0,
 ) -> tuple[CutResult, dict[str, CircuitFeatures]]:
-    """Cut ``target``, write every distinct subexperiment as QPY, and describe each for the policy."""
+    """Cut ``target``, write every distinct subexperiment as QPY, and describe each for the policy.
+
+    With ``store=None`` nothing is written: the keys and features are all that planning needs
+    (``qubelet render`` plans a cluster run whose generate step cuts again on the cluster).
+    """
     problem = problem or plan_cuts(target, seed=seed)
     subexperiments, coefficients = generate_subexperiments(problem, num_samples, seed)
     return store_subexperiments(problem, subexperiments, coefficients, store, num_samples)
@@ -313,7 +316,7 @@ def store_subexperiments(
     problem: CutProblem,
     subexperiments: dict[str, list[QuantumCircuit]],
     coefficients: list[tuple[float, str]],
-    store: ArtifactStore,
+    store: ArtifactStore | None,
     num_samples: int | None,
 ) -> tuple[CutResult, dict[str, CircuitFeatures]]:
     """Write each partition's distinct subexperiments and record their keys in order."""
@@ -323,7 +326,10 @@ def store_subexperiments(
     for label, circuits in sorted(subexperiments.items()):
         label_keys = []
         for circuit in circuits:
-            key = store.put_circuit(circuit, partition=label)
+            if store is None:
+                key = circuit_key(circuit, label)[0]
+            else:
+                key = store.put_circuit(circuit, partition=label)
             label_keys.append(key)
             multiplicity[key] = multiplicity.get(key, 0) + 1
             if key not in features:
@@ -349,8 +355,7 @@ def store_subexperiments(
 
 def describe(circuit: QuantumCircuit, key: str, partition: str, shots: int = 0) -> CircuitFeatures:
     """Width, depth and two-qubit gate count: the circuit features the policy learns from."""
-    dag = circuit_to_dag(circuit)
-    two_qubit = sum(1 for node in dag.op_nodes() if len(node.qargs) == 2)
+    two_qubit = sum(1 for instruction in circuit.data if len(instruction.qubits) == 2)
     return CircuitFeatures(
         key=key,
         num_qubits=circuit.num_qubits,

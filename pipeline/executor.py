@@ -36,6 +36,7 @@ from pipeline.stages import (
     reconstruct,
 )
 from pipeline.store import ArtifactStore, write_json
+from pipeline.timing import StageClock
 from qubelet import klog
 
 log = klog.get_logger("qubelet.pipeline")
@@ -295,30 +296,37 @@ class LocalExecutor:
         )
 
     # --- the whole DAG --------------------------------------------------------------------
-    def run(self) -> tuple[dict[str, Any], ExecutionReport]:
+    def run(self, clock: StageClock | None = None) -> tuple[dict[str, Any], ExecutionReport]:
         """Cut, plan, execute and reconstruct, holding the run directory's lock throughout.
+
+        ``clock`` carries the stages already timed by the caller (the CLI's start-up, the API's
+        cut) and its origin, when the user's wait began; the run adds its own stages to it and
+        the summary's wall time counts from that origin. Without it, from this call.
 
         Raises:
             RunDirBusyError: another run holds the run directory (after ``lock_wait`` seconds).
             StorageError: the run directory cannot be written.
             PipelineError: bad input, or batches that failed on every attempt.
         """
+        clock = clock or StageClock()
         if not self.backends:
             raise PipelineError("no usable backend: " + "; ".join(self.unavailable.values()))
         with run_dir_lock(self.config.run_dir, wait_seconds=self.lock_wait):
-            return self._run_locked()
+            return self._run_locked(clock)
 
-    def _run_locked(self) -> tuple[dict[str, Any], ExecutionReport]:
-        started = time.time()
-        self._manifest = prepare(self.config, **self._prepare_args)
-        batches = self.plan(self._manifest)
+    def _run_locked(self, clock: StageClock) -> tuple[dict[str, Any], ExecutionReport]:
+        with clock.stage("cut"):
+            self._manifest = prepare(self.config, **self._prepare_args)
+        with clock.stage("plan"):
+            batches = self.plan(self._manifest)
         self.progress.start(sum(len(b.keys) for b in batches))
         try:
-            report = self.execute(batches)
+            with clock.stage("execute"):
+                report = self.execute(batches)
         finally:
             self.progress.close()
-        wall = time.time() - started
-        summary = reconstruct(self.config.run_dir, wall_seconds=wall)
+        with clock.stage("reconstruct"):
+            summary = reconstruct(self.config.run_dir, wall_seconds=clock.wall_seconds())
         summary["unavailable_backends"] = self.unavailable
         summary["retried_batches"] = report.retried
         summary["moved_batches"] = report.moved
@@ -326,6 +334,10 @@ class LocalExecutor:
             len(b.keys) for b in batches
         )
         summary["recomputed_invalid"] = dict(self.invalid)
+        summary["backend_names"] = sorted(self.backends)
+        wall = clock.wall_seconds()
+        summary["wall_seconds"] = round(wall, 4)
+        summary["timing"] = clock.to_json()
         write_json(self.store.summary_path, summary)
         write_json(
             self.config.run_dir / "timeline.json",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pipeline.timing import StageClock
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -44,38 +47,125 @@ def backends_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_timeline(events: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """A Gantt chart: one row per backend, one bar per batch attempt (failed ones hatched red)."""
-    import matplotlib
+#: Colours of the stage lane (execute takes its backends' colours below it).
+STAGE_COLOURS = {
+    "startup": "#9A9A9A",
+    "cut": "#DD8452",
+    "plan": "#937860",
+    "execute": "#4C72B0",
+    "reconstruct": "#C44E52",
+    "report": "#6B6B6B",
+}
+BACKEND_COLOURS = {"cpu": "#4C72B0", "gpu": "#55A868", "qpu": "#8172B2"}
+FAILED_COLOUR = "#DD4444"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+# Geometry of the chart, in pixels.
+_WIDTH = 1200
+_LEFT, _RIGHT, _TOP, _BOTTOM = 120, 24, 48, 48
+_LANE, _BAR = 38, 26
 
-    colours = {"cpu": "#4C72B0", "gpu": "#55A868", "qpu": "#8172B2"}
-    backends = sorted({e["backend"] for e in events}) or ["(none)"]
-    t0 = min((e["start"] for e in events), default=0.0)
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.6 * len(backends)))
-    for row, backend in enumerate(backends):
-        for event in (e for e in events if e["backend"] == backend):
-            width = max(event["end"] - event["start"], 1e-3)
-            ax.barh(
+
+def _kind_of(backend: str) -> str:
+    return backend.split(":", 1)[0]
+
+
+def _tick_step(span: float, target_ticks: int = 8) -> float:
+    """A 1-2-5 step giving about ``target_ticks`` ticks over ``span`` seconds."""
+    raw = max(span, 1e-6) / target_ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def plot_timeline(
+    events: Sequence[dict[str, Any]],
+    path: Path,
+    title: str = "",
+    timing: StageClock | None = None,
+    backends: Sequence[str] = (),
+) -> Path:
+    """A Gantt chart (PNG) of where the run's time went.
+
+    The top lane shows every stage (start-up, cut, plan, execute, reconstruct, report) with its
+    seconds; below it one lane per backend, one labelled bar per batch attempt (failed ones red
+    and hatched). A backend the run had but gave no work is an empty lane marked idle, so "why
+    is the QPU not used" is visible too. Drawn with Pillow: matplotlib's import alone took longer
+    than a small run's execution.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    lanes = sorted({*backends, *(e["backend"] for e in events)})
+    stages = timing.intervals if timing is not None else []
+    t0 = timing.origin if timing is not None else min((e["start"] for e in events), default=0.0)
+    t_end = max([end for _, _, end in stages] + [e["end"] for e in events] + [t0 + 1e-3])
+    span = (t_end - t0) * 1.01
+    labels = (["stages"] if stages else []) + lanes or ["(none)"]
+    height = _TOP + _BOTTOM + _LANE * len(labels)
+    image = Image.new("RGB", (_WIDTH, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=12)
+    small = ImageFont.load_default(size=10)
+    plot_width = _WIDTH - _LEFT - _RIGHT
+
+    def x_of(t: float) -> float:
+        return _LEFT + (t - t0) / span * plot_width
+
+    # Grid and time axis.
+    step = _tick_step(span)
+    axis_y = _TOP + _LANE * len(labels)
+    tick = 0.0
+    while tick <= span:
+        x = x_of(t0 + tick)
+        draw.line([(x, _TOP), (x, axis_y)], fill="#E4E4E4")
+        draw.text((x, axis_y + 4), f"{tick:g}", font=small, fill="black", anchor="mt")
+        tick += step
+    draw.line([(_LEFT, axis_y), (_WIDTH - _RIGHT, axis_y)], fill="black")
+    draw.line([(_LEFT, _TOP), (_LEFT, axis_y)], fill="black")
+    axis_label = "seconds since the process started" if timing is not None else "seconds since start"
+    draw.text((_LEFT + plot_width / 2, height - 6), axis_label, font=font, fill="black", anchor="md")
+    wall = f"wall time {t_end - t0:.2f} s" if timing is not None else ""
+    heading = " - ".join(t for t in (title or "subexperiment batches per backend", wall) if t)
+    draw.text((_WIDTH / 2, 14), heading, font=font, fill="black", anchor="mm")
+    if timing is not None:  # every stage's seconds, also those too short to label in their bar
+        breakdown = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timing.seconds().items())
+        draw.text((_WIDTH / 2, 32), breakdown, font=small, fill="#333333", anchor="mm")
+
+    def bar(row: int, start: float, end: float, colour: str, text: str, failed: bool = False) -> None:
+        x0, x1 = x_of(start), max(x_of(end), x_of(start) + 1.0)
+        y_mid = _TOP + _LANE * row + _LANE / 2
+        y0, y1 = y_mid - _BAR / 2, y_mid + _BAR / 2
+        draw.rectangle([x0, y0, x1, y1], fill=FAILED_COLOUR if failed else colour, outline="black")
+        if failed:
+            for offset in range(0, int(x1 - x0) + _BAR, 6):
+                draw.line([(x0 + offset - _BAR, y1), (x0 + offset, y0)], fill="white")
+            draw.rectangle([x0, y0, x1, y1], outline="black")
+        if text and font.getlength(text) + 4 <= x1 - x0:
+            draw.text(((x0 + x1) / 2, y_mid), text, font=font, fill="white", anchor="mm")
+
+    for row, label in enumerate(labels):
+        y_mid = _TOP + _LANE * row + _LANE / 2
+        draw.text((_LEFT - 8, y_mid), label, font=font, fill="black", anchor="rm")
+    for name, start, end in stages:
+        bar(0, start, end, STAGE_COLOURS.get(name, "#999999"), f"{name} {end - start:.2f}s")
+    first_lane = 1 if stages else 0
+    for offset, backend in enumerate(lanes):
+        row = first_lane + offset
+        lane_events = [e for e in events if e["backend"] == backend]
+        for event in lane_events:
+            bar(
                 row,
-                width,
-                left=event["start"] - t0,
-                height=0.6,
-                color=colours.get(event["kind"], "#999999") if event["success"] else "#DD4444",
-                edgecolor="black",
-                linewidth=0.4,
-                hatch=None if event["success"] else "//",
+                event["start"],
+                event["end"],
+                BACKEND_COLOURS.get(event.get("kind", _kind_of(backend)), "#999999"),
+                str(event["batch"]).removeprefix(backend.replace(":", "-") + "-"),
+                failed=not event["success"],
             )
-    ax.set_yticks(range(len(backends)), backends)
-    ax.set_xlabel("seconds since start")
-    ax.set_title(title or "subexperiment batches per backend")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+        if not lane_events:
+            y_mid = _TOP + _LANE * row + _LANE / 2
+            draw.text(
+                (_LEFT + 8, y_mid), "idle: the policy gave it no work", font=font, fill="#555555", anchor="lm"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    image.save(path, format="PNG")
     return path
 
 

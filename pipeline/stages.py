@@ -468,6 +468,31 @@ def nominal_backend_states(config: RunConfig) -> list[BackendState]:
     return states
 
 
+def plan_from_cut(config: RunConfig) -> Plan:
+    """The plan a cluster run of ``config`` will make, from the cut's metadata alone.
+
+    Nothing is written and nothing is executed: the subexperiments are cut, keyed and described
+    in memory, and the policy plans them for the nominal backend classes. The cluster's generate
+    step cuts the same circuit again into the shared volume and gets the same batches (it checks
+    that it does), so ``qubelet render`` needs neither a scratch run directory nor the exact
+    reference values.
+    """
+    template = make_template(config)
+    cut, features = store_subexperiments(
+        template.problem, template.subexperiments, template.coefficients, None, config.num_samples
+    )
+    tasks = [CircuitFeatures(**{**features[k].__dict__, "shots": config.shots}) for k in cut.unique_keys()]
+    states = nominal_backend_states(config)
+    decisions = policy_for(config).select(tasks, states) if tasks else []
+    workers = {state.name: state.workers for state in states}
+    return Plan(
+        run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        policy=config.policy,
+        batches=batch_decisions(decisions, config.batch_size, workers),
+        decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
+    )
+
+
 def generate(config: RunConfig, *, probe_backends: bool = True) -> Plan:
     """Stage 1: cut (or reuse the cut), then plan the pending subexperiments.
 

@@ -54,6 +54,17 @@ def canonical_qpy(circuit: QuantumCircuit) -> bytes:
     return buffer.getvalue()
 
 
+def circuit_key(circuit: QuantumCircuit, partition: str = "") -> tuple[str, bytes]:
+    """A subexperiment's content address and its canonical QPY bytes.
+
+    The key hashes the QPY bytes and ``partition`` (see :meth:`ArtifactStore.put_circuit` for
+    why); planning without a store (``qubelet render``) computes the same keys.
+    """
+    data = canonical_qpy(circuit)
+    salt = f"partition={partition}\0".encode() if partition else b""
+    return hashlib.sha256(salt + data).hexdigest(), data
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file + rename, so a killed writer never leaves half a file.
 
@@ -129,9 +140,7 @@ class ArtifactStore:
         samples, or their shot noise multiplies into a bias. Within a partition, equal circuits
         share one key, one run and one result.
         """
-        data = canonical_qpy(circuit)
-        salt = f"partition={partition}\0".encode() if partition else b""
-        key = hashlib.sha256(salt + data).hexdigest()
+        key, data = circuit_key(circuit, partition)
         path = self.circuit_path(key)
         if not path.exists():
             atomic_write(path, data)

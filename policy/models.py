@@ -1,4 +1,4 @@
-"""Run-time and error models: analytic priors corrected by scikit-learn fits on telemetry.
+"""Run-time and error models: analytic priors corrected by ridge fits on telemetry.
 
 Run time. Every backend class has a prior cost model of the same shape the hardware has::
 
@@ -31,6 +31,11 @@ Queue. Our own jobs ahead cost their predicted run time / workers each. Other te
 teach the seconds one costs (recency-weighted ``Σ wait / Σ depth``); without such rows they are
 assumed as long as ours.
 
+The ridge regression is the closed form scikit-learn's ``Ridge`` solves (unpenalised intercept,
+Cholesky on the centred normal equations), written out in numpy: five features need one 5×5
+solve, and importing scikit-learn would cost every ``qubelet run`` seconds of start-up
+(tests/test_policy_models.py checks both give the same fit).
+
 Persistence is JSON: the (capped) training rows, the Prometheus snapshots and the
 hyperparameters; loading refits. Nothing in a model file is ever executed.
 """
@@ -45,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from policy.features import circuit_matrix, task_from_row
 from policy.interface import BackendKind, BackendState, CircuitFeatures, TelemetryRow
@@ -157,9 +161,35 @@ class BackendStats:
         return float(np.median(waits)) if waits else 0.0
 
 
+@dataclass(frozen=True)
+class RidgeFit:
+    """A fitted ridge regression ``y ≈ x·coef + intercept`` (the intercept is not penalised)."""
+
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeFit:
+        """Minimise ``|y − x·coef − intercept|² + alpha·|coef|²`` in closed form."""
+        x_mean = x.mean(axis=0)
+        y_mean = float(y.mean())
+        centred = x - x_mean
+        gram = centred.T @ centred + alpha * np.eye(x.shape[1])
+        rhs = centred.T @ (y - y_mean)
+        try:
+            coef = np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:  # alpha = 0 with collinear features: least-norm solution
+            coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        return cls(coef=coef, intercept=y_mean - float(x_mean @ coef))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted ``y`` for each row of ``x``."""
+        return x @ self.coef + self.intercept
+
+
 @dataclass
 class _Correction:
-    ridge: Ridge
+    ridge: RidgeFit
     rows: int
 
 
@@ -262,7 +292,7 @@ class PolicyModel:
             kind: BackendKind = group[0]["backend_kind"]
             observed = np.maximum(np.array([float(r["run_seconds"]) for r in group]), _MIN_SECONDS)
             target = np.log(observed) - np.log(prior_seconds(tasks, kind))
-            ridge = Ridge(alpha=self.hyper.ridge_alpha).fit(circuit_matrix(tasks), target)
+            ridge = RidgeFit.fit(circuit_matrix(tasks), target, self.hyper.ridge_alpha)
             self._corrections[key] = _Correction(ridge=ridge, rows=len(group))
         self._fit_recent()
         self._fit_error()

@@ -3,8 +3,12 @@
 This top-level package holds only what every part shares: the CLI entry point, klog-style
 logging, the error tree, daemon plumbing, the Kubernetes client and the QPU inventory (see
 docs/architecture.md). It imports nothing heavy at import time so node-side images stay small.
+It does note when the process started (:mod:`qubelet.proctime`), so commands report the whole
+wait.
 """
+
+from qubelet import proctime as _proctime  # noqa: F401  (first import: records the start)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "cli", "daemon", "errors", "inventory", "klog", "kube", "protos"]
+__all__ = ["__version__", "cli", "daemon", "errors", "inventory", "klog", "kube", "proctime", "protos"]

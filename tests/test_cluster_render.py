@@ -303,3 +303,19 @@ def test_render_argo_version_is_validated(capsys: pytest.CaptureFixture[str]) ->
         retries=1,
     )
     assert _options(ns).qpu_request == "extended-resource"
+
+
+def test_render_plans_from_the_cut_alone_and_matches_generate(
+    paper_plan: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``qubelet render`` plans without storing or executing anything, and gets the batches the
+    cluster's generate step will get (same ids, same subexperiments in each)."""
+    from pipeline import stages
+    from pipeline.config import RunConfig
+
+    plan, _run_dir = paper_plan
+    monkeypatch.chdir(tmp_path)
+    rendered = stages.plan_from_cut(RunConfig(run_dir=tmp_path / "never-written", **PAPER_RUN))
+    assert [(b.id, b.keys) for b in rendered.batches] == [(b.id, b.keys) for b in plan.batches]
+    assert rendered.decisions == plan.decisions
+    assert list(tmp_path.iterdir()) == []

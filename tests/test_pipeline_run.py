@@ -76,8 +76,9 @@ def test_our_values_equal_qiskit_addon_cutting(tmp_path: Path) -> None:
     config = RunConfig(qubits=8, cuts=2, shots=1024, backends=("cpu",), run_dir=tmp_path)
     LocalExecutor(config).run()
     manifest = stages.load_manifest(tmp_path)
-    recon = reconstruct(manifest.cut, ArtifactStore(tmp_path).get_result)
+    recon = reconstruct(manifest.cut, ArtifactStore(tmp_path).get_result, with_library=True)
     ours = [p.value for p in recon.paulis]
+    assert recon.library_values is not None
     assert ours == pytest.approx(recon.library_values, abs=1e-10)
 
 

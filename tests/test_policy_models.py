@@ -158,3 +158,20 @@ def test_learned_qpu_queue_wait_ignores_the_runs_own_backlog() -> None:
     qpu = BackendState(name="qpu:c", kind="qpu", max_qubits=20)
     assert model.queue_wait(qpu) == pytest.approx(60.0)
     assert model.queue_wait(BackendState(name="qpu:c", kind="qpu", queue_wait_seconds=5.0)) == 5.0
+
+
+def test_ridge_fit_matches_scikit_learn() -> None:
+    """The numpy ridge is the fit scikit-learn's Ridge gives (intercept unpenalised)."""
+    from sklearn.linear_model import Ridge
+
+    from policy.models import RidgeFit
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 5)) * [1.0, 3.0, 0.5, 2.0, 1.0] + [5.0, 1.0, 0.0, 8.0, 2.0]
+    y = x @ np.array([0.3, -1.0, 2.0, 0.1, 0.0]) + 4.0 + rng.normal(scale=0.2, size=40)
+    for alpha in (0.0, 1.0, 25.0):
+        ours = RidgeFit.fit(x, y, alpha)
+        theirs = Ridge(alpha=alpha).fit(x, y)
+        assert np.allclose(ours.coef, theirs.coef_, atol=1e-8)
+        assert ours.intercept == pytest.approx(float(theirs.intercept_), abs=1e-8)
+        assert np.allclose(ours.predict(x[:7]), theirs.predict(x[:7]), atol=1e-8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pipeline.backends.base import Backend
+from pipeline.backends.lazy_qpu import LazyFakeQPUBackend
 from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
 from pipeline.backends.simulators import AerStatevectorBackend
 from pipeline.errors import BackendUnavailableError
@@ -24,7 +25,9 @@ def make_backend(
     if kind == "gpu":
         return AerStatevectorBackend("gpu")
     if kind == "qpu":
-        return IQMBackend(resolve_qpu_target(qpu_spec, env))
+        target = resolve_qpu_target(qpu_spec, env)
+        # A fake QPU is built on its first batch (most runs give it none); a real one connects now.
+        return LazyFakeQPUBackend(target) if target.is_fake else IQMBackend(target)
     raise BackendUnavailableError(f"unknown backend class {kind!r}")
 
 

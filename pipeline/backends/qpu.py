@@ -72,6 +72,25 @@ def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) 
     )
 
 
+def backend_name(target: QPUTarget) -> str:
+    """The backend's name in plans, telemetry and metrics: ``qpu:<inventory name>``."""
+    return f"qpu:{target.name}"
+
+
+def model_name(target: QPUTarget) -> str:
+    """The model as the QPU inventory (manifests/examples/qpus.yaml) spells it.
+
+    "Apollo", not "IQMFakeApollo", so telemetry from laptops and clusters pools per model.
+    """
+    return target.spec[len(FAKE_PREFIX) :].removeprefix("IQMFake") if target.is_fake else "iqm"
+
+
+#: Seconds of fixed cost per submitted job: a local transpile for a fake, a cloud round trip for
+#: a real QPU (what the policy weighs against batching more work onto it).
+FAKE_JOB_OVERHEAD_SECONDS = 0.5
+REMOTE_JOB_OVERHEAD_SECONDS = 5.0
+
+
 def _fake_backend(model: str) -> Any:
     from iqm.qiskit_iqm import fake_backends
 
@@ -102,7 +121,7 @@ class IQMBackend:
 
     def __init__(self, target: QPUTarget, optimization_level: int = 1) -> None:
         self.target = target
-        self.name = f"qpu:{target.name}"
+        self.name = backend_name(target)
         self._optimization_level = optimization_level
         if target.is_fake:
             self._backend = _fake_backend(target.spec[len(FAKE_PREFIX) :])
@@ -116,9 +135,7 @@ class IQMBackend:
                 raise BackendUnavailableError(
                     f"IQM server {target.server_url}: cannot connect ({type(exc).__name__})"
                 ) from None
-        # Same model names as the QPU inventory (manifests/examples/qpus.yaml): "Apollo", not
-        # "IQMFakeApollo", so telemetry from laptops and clusters pools per model.
-        self.model = target.spec[len(FAKE_PREFIX) :].removeprefix("IQMFake") if target.is_fake else "iqm"
+        self.model = model_name(target)
         self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
 
     def state(self) -> BackendState:
@@ -131,7 +148,9 @@ class IQMBackend:
             model=self.model,
             fidelity_2q=self.fidelity_2q,
             readout_fidelity=self.readout_fidelity,
-            job_overhead_seconds=0.5 if self.target.is_fake else 5.0,
+            job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS
+            if self.target.is_fake
+            else REMOTE_JOB_OVERHEAD_SECONDS,
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -145,22 +144,23 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def render_documents(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Plan the run in a scratch directory and render its objects (claim templates, then Workflow).
+    """Plan the run from the cut's metadata and render its objects (claim templates, then Workflow).
 
-    The plan is computed here with the backends this machine offers; the cluster's generate step
-    re-plans with the same flags and checks it gets no batch the Workflow lacks.
+    The plan is made for the cluster's backend classes without executing or storing anything;
+    the cluster's generate step re-plans with the same flags and checks it gets no batch the
+    Workflow lacks.
     """
-    from pipeline.cluster import render, tasks
+    from pipeline import stages
+    from pipeline.cluster import render
     from pipeline.errors import PipelineError
     from qubelet.errors import UsageError
 
     opts = _options(args)
     run = _run_args(args)
-    with tempfile.TemporaryDirectory(prefix="qubelet-render-") as scratch:
-        try:
-            plan = tasks.generate(_config(args, Path(scratch) / "run"))
-        except PipelineError as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        plan: Any = stages.plan_from_cut(_config(args, Path("unused")))
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
     run_id = args.run_id or plan.run_id
     try:
         workflow = render.build_workflow(run, run_id, plan.batches, opts)
