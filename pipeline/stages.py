@@ -657,6 +657,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
         "num_samples": manifest.cut.num_samples,
         "exact_reason": manifest.exact_reason,
         "parameter_values": manifest.parameter_values,
+        "subcircuit_widths": subcircuit_widths(manifest.cut),
         "shots": config.shots,
         "seed": config.seed,
         "policy": config.policy,
@@ -669,6 +670,15 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     }
     write_json(store.summary_path, summary)
     return summary
+
+
+def subcircuit_widths(cut: CutResult) -> dict[str, int]:
+    """Qubits per partition of the cut circuit (wire cuts add qubits; idle ones belong to none)."""
+    widths: dict[str, int] = {}
+    for label in cut.qubit_labels:
+        if label:
+            widths[label] = widths.get(label, 0) + 1
+    return dict(sorted(widths.items()))
 
 
 def build_partition(manifest: Manifest) -> str:
