@@ -8,20 +8,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import RunConfig
+from qubelet import serde
 from qubelet.daemon import add_metrics_port_flag
-from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
-DEFAULT_POLICY = "telemetry"
+#: The flag defaults are RunConfig's declared defaults (one home for each).
+RUN_DEFAULTS = serde.defaults(RunConfig)
+DEFAULT_POLICY = RUN_DEFAULTS["policy"]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that define a run; ``qubelet render`` and ``qubelet task generate`` reuse them."""
-    parser.add_argument("--qubits", type=int, default=10, help="ansatz width N (default 10)")
+    d = RUN_DEFAULTS
     parser.add_argument(
-        "--cuts", type=int, default=3, help="CNOTs across the A|B cut, K (default 3: 216 terms)"
+        "--qubits", type=int, default=d["qubits"], help=f"ansatz width N (default {d['qubits']})"
     )
-    parser.add_argument("--shots", type=int, default=4096, help="shots per subexperiment (default 4096)")
-    parser.add_argument("--seed", type=int, default=7, help="seed for parameters and sampling (default 7)")
+    parser.add_argument(
+        "--cuts", type=int, default=d["cuts"], help=f"CNOTs across the A|B cut, K (default {d['cuts']})"
+    )
+    parser.add_argument(
+        "--shots", type=int, default=d["shots"], help=f"shots per subexperiment (default {d['shots']})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=d["seed"], help=f"seed for parameters and sampling (default {d['seed']})"
+    )
     parser.add_argument(
         "--policy",
         default=DEFAULT_POLICY,
@@ -35,8 +45,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backends",
-        default="cpu,gpu,qpu",
-        help="backend classes to use, comma-separated (default cpu,gpu,qpu)",
+        default=",".join(d["backends"]),
+        help=f"backend classes to use, comma-separated (default {','.join(d['backends'])})",
     )
     parser.add_argument(
         "--observables",
@@ -75,15 +85,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--qpu-backend",
-        default=DEFAULT_QPU_SPEC,
-        help=f"embedded QPU when IQM_SERVER_URL is unset (default {DEFAULT_QPU_SPEC})",
+        default=d["qpu_backend"],
+        help=f"embedded QPU when IQM_SERVER_URL is unset (default {d['qpu_backend']})",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="max subexperiments per job (default 64)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d["batch_size"],
+        help=f"max subexperiments per job (default {d['batch_size']})",
+    )
 
 
 def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     """Build a RunConfig, turning bad flags into one-line usage errors."""
-    from pipeline.config import DEFAULT_MAX_SUBEXPERIMENTS, RunConfig
+    from pipeline.config import DEFAULT_MAX_SUBEXPERIMENTS
     from pipeline.errors import PipelineError
     from qubelet.errors import UsageError
 
@@ -107,7 +122,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             partition=args.partition,
             qpu_backend=args.qpu_backend,
             batch_size=args.batch_size,
-            max_attempts=getattr(args, "max_attempts", 3),
+            max_attempts=getattr(args, "max_attempts", RUN_DEFAULTS["max_attempts"]),
             max_subcircuit_width=getattr(args, "max_subcircuit_width", None),
             num_samples=getattr(args, "num_samples", None),
             max_subexperiments=max_subexperiments or DEFAULT_MAX_SUBEXPERIMENTS,
@@ -290,7 +305,12 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="with --metrics-port: keep serving this long after the run, for a last scrape",
     )
-    parser.add_argument("--max-attempts", type=int, default=3, help="attempts per batch (default 3)")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=RUN_DEFAULTS["max_attempts"],
+        help=f"attempts per batch (default {RUN_DEFAULTS['max_attempts']})",
+    )
     parser.add_argument(
         "--lock-wait",
         type=float,

@@ -1,12 +1,18 @@
-"""What one run is: the knobs of ``qubelet run`` as a plain, JSON-serialisable dataclass."""
+"""What one run is: the knobs of ``qubelet run`` as a plain, JSON-serialisable dataclass.
+
+:class:`RunConfig` is the one declaration of those knobs and their defaults: the CLI takes its
+flag defaults from it (:func:`qubelet.serde.defaults`) and ``manifest.json`` stores it through
+:mod:`qubelet.serde`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from qubelet import serde
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 BACKEND_CLASSES = ("cpu", "gpu", "qpu")
@@ -74,23 +80,11 @@ class RunConfig:
             raise PipelineError(f"--max-subexperiments must be at least 1, got {self.max_subexperiments}")
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("run_dir", "circuit_file", "policy_model"):
-            if data[key] is not None:
-                data[key] = str(data[key])
-        data["backends"] = list(self.backends)
-        data["observables"] = list(self.observables) if self.observables is not None else None
+        """The config as stored in ``manifest.json``."""
+        data: dict[str, Any] = serde.to_json(self)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("run_dir", "circuit_file", "policy_model"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = Path(kwargs[key])
-        if kwargs.get("backends") is not None:
-            kwargs["backends"] = tuple(kwargs["backends"])
-        if kwargs.get("observables") is not None:
-            kwargs["observables"] = tuple(kwargs["observables"])
-        return cls(**kwargs)
+        """Read :meth:`to_json` output back (unknown keys ignored, missing ones defaulted)."""
+        return serde.from_json(cls, data)

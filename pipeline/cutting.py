@@ -31,6 +31,7 @@ from pipeline.circuits import CutTarget
 from pipeline.errors import PipelineError
 from pipeline.store import ArtifactStore, circuit_key
 from policy.interface import CircuitFeatures
+from qubelet import serde
 
 
 @dataclass(frozen=True)
@@ -52,31 +53,14 @@ class CutResult:
     qubit_labels: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "keys": self.keys,
-            "subobservables": self.subobservables,
-            "coefficients": [[c, w] for c, w in self.coefficients],
-            "gate_cuts": self.gate_cuts,
-            "wire_cuts": self.wire_cuts,
-            "sampling_overhead": self.sampling_overhead,
-            "kappa": self.kappa,
-            "num_samples": self.num_samples,
-            "qubit_labels": self.qubit_labels,
-        }
+        """The cut as stored in ``manifest.json``."""
+        data: dict[str, Any] = serde.to_json(self)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CutResult:
-        return cls(
-            keys={k: list(v) for k, v in data["keys"].items()},
-            subobservables={k: list(v) for k, v in data["subobservables"].items()},
-            coefficients=[(float(c), str(w)) for c, w in data["coefficients"]],
-            gate_cuts=int(data.get("gate_cuts", 0)),
-            wire_cuts=int(data.get("wire_cuts", 0)),
-            sampling_overhead=float(data.get("sampling_overhead", 1.0)),
-            kappa=float(data.get("kappa", 1.0)),
-            num_samples=data.get("num_samples"),
-            qubit_labels=list(data.get("qubit_labels", [])),
-        )
+        """Read :meth:`to_json` output back."""
+        return serde.from_json(cls, data)
 
     @property
     def cuts(self) -> int:

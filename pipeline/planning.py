@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from policy.interface import BackendKind, Decision
+from qubelet import serde
 
 
 @dataclass
@@ -27,11 +28,14 @@ class Batch:
     min_fidelity_2q: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The batch as stored in ``plan.json``."""
+        data: dict[str, Any] = serde.to_json(self)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Batch:
-        return cls(**data)
+        """Read :meth:`to_json` output back."""
+        return serde.from_json(cls, data)
 
 
 @dataclass
@@ -54,25 +58,14 @@ class Plan:
         raise KeyError(f"no batch {batch_id!r} in the plan (batches: {known}...)")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "policy": self.policy,
-            "batches": [b.to_json() for b in self.batches],
-            "decisions": self.decisions,
-            "unavailable": self.unavailable,
-            "invalid": self.invalid,
-        }
+        """The plan as stored in ``plan.json``."""
+        data: dict[str, Any] = serde.to_json(self)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        return cls(
-            run_id=data["run_id"],
-            policy=data["policy"],
-            batches=[Batch.from_json(b) for b in data["batches"]],
-            decisions=data.get("decisions", {}),
-            unavailable=data.get("unavailable", {}),
-            invalid=data.get("invalid", {}),
-        )
+        """Read :meth:`to_json` output back (missing optional keys take their defaults)."""
+        return serde.from_json(cls, data)
 
 
 def batch_decisions(

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qubelet import klog
+from qubelet import klog, serde
 from qubelet.daemon import add_kubeconfig_flag, metrics_port
-from qubelet.inventory.names import DEFAULT_QPU_SPEC
+from qubelet.inventory.names import DEFAULT_QPU_SPEC, RESOURCE_NAME
 
 log = klog.get_logger("qubelet.cluster.cli")
 
@@ -68,21 +68,22 @@ def _run_args(args: argparse.Namespace) -> Any:
 
 
 def _add_render_flags(parser: argparse.ArgumentParser) -> None:
+    from pipeline.cluster.render import RenderOptions
+
+    d = serde.defaults(RenderOptions)  # the flag defaults are RenderOptions' declared ones
     _add_run_flags(parser)
-    parser.add_argument("--namespace", default="qubelet-workloads")
-    parser.add_argument(
-        "--image", default="ghcr.io/qubelet/pipeline:0.1.0", help="pipeline image for every step"
-    )
+    parser.add_argument("--namespace", default=d["namespace"])
+    parser.add_argument("--image", default=d["image"], help="pipeline image for every step")
     parser.add_argument(
         "--qpu-request",
         choices=("claim", "extended-resource"),
-        default="claim",
-        help="QPU steps ask through a ResourceClaim (DRA) or quantum.example.com/qpu (device plugin)",
+        default=d["qpu_request"],
+        help=f"QPU steps ask through a ResourceClaim (DRA) or {RESOURCE_NAME} (device plugin)",
     )
     parser.add_argument(
         "--argo-compat",
         choices=("typed", "podspecpatch"),
-        default="typed",
+        default=d["argo_compat"],
         help="typed template resourceClaims (Argo >= v4.1) or podSpecPatch (Argo >= v3.6.6)",
     )
     parser.add_argument(
@@ -98,8 +99,8 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-id", default=None, help="run directory name on the PVC (default: the plan's id)"
     )
-    parser.add_argument("--pvc", default="qubelet-runs")
-    parser.add_argument("--retries", type=int, default=3, help="retryStrategy.limit of every step")
+    parser.add_argument("--pvc", default=d["pvc"])
+    parser.add_argument("--retries", type=int, default=d["retries"], help="retryStrategy.limit of every step")
     parser.add_argument(
         "--pushgateway",
         default=None,

@@ -16,9 +16,13 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
 from pipeline.cluster import resources as res
+from pipeline.config import RunConfig
+from qubelet import serde
+from qubelet.inventory.names import TOKENS_MOUNT_PATH
 
 ArgoCompat = Literal["typed", "podspecpatch"]
 
@@ -52,8 +56,8 @@ def check_argo_version(argo_compat: ArgoCompat, version: tuple[int, int, int]) -
 RUNS_VOLUME = "runs"
 TMP_VOLUME = "tmp"
 TOKENS_VOLUME = "iqm-tokens"
-#: Matches ``tokensFile`` in manifests/examples/qpus.yaml.
-TOKENS_MOUNT = "/var/run/secrets/qubelet/iqm"
+#: The directory the token Secret is mounted at: where workloads find ``IQM_TOKENS_FILE``.
+TOKENS_MOUNT = str(PurePosixPath(TOKENS_MOUNT_PATH).parent)
 PART_OF = {"app.kubernetes.io/part-of": "qubelet", "app.kubernetes.io/name": "qubelet-pipeline"}
 KIND_LABEL = "qubelet.quantum.example.com/backend-kind"
 STEP_LABEL = "qubelet.quantum.example.com/step"
@@ -74,16 +78,21 @@ class BatchLike(Protocol):
     min_qubits: int | None
 
 
+#: Defaults of a run, declared once by RunConfig.
+_RUN = serde.defaults(RunConfig)
+
+
 @dataclass(frozen=True)
 class RunArgs:
     """The ``qubelet run`` flags the generate step repeats on the cluster."""
 
-    qubits: int = 10
-    cuts: int = 3
-    shots: int = 4096
-    seed: int = 7
+    qubits: int = _RUN["qubits"]
+    cuts: int = _RUN["cuts"]
+    shots: int = _RUN["shots"]
+    seed: int = _RUN["seed"]
+    #: the cluster's default is the size rule: a fitted telemetry model is not on the cluster
     policy: str = "size"
-    backends: tuple[str, ...] = ("cpu", "gpu", "qpu")
+    backends: tuple[str, ...] = _RUN["backends"]
     batch_size: int | None = None
     #: further ``qubelet run`` flags passed through verbatim (``--observables=…``, ``--qpu-backend=…``)
     extra: tuple[str, ...] = ()
