@@ -64,6 +64,7 @@ def inventory(qpus: int, replicas: int) -> object:
                     "qubits": 5,
                     "technology": "superconducting",
                     "location": "onprem",
+                    "nodes": [NODE],
                     "topology": "star",
                     "backend": "fake:IQMFakeAdonis",
                     "endpoint": "https://iqm.example.com",

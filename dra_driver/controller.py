@@ -1,7 +1,9 @@
-"""The cluster-wide controller: publishes the network-attached pools of cloud QPUs, once.
+"""The cluster-wide controller: publishes the network-attached pools of shared QPUs, once.
 
-A cloud QPU is reachable from every node, so its devices must appear in exactly one pool for
-the whole cluster (``allNodes`` or the QPU's ``nodeSelector``), never once per node. Several
+A cloud QPU (or an on-prem QPU several nodes reach) must appear in exactly one pool for the
+whole cluster (``allNodes``, its ``nodeSelector`` or its ``nodes``), never once per node; QPUs
+bound to a single node are that node's kubelet plugin's business
+(:mod:`qubelet.inventory.binding`). Several
 controller replicas may run; only the holder of a coordination.k8s.io/v1 Lease reconciles, the
 others stand by and take over when the lease expires (client-go's leaderelection rules:
 acquire when absent or expired, renew while held, optimistic concurrency via resourceVersion).
@@ -18,14 +20,15 @@ from kubernetes import client as k8s
 from dra_driver.calibration import CalibrationSource
 from dra_driver.client import ResourceAPI
 from dra_driver.constants import CONTROLLER_PUBLISHER, LEASE_NAME, LEASE_NAMESPACE, PUBLISHER_LABEL
-from dra_driver.devices import cloud_devices
+from dra_driver.devices import network_devices
 from dra_driver.health import HealthBroadcaster
 from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
-from dra_driver.slices import UnhealthyMode, cloud_slices
+from dra_driver.slices import UnhealthyMode, network_slices
 from qubelet import klog
 from qubelet.errors import Conflict, NotFound
 from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
+from qubelet.inventory.binding import shared_qpus
 from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.controller")
@@ -112,7 +115,7 @@ class LeaderElector:
 
 
 class CloudController:
-    """Publishes cloud-QPU pools while it is the leader."""
+    """Publishes the shared QPUs' pools while it is the leader."""
 
     def __init__(
         self,
@@ -130,12 +133,12 @@ class CloudController:
         self.config = config
         #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
         self.calibration = calibration
-        self.qpus = [q for q in config.qpus if q.location != "onprem"]
+        self.qpus = shared_qpus(config.qpus)
         self.api = api
         self.unhealthy_mode = unhealthy_mode
         self.metrics = metrics or DRAMetrics()
         self.elector = LeaderElector(api, identity, lease_duration_seconds=lease_duration_seconds, now=now)
-        self.broadcaster = HealthBroadcaster(cloud_devices(self.qpus))
+        self.broadcaster = HealthBroadcaster(network_devices(self.qpus))
         self.monitor = HealthMonitor(self.qpus, on_change=self.broadcaster.set, probe=probe)
         self.reconciler = SliceReconciler(
             api,
@@ -164,22 +167,22 @@ class CloudController:
         return f"last slice update failed: {self.last_error}" if self.last_error else ""
 
     def probe_now(self) -> None:
-        """Probe every cloud QPU once (start-up, tests)."""
+        """Probe every shared QPU once (start-up, tests)."""
         for name, healthy in self.monitor.check_now().items():
             self.broadcaster.set(name, healthy)
 
     def run_once(self) -> ReconcileResult | None:
-        """Renew/acquire the lease; when leader, reconcile the cloud pools. None when not leader."""
+        """Renew/acquire the lease; when leader, reconcile the shared pools. None when not leader."""
         leader = self.elector.try_acquire_or_renew()
         self.metrics.is_leader.set(1 if leader else 0)
         if not leader:
             return None
         health = self.broadcaster.snapshot()
         qpus = self.calibration.current(self.qpus) if self.calibration else self.qpus
-        desired = cloud_slices(qpus, health, self.unhealthy_mode)
+        desired = network_slices(qpus, health, self.unhealthy_mode)
         result = self.reconciler.reconcile(desired)
         self.metrics.slices_published.set(len(desired))
-        devices = cloud_devices(self.qpus)
+        devices = network_devices(self.qpus)
         healthy = sum(1 for d in devices if health.get(d.qpu.name))
         self.metrics.devices.labels(health="healthy").set(healthy)
         self.metrics.devices.labels(health="unhealthy").set(len(devices) - healthy)
@@ -203,7 +206,7 @@ class CloudController:
             except Exception as exc:
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 self.metrics.reconciles.labels(result="error").inc()
-                log.error("cloud slice reconcile failed; will retry", err=str(exc))
+                log.error("shared pool reconcile failed; will retry", err=str(exc))
             self._wake.wait(period)
 
     def stop(self) -> None:

@@ -2,9 +2,11 @@
 
 A QPU with ``replicas: N`` (time-slicing, as in the device plugin) is published as N devices
 ``<qpu>-r0 … <qpu>-r{N-1}`` (the device plugin's device ids) so that N claims can hold it at once,
-exactly like the device plugin's N extended-resource units. On-prem QPUs live in the node's pool
-(named after the node); each cloud QPU gets its own network-attached pool ``cloud/<qpu>`` (its
-node selector is per QPU; a node name never contains "/", so the two kinds cannot collide).
+exactly like the device plugin's N extended-resource units. Where a QPU's devices live follows
+its binding (:mod:`qubelet.inventory.binding`): a QPU bound to one node lives in that node's
+pool (named after the node); every other QPU gets one network-attached pool of its own,
+``<location>/<qpu>`` (``cloud/apollo``, ``onprem/adonis``), published once for the cluster.
+A node name never contains "/", so the two kinds of pool cannot collide.
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from qubelet.inventory import QPUConfig, device_id
+from qubelet.inventory.binding import is_node_local, local_qpus, shared_qpus
+
+__all__ = [
+    "QPUDevice",
+    "all_devices",
+    "devices_for",
+    "is_node_local",
+    "network_devices",
+    "network_pool",
+    "node_devices",
+]
 
 
 @dataclass(frozen=True)
@@ -24,32 +37,30 @@ class QPUDevice:
     qpu: QPUConfig
 
 
-def is_node_local(qpu: QPUConfig) -> bool:
-    """On-prem QPUs are reached from one node; cloud QPUs from every node (network-attached)."""
-    return qpu.location == "onprem"
-
-
 def devices_for(qpu: QPUConfig, pool: str) -> list[QPUDevice]:
     """The devices one QPU contributes (one per replica)."""
     return [QPUDevice(device_id(qpu.name, i), pool, qpu) for i in range(max(1, qpu.replicas))]
 
 
 def node_devices(qpus: Iterable[QPUConfig], node_name: str) -> list[QPUDevice]:
-    """Devices of the on-prem QPUs, in the node's own pool."""
-    return [d for q in qpus if is_node_local(q) for d in devices_for(q, node_name)]
+    """Devices of the QPUs bound to ``node_name`` alone, in the node's own pool."""
+    return [d for q in local_qpus(qpus, node_name) for d in devices_for(q, node_name)]
 
 
-def cloud_devices(qpus: Iterable[QPUConfig]) -> list[QPUDevice]:
-    """Devices of the cloud QPUs, each QPU in a pool ``cloud/<qpu>`` of its own."""
-    return [d for q in qpus if not is_node_local(q) for d in devices_for(q, cloud_pool(q))]
+def network_devices(qpus: Iterable[QPUConfig]) -> list[QPUDevice]:
+    """Devices of every QPU not bound to a single node, each QPU in a pool of its own."""
+    return [d for q in shared_qpus(qpus) for d in devices_for(q, network_pool(q))]
 
 
 def all_devices(qpus: Iterable[QPUConfig], node_name: str) -> dict[str, QPUDevice]:
-    """Every device a claim prepared on this node may name (node-local and cloud), by name."""
+    """Every device a claim prepared on this node may name (this node's and shared ones), by name.
+
+    QPUs bound to other nodes are absent: a claim naming one is not for this node.
+    """
     qpus = tuple(qpus)
-    return {d.name: d for d in [*node_devices(qpus, node_name), *cloud_devices(qpus)]}
+    return {d.name: d for d in [*node_devices(qpus, node_name), *network_devices(qpus)]}
 
 
-def cloud_pool(qpu: QPUConfig) -> str:
-    """Pool name of a cloud QPU (pool names are DNS subdomains separated by ``/``)."""
-    return f"cloud/{qpu.name}"
+def network_pool(qpu: QPUConfig) -> str:
+    """Pool name of a shared QPU (pool names are DNS subdomains separated by ``/``)."""
+    return f"{qpu.location}/{qpu.name}"

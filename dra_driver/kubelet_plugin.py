@@ -1,9 +1,10 @@
 """The per-node kubelet plugin: registration, DRA services, health stream and the node pool.
 
 Runs as a DaemonSet on every node that may run QPU pods. It publishes the node-local pool
-(on-prem QPUs reached from this node, ``spec.nodeName`` = this node) and prepares claims for
-any QPU in the inventory, cloud QPUs included, because kubelet calls the plugin on whichever
-node the pod landed on. Start order copies the upstream helper: the DRA socket first, then the
+(QPUs bound to this node alone, ``spec.nodeName`` = this node) and prepares claims for those
+and for every shared QPU (cloud, or on-prem reached from several nodes), because kubelet calls
+the plugin on whichever node the pod landed on. QPUs bound to other nodes are neither published
+nor probed here. Start order copies the upstream helper: the DRA socket first, then the
 registration socket, so kubelet never learns of an endpoint that does not answer yet.
 """
 
@@ -119,7 +120,10 @@ class KubeletPlugin:
             tokens_secret=tokens_secret,
         )
         self.broadcaster = HealthBroadcaster(self.devices.values())
-        self.monitor = HealthMonitor(list(config.qpus), on_change=self.broadcaster.set, probe=probe)
+        mine = {d.qpu.name for d in self.devices.values()}
+        self.monitor = HealthMonitor(
+            [q for q in config.qpus if q.name in mine], on_change=self.broadcaster.set, probe=probe
+        )
         self.registration = RegistrationService(str(self.dra_socket))
         self.reconciler = SliceReconciler(
             api,

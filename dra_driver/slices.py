@@ -19,8 +19,9 @@ from typing import Any, Literal
 from kubernetes import client as k8s
 
 from dra_driver.constants import CONTROLLER_PUBLISHER, PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
-from dra_driver.devices import QPUDevice, cloud_devices, cloud_pool, is_node_local, node_devices
+from dra_driver.devices import QPUDevice, network_devices, network_pool, node_devices
 from qubelet.inventory import QPUConfig
+from qubelet.inventory.binding import local_qpus, shared_qpus
 from qubelet.inventory.names import DRIVER_NAME
 
 UnhealthyMode = Literal["remove", "taint"]
@@ -109,8 +110,9 @@ def slice_name(pool: str, index: int = 0) -> str:
     return f"{pool.replace('/', '-')}-{DRIVER_NAME}-{index}"
 
 
-def node_selector_for(labels: Mapping[str, str]) -> k8s.V1NodeSelector:
-    """A node selector requiring every label of ``labels``."""
+def node_selector_for(labels: Mapping[str, str], names: Iterable[str] = ()) -> k8s.V1NodeSelector:
+    """One term (the API allows exactly one in a slice): every label of ``labels``, or one of ``names``."""
+    names = sorted(names)
     return k8s.V1NodeSelector(
         node_selector_terms=[
             k8s.V1NodeSelectorTerm(
@@ -118,6 +120,10 @@ def node_selector_for(labels: Mapping[str, str]) -> k8s.V1NodeSelector:
                     k8s.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
                     for k, v in sorted(labels.items())
                 ]
+                or None,
+                match_fields=[k8s.V1NodeSelectorRequirement(key="metadata.name", operator="In", values=names)]
+                if names
+                else None,
             )
         ]
     )
@@ -130,6 +136,7 @@ def build_pool(
     *,
     node_name: str | None = None,
     node_selector: Mapping[str, str] | None = None,
+    node_names: Iterable[str] = (),
     generation: int = 1,
 ) -> list[k8s.V1ResourceSlice]:
     """The slices of one pool (128 devices each); exactly one of nodeName/nodeSelector/allNodes.
@@ -148,8 +155,8 @@ def build_pool(
         )
         if node_name:
             spec.node_name = node_name
-        elif node_selector:
-            spec.node_selector = node_selector_for(node_selector)
+        elif node_selector or node_names:
+            spec.node_selector = node_selector_for(node_selector or {}, node_names)
         else:
             spec.all_nodes = True
         out.append(
@@ -166,27 +173,32 @@ def build_pool(
 def node_slices(
     qpus: Iterable[QPUConfig], node_name: str, health: Mapping[str, bool], mode: UnhealthyMode = "remove"
 ) -> list[k8s.V1ResourceSlice]:
-    """The node pool (on-prem QPUs this node reaches), published by the node's kubelet plugin.
+    """The node pool (QPUs bound to this node alone), published by the node's kubelet plugin.
 
-    No slice at all when the inventory has no on-prem QPU (a node that only prepares cloud
-    claims); an empty slice when they are all unhealthy, so the scheduler drops their devices.
+    No slice at all when no QPU is bound to this node (a node that only prepares claims for
+    shared QPUs); an empty slice when they are all unhealthy, so the scheduler drops their devices.
     """
     qpus = tuple(qpus)
-    if not any(is_node_local(q) for q in qpus):
+    if not local_qpus(qpus, node_name):
         return []
     devices = pool_devices(node_devices(qpus, node_name), health, mode)
     return build_pool(node_name, devices, KUBELET_PLUGIN_PUBLISHER, node_name=node_name)
 
 
-def cloud_slices(
+def network_slices(
     qpus: Iterable[QPUConfig], health: Mapping[str, bool], mode: UnhealthyMode = "remove"
 ) -> list[k8s.V1ResourceSlice]:
-    """One network-attached pool per cloud QPU (allNodes, or its nodeSelector), for the controller."""
-    qpus = [q for q in qpus if not is_node_local(q)]
+    """One network-attached pool per shared QPU (allNodes, or the nodes that reach it), for the controller."""
     out = []
-    for q in qpus:
-        devices = pool_devices(cloud_devices([q]), health, mode)
+    for q in shared_qpus(qpus):
+        devices = pool_devices(network_devices([q]), health, mode)
         out.extend(
-            build_pool(cloud_pool(q), devices, CONTROLLER_PUBLISHER, node_selector=q.node_selector or None)
+            build_pool(
+                network_pool(q),
+                devices,
+                CONTROLLER_PUBLISHER,
+                node_selector=q.node_selector or None,
+                node_names=q.nodes,
+            )
         )
     return out

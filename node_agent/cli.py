@@ -23,6 +23,7 @@ DEFAULT_KUBELET_ROOT = "/var/lib/kubelet"
 def register(subparsers: Any) -> None:
     """Add the ``node-agent`` verb to the top-level ``qubelet`` parser."""
     from dra_driver.constants import DEFAULT_CDI_DIR
+    from qpu_device_plugin.cli import add_node_flags
 
     parser = subparsers.add_parser(
         "node-agent",
@@ -36,9 +37,7 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="auto: DRA when the API server serves resource.k8s.io/v1 and kubelet >= 1.34 (default)",
     )
-    parser.add_argument(
-        "--node-name", default=os.environ.get("NODE_NAME"), help="this node (default $NODE_NAME)"
-    )
+    add_node_flags(parser)
     parser.add_argument(
         "--kubelet-root",
         default=DEFAULT_KUBELET_ROOT,
@@ -135,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     dp_metrics = PluginMetrics()
     mode_gauge(dp_metrics.registry, "device-plugin")
     dp_args = argparse.Namespace(
-        config=args.config, kubelet_dir=str(root / "device-plugins"), metrics_port=args.metrics_port
+        config=args.config,
+        kubelet_dir=str(root / "device-plugins"),
+        metrics_port=args.metrics_port,
+        node_name=args.node_name,
+        node_labels=args.node_labels,
     )
     return run_device_plugin(dp_args, metrics=dp_metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from qpu_device_plugin.constants import DEVICE_PLUGIN_PATH
@@ -25,9 +26,33 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_KUBELET_DIR,
         help=f"kubelet's device-plugins directory (default {DEFAULT_KUBELET_DIR})",
     )
+    add_node_flags(parser)
     daemon.add_metrics_port_flag(parser)
     daemon.env_twins(parser)
     parser.set_defaults(func=run)
+
+
+def add_node_flags(parser: argparse.ArgumentParser) -> None:
+    """``--node-name`` and ``--node-labels``: which of the inventory's QPUs this node reaches."""
+    from qubelet.inventory.binding import parse_labels
+
+    def labels(text: str) -> dict[str, str]:
+        try:
+            return parse_labels(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node (default $NODE_NAME): QPUs bound to other nodes by `nodes:` are not advertised",
+    )
+    parser.add_argument(
+        "--node-labels",
+        type=labels,
+        default=None,
+        help="this node's labels as k=v,... (needed for QPUs bound by nodeSelector)",
+    )
 
 
 def run(args: argparse.Namespace, metrics: Any = None) -> int:
@@ -39,9 +64,20 @@ def run(args: argparse.Namespace, metrics: Any = None) -> int:
     from qpu_device_plugin.plugin import DevicePlugin, InitError
     from qubelet import klog
     from qubelet.inventory import load_config
+    from qubelet.inventory.binding import for_node
 
     log = klog.get_logger("qubelet.device_plugin")
     config = load_config(args.config)  # a ConfigError is a UsageError: one line, exit 2
+    all_qpus = len(config.qpus)
+    config, notes = for_node(config, getattr(args, "node_name", None), getattr(args, "node_labels", None))
+    for note in notes:
+        log.warning("QPU not advertised", why=note)
+    log.info(
+        "QPUs this node reaches",
+        node=getattr(args, "node_name", None) or "",
+        advertised=",".join(q.name for q in config.qpus),
+        configured=all_qpus,
+    )
     metrics = metrics if metrics is not None else PluginMetrics()
     plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics)
     daemon.stop_on_signals(on_stop=plugin.shutdown)

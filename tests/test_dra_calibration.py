@@ -15,7 +15,7 @@ from doubles.fake_resource_api import FakeResourceAPI
 from dra_driver.calibration import CalibrationSource, from_quality_metrics
 from dra_driver.constants import PUBLISHER_LABEL
 from dra_driver.reconcile import SliceReconciler
-from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, cloud_slices, node_slices, to_dict
+from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, network_slices, node_slices, to_dict
 from qubelet.errors import ConfigError
 from qubelet.inventory import QPUConfig, load_config, parse_config
 from qubelet.inventory.names import DRIVER_NAME
@@ -28,7 +28,7 @@ C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
 def _inventory(f2q: float, readout: float, when: str, backend: str = "fake:IQMFakeAdonis") -> dict[str, Any]:
     qpu = {
         "name": "adonis-onprem", "vendor": "IQM", "model": "Adonis", "qubits": 5,
-        "technology": "superconducting", "location": "onprem", "topology": "star",
+        "technology": "superconducting", "location": "onprem", "nodes": [NODE], "topology": "star",
         "backend": backend, "calibration": {"fidelity2q": f2q, "readoutFidelity": readout, "time": when},
     }  # fmt: skip
     if backend == "iqm":
@@ -138,9 +138,10 @@ def test_iqm_calibration_is_polled_at_an_interval_and_failures_keep_the_last() -
     assert attrs["calibrationTime"] == {"int": int(dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC).timestamp())}
 
 
-def test_cloud_slices_carry_the_same_attributes() -> None:
+def test_network_slices_carry_the_same_attributes() -> None:
     data = _inventory(0.99, 0.95, "2026-11-25T06:00:00Z")
     data["qpus"][0]["location"] = "cloud"
+    del data["qpus"][0]["nodes"]
     cfg = parse_config(data, "test")
-    (s,) = cloud_slices(cfg.qpus, {"adonis-onprem": True})
+    (s,) = network_slices(cfg.qpus, {"adonis-onprem": True})
     assert to_dict(s)["spec"]["devices"][0]["attributes"]["fidelity2qPpm"] == {"int": 990000}

@@ -45,6 +45,7 @@ def inventory(health_dir: Path) -> Config:
                     "qubits": 5,
                     "technology": "superconducting",
                     "location": "onprem",
+                    "nodes": [NODE],
                     "topology": "star",
                     "backend": "fake:IQMFakeAdonis",
                     "calibration": {"fidelity2q": 0.965, "readoutFidelity": 0.95},

@@ -16,7 +16,7 @@ from doubles.fake_resource_api import FakeResourceAPI
 from dra_driver.constants import PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
 from dra_driver.controller import CloudController, LeaderElector
 from dra_driver.reconcile import SliceReconciler
-from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, cloud_slices, node_slices, to_dict
+from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, network_slices, node_slices, to_dict
 from qubelet.errors import NotFound
 from qubelet.inventory import Config, ProbeResult, parse_config
 from qubelet.inventory.names import DRIVER_NAME
@@ -26,6 +26,9 @@ NODE = "node-a"
 
 
 def qpu(name: str, location: str, qubits: int = 5, replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    """A QPU entry; an on-prem one is cabled to NODE unless ``extra`` binds it otherwise."""
+    if location == "onprem" and "nodeSelector" not in extra:
+        extra.setdefault("nodes", [NODE])
     return {
         "name": name,
         "vendor": "IQM",
@@ -82,13 +85,13 @@ def test_node_without_onprem_qpus_publishes_nothing() -> None:
     assert api.slices == {}
 
 
-def test_cloud_slices_all_nodes_or_selector() -> None:
+def test_network_slices_all_nodes_or_selector() -> None:
     cfg = config(
         qpu("apollo-cloud", "cloud", qubits=20),
         qpu("deneb-cloud", "cloud", nodeSelector={"qubelet.io/egress": "true"}),
         qpu("adonis-onprem", "onprem"),
     )
-    slices = {s.spec.pool.name: to_dict(s)["spec"] for s in cloud_slices(cfg.qpus, {})}
+    slices = {s.spec.pool.name: to_dict(s)["spec"] for s in network_slices(cfg.qpus, {})}
     assert set(slices) == {"cloud/apollo-cloud", "cloud/deneb-cloud"}
     assert slices["cloud/apollo-cloud"]["allNodes"] is True
     assert slices["cloud/apollo-cloud"]["devices"] == []  # not probed yet → not offered
@@ -117,7 +120,8 @@ def test_reconcile_create_then_no_duplicate_then_update_and_stale() -> None:
     stale = node_slices(cfg2.qpus, NODE, healthy)[0]
     stale.metadata.name = f"{NODE}-{DRIVER_NAME}-7"
     api.create_resource_slice(stale)
-    foreign = node_slices(cfg2.qpus, "node-b", healthy)[0]
+    on_b = config(qpu("adonis-onprem", "onprem", replicas=3, nodes=["node-b"]))
+    foreign = node_slices(on_b.qpus, "node-b", healthy)[0]
     api.create_resource_slice(foreign)
     r4 = rec.reconcile(node_slices(cfg2.qpus, NODE, healthy))
     assert r4.deleted == [f"{NODE}-{DRIVER_NAME}-7"]

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SUPPORTED_VERSIONS = ("v1",)
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 FAKE_BACKEND = re.compile(r"^fake:[A-Za-z_][A-Za-z0-9_]*$")
 PROBES = ("fake", "http", "file")
@@ -75,6 +76,7 @@ _QPU_KEYS = {
     "health",
     "replicas",
     "nodeSelector",
+    "nodes",
 }
 _CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity", "time"}
 _HEALTH_KEYS = {"probe", "url", "path", "intervalSeconds", "timeoutSeconds"}
@@ -112,6 +114,8 @@ class QPUConfig:
     node_selector: dict[str, str] = field(default_factory=dict)
     #: unix seconds of the calibration the fidelities come from (``calibration.time``)
     calibration_time: int | None = None
+    #: Names of the nodes that reach this QPU (see :mod:`qubelet.inventory.binding`).
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -291,6 +295,20 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
     node_selector: dict[str, str] = {}
     for key, value in selector_raw.items():
         node_selector[ctx.string(key, "nodeSelector")] = ctx.string(value, f"nodeSelector.{key}")
+    nodes_raw = data.get("nodes")
+    nodes: list[str] = []
+    if nodes_raw is not None:
+        if not isinstance(nodes_raw, list) or not nodes_raw:
+            raise ctx.fail("nodes", f"must be a non-empty list of node names, got {_show(nodes_raw)}")
+        for i, node in enumerate(nodes_raw):
+            text = ctx.string(node, f"nodes[{i}]")
+            if len(text) > 253 or not DNS1123_SUBDOMAIN.match(text):
+                raise ctx.fail(f"nodes[{i}]", f"must be a node name (DNS-1123 subdomain), got {_show(text)}")
+            if text in nodes:
+                raise ctx.fail(f"nodes[{i}]", f"duplicate node {text!r}")
+            nodes.append(text)
+    if nodes and node_selector:
+        raise ctx.fail("nodes", "set nodes or nodeSelector, not both (which nodes reach this QPU)")
     replicas = ctx.positive_int(data["replicas"], "replicas") if "replicas" in data else default_replicas
     if replicas > MAX_REPLICAS:
         raise ctx.fail("replicas", _too_many_replicas(replicas))
@@ -317,6 +335,7 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         replicas=replicas,
         node_selector=node_selector,
         calibration_time=calibration_time,
+        nodes=tuple(nodes),
     )
 
 
