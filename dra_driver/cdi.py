@@ -30,6 +30,7 @@ from typing import Any
 from dra_driver.constants import CDI_VERSION
 from dra_driver.devices import QPUDevice
 from qubelet.inventory import qpu_env
+from qubelet.inventory.health import needs_no_token
 from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
 
 #: The Secret the manifests mount at the tokens path (``<namespace>/<name>``, key tokens.json).
@@ -139,7 +140,7 @@ class CDIWriter:
         try:
             data = Path(source).read_bytes()
         except FileNotFoundError:
-            if device.qpu.backend.startswith("fake:"):
+            if needs_no_token(device.qpu):
                 return None  # a simulator: nothing to authenticate, prepare without a token
             namespace, _, name = self.tokens_secret.rpartition("/")
             raise MissingTokenError(

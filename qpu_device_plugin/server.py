@@ -22,7 +22,8 @@ from qpu_device_plugin.constants import HEALTHY, UNHEALTHY
 from qpu_device_plugin.metrics import PluginMetrics
 from qubelet import klog
 from qubelet.inventory import MAX_DEVICE_ID_LENGTH, Config, Device, devices_for, qpu_env
-from qubelet.inventory.names import CDI_KIND, TOKENS_MOUNT_PATH
+from qubelet.inventory.health import token_to_mount
+from qubelet.inventory.names import CDI_KIND, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
 
 log = klog.get_logger("qubelet.device_plugin.server")
 
@@ -249,10 +250,11 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         if len(qpus) > 1:
             envs[ENV_QPU_NAMES] = ",".join(qpus)
         mounts = []
-        if primary.tokens_file:
-            mounts.append(
-                api_pb2.Mount(container_path=TOKENS_MOUNT_PATH, host_path=primary.tokens_file, read_only=True)
-            )
+        token = token_to_mount(primary)
+        if token is not None:
+            mounts.append(api_pb2.Mount(container_path=TOKENS_MOUNT_PATH, host_path=token, read_only=True))
+        else:  # a fake backend without its token file: run without one, never a dangling mount
+            envs.pop(ENV_IQM_TOKENS_FILE, None)
         cdi = (
             [api_pb2.CDIDevice(name=f"{CDI_KIND}={name}") for name in qpus]
             if self.state.config.flags.cdi_enabled

@@ -7,6 +7,7 @@ test.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
@@ -204,8 +205,13 @@ def test_missing_tokens_file_marks_the_qpu_unhealthy_with_the_reason(
     for name in ("onprem", "cloud"):
         (short_dir / name).write_text("healthy\n")
     tokens = short_dir / "tokens.json"  # named by the cloud QPU's tokensFile, absent
+    # a real IQM backend (a fake: one needs no token, see the next test)
+    config = file_probe_config(short_dir)
+    config = dataclasses.replace(
+        config, qpus=tuple(dataclasses.replace(q, backend="iqm") if q.tokens_file else q for q in config.qpus)
+    )
     with caplog.at_level(logging.INFO):
-        run = start_plugin(file_probe_config(short_dir), short_dir)
+        run = start_plugin(config, short_dir)
     try:
         first = run.kubelet.updates[0]
         assert first["cloud-r0"] == "Unhealthy" and first["onprem-r0"] == "Healthy"
@@ -229,6 +235,22 @@ def test_missing_tokens_file_marks_the_qpu_unhealthy_with_the_reason(
         run.thread.join(timeout=10)
         run.kubelet.stop()
     assert not any("access_token" in r.getMessage() + str(getattr(r, "kv", {})) for r in caplog.records)
+
+
+def test_fake_backend_without_tokens_file_is_healthy_and_mounts_nothing(short_dir: Path) -> None:
+    """The example's cloud QPU is a simulator: no Secret, still allocatable, no dangling mount."""
+    for name in ("onprem", "cloud"):
+        (short_dir / name).write_text("healthy\n")
+    run = start_plugin(file_probe_config(short_dir), short_dir)  # tokens.json absent
+    try:
+        assert run.kubelet.updates[0]["cloud-r0"] == "Healthy"
+        (response,) = run.kubelet.allocate(["cloud-r0"]).container_responses
+        assert list(response.mounts) == []
+        assert "IQM_TOKENS_FILE" not in response.envs and response.envs["QUBELET_QPU_NAME"] == "cloud"
+    finally:
+        run.plugin.shutdown()
+        run.thread.join(timeout=10)
+        run.kubelet.stop()
 
 
 def hung_and_fast(timeout_seconds: float) -> list[QPUConfig]:
