@@ -94,6 +94,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=d["batch_size"],
         help=f"max subexperiments per job (default {d['batch_size']})",
     )
+    parser.add_argument(
+        "--mitigation",
+        default=d["mitigation"],
+        help="error mitigation of QPU results: none|readout|zne (default "
+        f"{d['mitigation']}; zne adds zero-noise extrapolation and runs every QPU circuit once per "
+        "scale factor)",
+    )
+    parser.add_argument(
+        "--zne-scales",
+        default=",".join(map(str, d["zne_scales"])),
+        help="odd gate-folding factors for --mitigation zne (default "
+        + ",".join(map(str, d["zne_scales"]))
+        + ")",
+    )
+    parser.add_argument(
+        "--zne-extrapolation",
+        default=d["zne_extrapolation"],
+        help=f"zero-noise extrapolation: linear|richardson (default {d['zne_extrapolation']})",
+    )
+    parser.add_argument(
+        "--zne-fold",
+        default=d["zne_fold"],
+        help=f"gates folded for zne: 2q (two-qubit only) or all (default {d['zne_fold']})",
+    )
 
 
 def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
@@ -102,6 +126,15 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
     from pipeline.errors import PipelineError
     from qubelet.errors import UsageError
 
+    try:
+        scales_flag = getattr(args, "zne_scales", None)
+        scales = (
+            tuple(int(x) for x in str(scales_flag).split(",") if x.strip())
+            if scales_flag is not None
+            else RUN_DEFAULTS["zne_scales"]
+        )
+    except ValueError:
+        raise UsageError(f"--zne-scales {args.zne_scales!r}: give odd integers such as 1,3,5") from None
     try:
         observables = list(o.strip() for o in args.observables.split(",")) if args.observables else []
         if getattr(args, "observables_file", None) is not None:
@@ -126,6 +159,10 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             max_subcircuit_width=getattr(args, "max_subcircuit_width", None),
             num_samples=getattr(args, "num_samples", None),
             max_subexperiments=max_subexperiments or DEFAULT_MAX_SUBEXPERIMENTS,
+            mitigation=getattr(args, "mitigation", RUN_DEFAULTS["mitigation"]),
+            zne_scales=scales,
+            zne_extrapolation=getattr(args, "zne_extrapolation", RUN_DEFAULTS["zne_extrapolation"]),
+            zne_fold=getattr(args, "zne_fold", RUN_DEFAULTS["zne_fold"]),
         )
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
@@ -268,6 +305,9 @@ def _report_run(result: Any) -> None:
     print(report.results_table(summary))
     print()
     print(report.backends_table(summary))
+    mitigation = report.mitigation_line(summary)
+    if mitigation:
+        print(mitigation)
     print()
     retried = result.execution.retried if result.execution is not None else 0
     breakdown = format_breakdown(summary["timing"]["stages"], summary["wall_seconds"])

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.mitigation.levels import MitigationConfig
+from pipeline.mitigation.zne import DEFAULT_EXTRAPOLATION, DEFAULT_FOLD, DEFAULT_SCALES
 from qubelet import serde
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
@@ -51,6 +53,11 @@ class RunConfig:
     num_samples: int | None = None
     #: refuse to start a run with more subexperiments than this
     max_subexperiments: int = DEFAULT_MAX_SUBEXPERIMENTS
+    #: error mitigation of QPU results: none | readout | zne (readout plus zero-noise extrapolation)
+    mitigation: str = "readout"
+    zne_scales: tuple[int, ...] = DEFAULT_SCALES
+    zne_extrapolation: str = DEFAULT_EXTRAPOLATION
+    zne_fold: str = DEFAULT_FOLD
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -78,6 +85,20 @@ class RunConfig:
             raise PipelineError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.max_subexperiments < 1:
             raise PipelineError(f"--max-subexperiments must be at least 1, got {self.max_subexperiments}")
+        self.zne_scales = tuple(int(s) for s in self.zne_scales)
+        try:
+            self.mitigation_config()
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
+
+    def mitigation_config(self) -> MitigationConfig:
+        """The mitigation QPU results get (:mod:`pipeline.mitigation`)."""
+        return MitigationConfig(
+            level=self.mitigation,
+            zne_scales=self.zne_scales,
+            extrapolation=self.zne_extrapolation,
+            fold=self.zne_fold,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The config as stored in ``manifest.json``."""

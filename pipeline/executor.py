@@ -118,7 +118,10 @@ class LocalExecutor:
         self.store = ArtifactStore(config.run_dir)
         if backends is None:
             built, self.unavailable = available_backends(
-                config.backends, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers
+                config.backends,
+                qpu_spec=config.qpu_backend,
+                cpu_workers=config.cpu_workers,
+                mitigation=config.mitigation_config(),
             )
             self.backends: dict[str, Backend] = {b.name: b for b in built}
         else:

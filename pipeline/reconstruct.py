@@ -33,6 +33,8 @@ from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
 from pipeline.backends.base import Counts
 from pipeline.cutting import CutResult
+from pipeline.mitigation import MitigationConfig, quasi_distribution, subexperiment_moments
+from pipeline.mitigation.moments import RAW
 
 
 @dataclass(frozen=True)
@@ -99,42 +101,18 @@ class Reconstruction:
         return float((p @ y**2 - (p @ y) ** 2) / draws)
 
 
-def _parity(values: np.ndarray) -> np.ndarray:
-    """(-1)^popcount for an int64 array."""
-    bits = np.zeros_like(values)
-    v = values.copy()
-    while np.any(v):
-        bits ^= v & 1
-        v >>= 1
-    return 1 - 2 * bits
-
-
-def _moments(
-    outcomes: np.ndarray, probabilities: np.ndarray, shots: int, num_obs_bits: int, masks: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean vector and covariance (of the mean) of the ±1 observables of one subexperiment.
-
-    Takes a distribution rather than counts so that a mitigated quasi-distribution (weights
-    that may be negative, ``shots`` the number of shots behind it) plugs in the same way.
-    """
-    obs = outcomes & ((1 << num_obs_bits) - 1)
-    qpd = outcomes >> num_obs_bits
-    qpd_sign = _parity(qpd)
-    values = np.stack([qpd_sign * _parity(obs & mask) for mask in masks]).astype(float)  # (j, o)
-    mean = values @ probabilities
-    second = (values * probabilities) @ values.T
-    cov = (second - np.outer(mean, mean)) / shots
-    return mean, cov
-
-
-def _counts_moments(counts: Counts, num_obs_bits: int, masks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    return _moments(counts.outcomes, counts.counts / counts.shots, counts.shots, num_obs_bits, masks)
-
-
 def reconstruct(
-    cut: CutResult, get_counts: Callable[[str], Counts], *, with_library: bool = False
+    cut: CutResult,
+    get_counts: Callable[[str], Counts],
+    *,
+    with_library: bool = False,
+    mitigation: MitigationConfig = RAW,
 ) -> Reconstruction:
-    """Per global Pauli (in manifest order): value and stderr (and qiskit-addon-cutting's values)."""
+    """Per global Pauli (in manifest order): value and stderr (and qiskit-addon-cutting's values).
+
+    ``mitigation`` applies to results that carry mitigation data (QPU results); the values and
+    standard errors are then those of the mitigated estimator (:mod:`pipeline.mitigation`).
+    """
     labels = sorted(cut.keys)
     sub_paulis = {label: PauliList(cut.subobservables[label]) for label in labels}
     collections = {label: ObservableCollection(sub_paulis[label]) for label in labels}
@@ -154,8 +132,8 @@ def reconstruct(
             group = index % len(groups)
             if (label, key, group) not in moments:
                 cog = groups[group]
-                moments[(label, key, group)] = _counts_moments(
-                    counts_for(key), len(cog.pauli_indices), cog.pauli_bitmasks
+                moments[(label, key, group)] = subexperiment_moments(
+                    counts_for(key), len(cog.pauli_indices), cog.pauli_bitmasks, mitigation
                 )
 
     # Where each global Pauli's factor sits in each partition's groups: (group, position) pairs.
@@ -191,7 +169,7 @@ def reconstruct(
 
     recon = Reconstruction(
         paulis=[],
-        library_values=_library_values(cut, counts_for) if with_library else None,
+        library_values=_library_values(cut, counts_for, mitigation) if with_library else None,
         gradients=gradients,
         moments=moments,
         term_products=products,
@@ -206,18 +184,13 @@ def reconstruct(
     return recon
 
 
-def _library_values(cut: CutResult, counts_for: Callable[[str], Counts]) -> list[float]:
+def _library_values(
+    cut: CutResult, counts_for: Callable[[str], Counts], mitigation: MitigationConfig
+) -> list[float]:
     """qiskit-addon-cutting's reconstruction of the same data (quasi-distribution path)."""
     results = {}
     for label in sorted(cut.keys):
-        quasi = []
-        for key in cut.keys[label]:
-            counts = counts_for(key)
-            quasi.append(
-                QuasiDistribution(
-                    dict(zip(counts.outcomes.tolist(), (counts.counts / counts.shots).tolist(), strict=True))
-                )
-            )
+        quasi = [QuasiDistribution(quasi_distribution(counts_for(k), mitigation)) for k in cut.keys[label]]
         results[label] = SamplerResult(quasi_dists=quasi, metadata=[{} for _ in quasi])
     coefficients = [(c, WeightType[w]) for c, w in cut.coefficients]
     observables = {label: PauliList(cut.subobservables[label]) for label in sorted(cut.keys)}

@@ -16,26 +16,49 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """Observable, reconstructed value ± stderr, exact value, error and error in standard errors."""
-    header = ("observable", "reconstructed", "stderr", "exact", "error", "|error|/stderr")
+    """Observable, reconstructed value ± stderr, exact value, error and error in standard errors.
+
+    When QPU results were mitigated, the raw (unmitigated) value and error stand beside the
+    mitigated ones, so the effect of mitigation is read off one table.
+    """
+    mitigated = any("raw" in obs for obs in summary["observables"])
+    header: tuple[str, ...] = ("observable", "reconstructed", "stderr", "exact", "error", "|error|/stderr")
+    if mitigated:
+        header = (*header, "raw", "raw error", "raw |error|/stderr")
     rows = []
     for obs in summary["observables"]:
-        sigma = abs(obs["error"]) / obs["stderr"] if obs["error"] is not None and obs["stderr"] > 0 else None
-        rows.append(
-            (
-                obs["name"],
-                _fmt(obs["value"]),
-                f"{obs['stderr']:.4f}",
-                _fmt(obs["exact"]),
-                _fmt(obs["error"]),
-                "—" if sigma is None else f"{sigma:.2f}",
-            )
-        )
+        row = [
+            obs["name"],
+            _fmt(obs["value"]),
+            f"{obs['stderr']:.4f}",
+            _fmt(obs["exact"]),
+            _fmt(obs["error"]),
+            _sigmas(obs["error"], obs["stderr"]),
+        ]
+        if mitigated:
+            raw = obs.get("raw") or {"value": obs["value"], "error": obs["error"], "stderr": obs["stderr"]}
+            row += [_fmt(raw["value"]), _fmt(raw["error"]), _sigmas(raw["error"], raw["stderr"])]
+        rows.append(tuple(row))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join(lines)
+
+
+def _sigmas(error: float | None, stderr: float) -> str:
+    return "—" if error is None or stderr <= 0 else f"{abs(error) / stderr:.2f}"
+
+
+def mitigation_line(summary: dict[str, Any]) -> str | None:
+    """One line per mitigated backend: level and the extra circuits and shots it cost."""
+    usage = summary.get("mitigation", {}).get("backends", {})
+    parts = [
+        f"{name}: {u['level']} (+{u['extra_circuits']} circuits, +{u['extra_shots']} shots)"
+        for name, u in usage.items()
+        if u["level"] != "none"
+    ]
+    return "mitigation: " + "; ".join(parts) if parts else None
 
 
 def backends_table(summary: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import io
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from pipeline.circuits import (
 from pipeline.config import RunConfig
 from pipeline.cutting import CutProblem, CutResult, generate_subexperiments, plan_cuts, store_subexperiments
 from pipeline.errors import PipelineError
+from pipeline.mitigation import MitigationConfig
+from pipeline.mitigation.moments import RAW
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
@@ -57,6 +59,10 @@ IDENTITY_FIELDS = (
     "partition",
     "max_subcircuit_width",
     "num_samples",
+    "mitigation",
+    "zne_scales",
+    "zne_extrapolation",
+    "zne_fold",
 )
 #: the uncut circuit and its observables, saved in every run directory so any run can be
 #: reproduced, or checked by another tool (observables.json reads back with --observables-file)
@@ -349,7 +355,8 @@ def load_plan(run_dir: Path) -> Plan:
 
 def _identity(config: RunConfig) -> dict[str, Any]:
     data = config.to_json()
-    return {key: data.get(key) for key in IDENTITY_FIELDS}
+    defaults = RunConfig().to_json()  # runs written before a field existed
+    return {key: data.get(key, defaults.get(key)) for key in IDENTITY_FIELDS}
 
 
 def prepare(
@@ -464,7 +471,8 @@ def nominal_backend_states(config: RunConfig) -> list[BackendState]:
         elif kind == "gpu":
             states.append(BackendState(name="gpu", kind="gpu", model="aer-statevector-gpu"))
         elif kind == "qpu":
-            states.append(make_backend("qpu", qpu_spec=config.qpu_backend).state())
+            qpu = make_backend("qpu", qpu_spec=config.qpu_backend, mitigation=config.mitigation_config())
+            states.append(qpu.state())
     return states
 
 
@@ -503,7 +511,10 @@ def generate(config: RunConfig, *, probe_backends: bool = True) -> Plan:
     if not probe_backends:
         return plan_pending(manifest, nominal_backend_states(config))
     backends, unavailable = available_backends(
-        config.backends, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers
+        config.backends,
+        qpu_spec=config.qpu_backend,
+        cpu_workers=config.cpu_workers,
+        mitigation=config.mitigation_config(),
     )
     return plan_pending(manifest, [b.state() for b in backends], unavailable)
 
@@ -536,7 +547,12 @@ def execute_batch(
     todo, _invalid = results_to_compute(store, manifest, batch.keys)
     skipped = [k for k in batch.keys if k not in todo]
     if backend is None:
-        backend = make_backend(batch.kind, qpu_spec=config.qpu_backend, cpu_workers=config.cpu_workers)
+        backend = make_backend(
+            batch.kind,
+            qpu_spec=config.qpu_backend,
+            cpu_workers=config.cpu_workers,
+            mitigation=config.mitigation_config(),
+        )
     started = time.time()
     if not todo:
         return BatchOutcome(batch.id, backend.name, started, started, [], skipped)
@@ -623,7 +639,11 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
             f"{run_dir}: {len(invalid)} of {len(keys)} results are invalid (first: {key[:12]}: "
             f"{reason}); rerun the run to recompute them"
         )
-    recon = reconstruct_values(manifest.cut, lambda key: Counts.from_json(records[key]))
+    counts = {key: Counts.from_json(records[key]) for key in keys}
+    mitigation = manifest.config.mitigation_config()
+    mitigated = mitigation.readout and any(c.readout for c in counts.values())
+    recon = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=mitigation if mitigated else RAW)
+    raw = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=RAW) if mitigated else recon
     observables = []
     for name in manifest.observable_names:
         terms = manifest.observable_terms[name]
@@ -634,15 +654,21 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
             if manifest.exact is not None
             else None
         )
-        observables.append(
-            {
-                "name": name,
-                "value": value,
-                "stderr": recon.stderr_of(terms, weights),
-                "exact": exact,
-                "error": (value - exact) if exact is not None else None,
+        entry: dict[str, Any] = {
+            "name": name,
+            "value": value,
+            "stderr": recon.stderr_of(terms, weights),
+            "exact": exact,
+            "error": (value - exact) if exact is not None else None,
+        }
+        if mitigated:
+            raw_value = raw.value_of(terms, weights)
+            entry["raw"] = {
+                "value": raw_value,
+                "stderr": raw.stderr_of(terms, weights),
+                "error": (raw_value - exact) if exact is not None else None,
             }
-        )
+        observables.append(entry)
     infos = list(records.values())
     if wall_seconds is None:
         wall_seconds = max(i["finished"] for i in infos) - min(i["started"] for i in infos)
@@ -666,6 +692,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
         "coefficient_terms": len(manifest.cut.coefficients),
         "observables": observables,
         "backends": backend_usage(infos),
+        "mitigation": mitigation_usage(mitigation, counts.values(), records.values(), config.shots),
         "wall_seconds": round(float(wall_seconds), 4),
     }
     write_json(store.summary_path, summary)
@@ -679,6 +706,28 @@ def subcircuit_widths(cut: CutResult) -> dict[str, int]:
         if label:
             widths[label] = widths.get(label, 0) + 1
     return dict(sorted(widths.items()))
+
+
+def mitigation_usage(
+    mitigation: MitigationConfig,
+    counts: Iterable[Counts],
+    records: Iterable[dict[str, Any]],
+    shots: int,
+) -> dict[str, Any]:
+    """Per backend: the mitigation its results got, and the extra circuits and shots it cost."""
+    per_backend: dict[str, dict[str, Any]] = {}
+    for result, record in zip(counts, records, strict=True):
+        name = str(record.get("backend", "unknown"))
+        entry = per_backend.setdefault(
+            name, {"level": "none", "extra_circuits": 0, "extra_shots": 0, "subexperiments": 0}
+        )
+        entry["subexperiments"] += 1
+        if result.readout and mitigation.readout:
+            entry["level"] = "zne" if (mitigation.zne and result.folded) else "readout"
+        extra = len(result.folded)
+        entry["extra_circuits"] += extra
+        entry["extra_shots"] += extra * shots
+    return {"requested": mitigation.to_json(), "backends": dict(sorted(per_backend.items()))}
 
 
 def build_partition(manifest: Manifest) -> str:

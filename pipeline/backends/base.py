@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from qiskit import QuantumCircuit
 
+from pipeline.mitigation.readout import ReadoutError
 from policy.interface import BackendKind, BackendState
 
 
@@ -19,6 +20,18 @@ class Counts:
     outcomes: np.ndarray  # int64, sorted, unique
     counts: np.ndarray  # int64, same length, sums to shots
     num_clbits: int
+    #: per clbit, the readout error of the physical qubit measured into it (QPU results only)
+    readout: tuple[ReadoutError | None, ...] | None = None
+    #: zero-noise extrapolation: counts of the same circuit with two-qubit gates folded ``scale`` x
+    folded: tuple[tuple[int, Counts], ...] = ()
+
+    def with_mitigation_data(
+        self,
+        readout: Sequence[ReadoutError | None] | None,
+        folded: Sequence[tuple[int, Counts]] = (),
+    ) -> Counts:
+        """The same counts, carrying what the CPU needs to mitigate them later."""
+        return replace(self, readout=tuple(readout) if readout is not None else None, folded=tuple(folded))
 
     @property
     def shots(self) -> int:
@@ -43,18 +56,32 @@ class Counts:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The stored form; mitigation data only where a QPU recorded it."""
+        data: dict[str, Any] = {
             "num_clbits": self.num_clbits,
             "outcomes": self.outcomes.tolist(),
             "counts": self.counts.tolist(),
         }
+        if self.readout is not None:
+            data["readout_errors"] = [
+                None if e is None else [e.p1_given_0, e.p0_given_1] for e in self.readout
+            ]
+        if self.folded:
+            data["folded"] = [{"scale": scale, **counts.to_json()} for scale, counts in self.folded]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Counts:
+        """Inverse of :meth:`to_json` (records without mitigation data read as raw counts)."""
+        readout = data.get("readout_errors")
         return cls(
             np.asarray(data["outcomes"], dtype=np.int64),
             np.asarray(data["counts"], dtype=np.int64),
             int(data["num_clbits"]),
+            readout=None
+            if readout is None
+            else tuple(None if e is None else ReadoutError(float(e[0]), float(e[1])) for e in readout),
+            folded=tuple((int(f["scale"]), cls.from_json(f)) for f in data.get("folded", ())),
         )
 
 

@@ -9,6 +9,7 @@ from pipeline.backends.lazy_qpu import LazyFakeQPUBackend
 from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
 from pipeline.backends.simulators import AerStatevectorBackend
 from pipeline.errors import BackendUnavailableError
+from pipeline.mitigation.levels import MitigationConfig
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 
@@ -18,8 +19,12 @@ def make_backend(
     qpu_spec: str = DEFAULT_QPU_SPEC,
     cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
+    mitigation: MitigationConfig | None = None,
 ) -> Backend:
-    """One backend of class ``kind``; raises BackendUnavailableError when it cannot run here."""
+    """One backend of class ``kind``; raises BackendUnavailableError when it cannot run here.
+
+    ``mitigation`` matters to QPUs only: ZNE runs folded copies of each circuit there.
+    """
     if kind == "cpu":
         return AerStatevectorBackend("cpu", workers=cpu_workers)
     if kind == "gpu":
@@ -27,7 +32,9 @@ def make_backend(
     if kind == "qpu":
         target = resolve_qpu_target(qpu_spec, env)
         # A fake QPU is built on its first batch (most runs give it none); a real one connects now.
-        return LazyFakeQPUBackend(target) if target.is_fake else IQMBackend(target)
+        if target.is_fake:
+            return LazyFakeQPUBackend(target, mitigation=mitigation)
+        return IQMBackend(target, mitigation=mitigation)
     raise BackendUnavailableError(f"unknown backend class {kind!r}")
 
 
@@ -37,13 +44,16 @@ def available_backends(
     qpu_spec: str = DEFAULT_QPU_SPEC,
     cpu_workers: int = 1,
     env: Mapping[str, str] | None = None,
+    mitigation: MitigationConfig | None = None,
 ) -> tuple[list[Backend], dict[str, str]]:
     """The usable backends among ``kinds`` and, for the others, why they are unavailable."""
     usable: list[Backend] = []
     unavailable: dict[str, str] = {}
     for kind in kinds:
         try:
-            usable.append(make_backend(kind, qpu_spec=qpu_spec, cpu_workers=cpu_workers, env=env))
+            usable.append(
+                make_backend(kind, qpu_spec=qpu_spec, cpu_workers=cpu_workers, env=env, mitigation=mitigation)
+            )
         except BackendUnavailableError as exc:
             unavailable[kind] = str(exc)
     return usable, unavailable

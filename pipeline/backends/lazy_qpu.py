@@ -35,6 +35,7 @@ from pipeline.backends.qpu import (
     model_name,
 )
 from pipeline.errors import PipelineError
+from pipeline.mitigation.levels import MitigationConfig
 from policy.interface import BackendKind, BackendState
 
 PROPERTIES_FILE = Path(__file__).with_name("fake_qpu_properties.json")
@@ -81,7 +82,7 @@ class LazyFakeQPUBackend:
 
     kind: BackendKind = "qpu"
 
-    def __init__(self, target: QPUTarget) -> None:
+    def __init__(self, target: QPUTarget, mitigation: MitigationConfig | None = None) -> None:
         if not target.is_fake:
             raise ValueError(f"{target.spec}: only fake QPUs have cached properties")
         model = target.spec[len(FAKE_PREFIX) :]
@@ -91,6 +92,7 @@ class LazyFakeQPUBackend:
         self.target = target
         self.name = backend_name(target)
         self.properties = properties
+        self.mitigation = mitigation
         self._backend: IQMBackend | None = None
         self._lock = threading.Lock()
 
@@ -116,7 +118,7 @@ class LazyFakeQPUBackend:
     def _loaded(self) -> IQMBackend:
         with self._lock:
             if self._backend is None:
-                self._backend = IQMBackend(self.target)
+                self._backend = IQMBackend(self.target, mitigation=self.mitigation)
             return self._backend
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:

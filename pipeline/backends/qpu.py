@@ -20,6 +20,9 @@ from qiskit import QuantumCircuit, transpile
 
 from pipeline.backends.base import Counts
 from pipeline.errors import BackendUnavailableError, PipelineError
+from pipeline.mitigation.levels import MitigationConfig
+from pipeline.mitigation.readout import ReadoutError, apply_confusion
+from pipeline.mitigation.zne import fold_two_qubit_gates
 from policy.interface import BackendKind, BackendState
 from qubelet.inventory.names import ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE, ENV_QPU_BACKEND, ENV_QPU_NAME
 
@@ -119,10 +122,19 @@ class IQMBackend:
 
     kind: BackendKind = "qpu"
 
-    def __init__(self, target: QPUTarget, optimization_level: int = 1) -> None:
+    def __init__(
+        self,
+        target: QPUTarget,
+        optimization_level: int = 1,
+        mitigation: MitigationConfig | None = None,
+    ) -> None:
         self.target = target
         self.name = backend_name(target)
         self._optimization_level = optimization_level
+        #: ZNE runs folded copies here; readout errors are recorded whatever the level, so the
+        #: reconstruct step can show raw and mitigated values side by side.
+        self.mitigation = mitigation or MitigationConfig()
+        self._readout_calibration: dict[int, ReadoutError] | None = None
         if target.is_fake:
             self._backend = _fake_backend(target.spec[len(FAKE_PREFIX) :])
         else:
@@ -167,12 +179,37 @@ class IQMBackend:
             optimization_level=self._optimization_level,
             seed_transpiler=seed,
         )
+        scales = self.mitigation.zne_scales if self.mitigation.zne else (1,)
+        jobs = [fold_two_qubit_gates(c, scale, self.mitigation.fold) for scale in scales for c in compiled]
+        job_seeds = [folded_seed(int(s), scale) for scale in scales for s in seeds]
         if self.target.is_fake:
-            return run_noisy_exact(compiled, self._backend.noise_model, shots, seeds)
-        result = self._backend.run(compiled, shots=shots).result()
-        return [
-            Counts.from_qiskit(result.get_counts(i), circuit.num_clbits) for i, circuit in enumerate(circuits)
-        ]
+            raw = run_noisy_exact(jobs, self._backend.noise_model, shots, job_seeds)
+        else:
+            result = self._backend.run(jobs, shots=shots).result()
+            raw = [Counts.from_qiskit(result.get_counts(i), c.num_clbits) for i, c in enumerate(jobs)]
+        calibration = self.readout_calibration()
+        n = len(compiled)
+        out = []
+        for i, circuit in enumerate(compiled):
+            measured = _measured_physical_qubits(circuit)
+            readout = [calibration.get(measured.get(b, -1)) for b in range(circuit.num_clbits)]
+            folded = [(scale, raw[k * n + i]) for k, scale in enumerate(scales) if scale != 1]
+            out.append(raw[i].with_mitigation_data(readout, folded))
+        return out
+
+    def readout_calibration(self) -> dict[int, ReadoutError]:
+        """Per physical qubit, its readout error: the backend's calibration data, else measured.
+
+        IQM publishes per-qubit readout errors with each calibration; the fake backends carry
+        them in their error profile. Where none are published, two calibration circuits (all
+        qubits in 0, all in 1) measure them once per backend and calibration (cached).
+        """
+        if self._readout_calibration is None:
+            from pipeline.mitigation.calibration import measured_readout_errors, published_readout_errors
+
+            published = published_readout_errors(self._backend)
+            self._readout_calibration = published or measured_readout_errors(self._backend, self.name)
+        return self._readout_calibration
 
 
 def _readout_matrices(noise_model: Any) -> dict[int, np.ndarray]:
@@ -181,18 +218,6 @@ def _readout_matrices(noise_model: Any) -> dict[int, np.ndarray]:
     for qubits, error in getattr(noise_model, "_local_readout_errors", {}).items():
         matrices[int(qubits[0])] = np.asarray(error.probabilities, dtype=float)
     return matrices
-
-
-def _apply_confusion(probabilities: np.ndarray, matrices: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Push a distribution over m bits (bit j = index bit j) through per-bit readout errors."""
-    m = len(matrices)
-    tensor = probabilities.reshape([2] * m) if m else probabilities
-    for bit, matrix in enumerate(matrices):
-        if matrix is None:
-            continue
-        axis = m - 1 - bit  # C order: the last axis is bit 0
-        tensor = np.moveaxis(np.tensordot(tensor, matrix, axes=([axis], [0])), -1, axis)
-    return tensor.reshape(-1)
 
 
 def run_noisy_exact(
@@ -233,13 +258,20 @@ def run_noisy_exact(
     out: list[Counts] = []
     for index, (circuit, (written, matrices)) in enumerate(zip(compiled, layouts, strict=True)):
         probabilities = np.asarray(result.data(index)["probabilities"], dtype=float)
-        probabilities = _apply_confusion(np.clip(probabilities, 0.0, None), matrices)
+        probabilities = apply_confusion(np.clip(probabilities, 0.0, None), matrices)
         probabilities /= probabilities.sum()
         sampled = np.random.default_rng(seeds[index]).multinomial(shots, probabilities)
         histogram = np.zeros(1 << circuit.num_clbits, dtype=np.int64)
         np.add.at(histogram, _scatter_outcomes(len(written), written), sampled)
         out.append(Counts.from_samples(histogram, circuit.num_clbits))
     return out
+
+
+def folded_seed(seed: int, scale: int) -> int:
+    """Sampling seed of a folded copy: the circuit's own at scale 1, independent otherwise."""
+    if scale == 1:
+        return seed
+    return (seed * 1_000_003 + scale * 7919) & ((1 << 63) - 1)
 
 
 def _measured_physical_qubits(circuit: QuantumCircuit) -> dict[int, int]:

@@ -28,7 +28,19 @@ _PASSTHROUGH = (
     ("max_subcircuit_width", "--max-subcircuit-width"),
     ("num_samples", "--num-samples"),
     ("max_subexperiments", "--max-subexperiments"),
+    ("mitigation", "--mitigation"),
+    ("zne_scales", "--zne-scales"),
+    ("zne_extrapolation", "--zne-extrapolation"),
+    ("zne_fold", "--zne-fold"),
 )
+#: Passthrough flags left out of the rendered step while they hold the run flags' defaults.
+_IMPLICIT = {
+    "qpu_backend": DEFAULT_QPU_SPEC,
+    "mitigation": "readout",
+    "zne_scales": "1,3",
+    "zne_extrapolation": "linear",
+    "zne_fold": "all",
+}
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +65,7 @@ def _run_args(args: argparse.Namespace) -> Any:
     extra = []
     for attr, flag in _PASSTHROUGH:
         value = getattr(args, attr, None)
-        if value is not None and (attr != "qpu_backend" or value != DEFAULT_QPU_SPEC):
+        if value is not None and value != _IMPLICIT.get(attr):
             extra.append(f"{flag}={value}")
     return RunArgs(
         qubits=config.qubits,
