@@ -8,11 +8,11 @@ batches of at most ``batch_size``, and into at least as many batches as the back
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from policy.interface import BackendKind, Decision
+from policy.interface import BackendKind, BackendState, Decision
 from qubelet import serde
 
 
@@ -26,6 +26,8 @@ class Batch:
     keys: list[str]
     min_qubits: int | None = None
     min_fidelity_2q: float | None = None
+    #: QPU batches: the QPUs the policy would take, best first (``qpu_choices``), for the claim
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The batch as stored in ``plan.json``."""
@@ -68,10 +70,51 @@ class Plan:
         return serde.from_json(cls, data)
 
 
+def qpu_choices(
+    members: Sequence[Decision], states: Mapping[str, BackendState], min_fidelity_2q: float | None
+) -> list[dict[str, Any]]:
+    """The QPUs a batch could run on, best first: the policy's pick, then by predicted finish.
+
+    A QPU qualifies when the policy found it wide enough for every member (it appears in each
+    member's ``alternatives``) and its published two-qubit fidelity meets the batch's floor (the
+    same test the claim's CEL selector makes). Each entry names the backend, its model and the
+    predicted seconds to finish the batch there (its wait plus the members' run times).
+    """
+    chosen = members[0].backend
+
+    def finish(name: str) -> float:
+        rows = [d.alternatives.get(name, {}) for d in members]
+        return max((r.get("wait", 0.0) for r in rows), default=0.0) + sum(r.get("seconds", 0.0) for r in rows)
+
+    candidates = [
+        name
+        for name, state in states.items()
+        if state.kind == "qpu"
+        and state.healthy
+        and (name == chosen or all(name in d.alternatives for d in members))
+        and (min_fidelity_2q is None or state.fidelity_2q is None or state.fidelity_2q >= min_fidelity_2q)
+    ]
+    ranked = sorted(candidates, key=lambda name: (name != chosen, finish(name), name))
+    return [
+        {"backend": name, "model": states[name].model, "predicted_seconds": round(finish(name), 6)}
+        for name in ranked
+    ]
+
+
 def batch_decisions(
-    decisions: Sequence[Decision], batch_size: int, workers: dict[str, int], prefix: str = ""
+    decisions: Sequence[Decision],
+    batch_size: int,
+    workers: dict[str, int],
+    prefix: str = "",
+    states: Sequence[BackendState] = (),
 ) -> list[Batch]:
-    """Group decisions by backend into near-equal batches (order of first appearance kept)."""
+    """Group decisions by backend into near-equal batches (order of first appearance kept).
+
+    With ``states`` a QPU batch also carries its ranked :func:`qpu_choices`, and its fidelity
+    floor is dropped when the chosen QPU's published fidelity is below it (the policy found no
+    QPU within the error budget and knowingly took the least-error one).
+    """
+    by_name = {s.name: s for s in states}
     by_backend: dict[str, list[Decision]] = {}
     for decision in decisions:
         by_backend.setdefault(decision.backend, []).append(decision)
@@ -86,6 +129,13 @@ def batch_decisions(
                 continue
             qubits = [d.min_qubits for d in members if d.min_qubits is not None]
             fidelities = [d.min_fidelity_2q for d in members if d.min_fidelity_2q is not None]
+            floor = max(fidelities) if fidelities else None
+            picked = by_name.get(backend)
+            if floor is not None and picked is not None and (picked.fidelity_2q or 1.0) < floor:
+                # no QPU met the budget and the policy took the least-error one: a floor above
+                # its own fidelity would make the claim unsatisfiable, so there is none
+                floor = None
+            choices = qpu_choices(members, by_name, floor) if members[0].kind == "qpu" and by_name else []
             batches.append(
                 Batch(
                     id=f"{prefix}{slug}-{index:03d}",
@@ -93,7 +143,8 @@ def batch_decisions(
                     kind=members[0].kind,
                     keys=[d.key for d in members],
                     min_qubits=max(qubits) if qubits else None,
-                    min_fidelity_2q=max(fidelities) if fidelities else None,
+                    min_fidelity_2q=floor,
+                    choices=choices,
                 )
             )
     return batches

@@ -449,7 +449,7 @@ def plan_pending(
     plan = Plan(
         run_id=manifest.run_id,
         policy=config.policy,
-        batches=batch_decisions(decisions, config.batch_size, workers),
+        batches=batch_decisions(decisions, config.batch_size, workers, states=backend_states),
         decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
         unavailable=dict(unavailable or {}),
         invalid=invalid,

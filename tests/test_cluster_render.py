@@ -94,9 +94,10 @@ def test_paper_run_plans_every_subexperiment(paper_plan: Any) -> None:
         render.RenderOptions(),
         render.RenderOptions(argo_compat="podspecpatch"),
         render.RenderOptions(qpu_request="extended-resource"),
-        render.RenderOptions(claim_constraints=True),
+        render.RenderOptions(claim_constraints=True, claim_choices="off"),
+        render.RenderOptions(claim_choices="single"),
     ],
-    ids=["claim-typed", "claim-podspecpatch", "extended-resource", "claim-constraints"],
+    ids=["claim-typed", "claim-podspecpatch", "extended-resource", "claim-constraints", "claim-single"],
 )
 def test_paper_workflow_is_valid_argo(paper_plan: Any, paper_batches: list[Any], opts: Any) -> None:
     plan, _ = paper_plan
@@ -159,14 +160,15 @@ def test_paper_workflow_is_valid_argo(paper_plan: Any, paper_batches: list[Any],
 def test_claim_shapes(paper_plan: Any, paper_batches: list[Any]) -> None:
     plan, _ = paper_plan
     run = render.RunArgs(**PAPER_RUN)
-    typed = render.build_workflow(run, plan.run_id, paper_batches)
+    off = render.RenderOptions(claim_choices="off")  # the plain template; ranked: test_cluster_claims.py
+    typed = render.build_workflow(run, plan.run_id, paper_batches, off)
     qpu = next(t for t in typed["spec"]["templates"] if t["name"] == "execute-qpu")
     assert qpu["resourceClaims"] == [{"name": "qpu", "resourceClaimTemplateName": "qpu"}]
     assert qpu["container"]["resources"]["claims"] == [{"name": "qpu"}]
     assert "podSpecPatch" not in qpu
 
     patched = render.build_workflow(
-        run, plan.run_id, paper_batches, render.RenderOptions(argo_compat="podspecpatch")
+        run, plan.run_id, paper_batches, render.RenderOptions(argo_compat="podspecpatch", claim_choices="off")
     )
     qpu = next(t for t in patched["spec"]["templates"] if t["name"] == "execute-qpu")
     assert "resourceClaims" not in qpu and "claims" not in qpu["container"]["resources"]
@@ -175,7 +177,7 @@ def test_claim_shapes(paper_plan: Any, paper_batches: list[Any]) -> None:
     assert patch["containers"] == [{"name": "main", "resources": {"claims": [{"name": "qpu"}]}}]
 
     constrained = render.build_workflow(
-        run, plan.run_id, paper_batches, render.RenderOptions(claim_constraints=True)
+        run, plan.run_id, paper_batches, render.RenderOptions(claim_constraints=True, claim_choices="off")
     )
     floors = {b.min_qubits for b in paper_batches if b.kind == "qpu" and b.min_qubits}
     assert floors, "the paper run's QPU batches carry a qubit floor"
@@ -185,7 +187,9 @@ def test_claim_shapes(paper_plan: Any, paper_batches: list[Any]) -> None:
         for c in t.get("resourceClaims", [])
     }
     assert names == {f"qpu-min-{q}q" for q in floors}
-    rcts = render.claim_templates(paper_batches, render.RenderOptions(claim_constraints=True))
+    rcts = render.claim_templates(
+        paper_batches, render.RenderOptions(claim_constraints=True, claim_choices="off")
+    )
     assert {r["metadata"]["name"] for r in rcts} == names
     request = rcts[0]["spec"]["spec"]["devices"]["requests"][0]["exactly"]
     assert request["allocationMode"] == "ExactCount" and request["count"] == 1

@@ -109,6 +109,13 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
         help="emit ResourceClaimTemplates with a CEL qubit floor for QPU batches that need one",
     )
     parser.add_argument(
+        "--claim-choices",
+        choices=("ranked", "single", "off"),
+        default="ranked",
+        help="QPU claims: the policy's ranked QPUs as firstAvailable alternatives (ranked), only the "
+        "best one for clusters without prioritized lists (single), or the plain qpu template (off)",
+    )
+    parser.add_argument(
         "--run-id", default=None, help="run directory name on the PVC (default: the plan's id)"
     )
     parser.add_argument("--pvc", default=d["pvc"])
@@ -151,6 +158,7 @@ def _options(args: argparse.Namespace) -> Any:
         qpu_request=args.qpu_request,
         argo_compat=args.argo_compat,
         claim_constraints=args.claim_constraints,
+        claim_choices=getattr(args, "claim_choices", "ranked"),
         pvc=args.pvc,
         retries=args.retries,
     )

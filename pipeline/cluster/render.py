@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
+from pipeline.cluster import claims
 from pipeline.cluster import resources as res
 from pipeline.config import RunConfig
 from qubelet import serde
@@ -130,6 +131,9 @@ class RenderOptions:
     retries: int = 3
     #: Use a generated ResourceClaimTemplate with a CEL qubit floor when a batch has min_qubits.
     claim_constraints: bool = False
+    #: QPU batches with ranked choices: ``firstAvailable`` over them (``ranked``), the best one
+    #: only (``single``, clusters without prioritized lists), or the plain template (``off``).
+    claim_choices: Literal["ranked", "single", "off"] = "ranked"
     generate_name: str = "qubelet-cutting-"
     extra_labels: dict[str, str] = field(default_factory=dict)
     #: Where steps push their final metrics (manifests/monitoring ships it); empty: no push,
@@ -299,7 +303,10 @@ def build_workflow(
     for batch in batches:
         if batch.kind not in res.QUEUES:
             raise ValueError(f"batch {batch.id}: unknown backend kind {batch.kind!r}")
-        if batch.kind == "qpu" and use_constraints:
+        ranked = _ranked_claim(batch, opts)
+        if ranked is not None:
+            claim_for[batch.id] = ranked[0]
+        elif batch.kind == "qpu" and use_constraints:
             claim_for[batch.id] = res.claim_template_name(batch.min_qubits)
     generate_args = [
         "task",
@@ -353,12 +360,37 @@ def build_workflow(
     }
 
 
+def _ranked_claim(batch: BatchLike, opts: RenderOptions) -> tuple[str, list[claims.Alternative]] | None:
+    """(template name, alternatives) for a QPU batch the policy ranked QPUs for, else None."""
+    choices = getattr(batch, "choices", None) or []
+    if batch.kind != "qpu" or opts.qpu_request != "claim" or opts.claim_choices == "off" or not choices:
+        return None
+    alts = claims.alternatives(choices, batch.min_qubits, getattr(batch, "min_fidelity_2q", None))
+    return claims.template_name(alts, opts.claim_choices == "single"), alts
+
+
 def claim_templates(batches: Sequence[BatchLike], opts: RenderOptions) -> list[dict[str, Any]]:
-    """Generated ResourceClaimTemplates for the qubit floors the rendered Workflow refers to."""
-    if not (opts.claim_constraints and opts.qpu_request == "claim"):
-        return []
-    floors = sorted({int(b.min_qubits) for b in batches if b.kind == "qpu" and b.min_qubits})
-    return [res.claim_template(res.claim_template_name(q), opts.namespace, q) for q in floors]
+    """Generated ResourceClaimTemplates the rendered Workflow refers to (ranked, then qubit floors)."""
+    out: dict[str, dict[str, Any]] = {}
+    floors: set[int] = set()
+    for batch in batches:
+        ranked = _ranked_claim(batch, opts)
+        if ranked is not None:
+            name, alts = ranked
+            out.setdefault(
+                name, claims.claim_template(name, opts.namespace, alts, single=opts.claim_choices == "single")
+            )
+        elif (
+            batch.kind == "qpu"
+            and batch.min_qubits
+            and opts.claim_constraints
+            and opts.qpu_request == "claim"
+        ):
+            floors.add(int(batch.min_qubits))
+    floor_templates = [
+        res.claim_template(res.claim_template_name(q), opts.namespace, q) for q in sorted(floors)
+    ]
+    return [*out.values(), *floor_templates]
 
 
 def build_workflow_template(opts: RenderOptions | None = None, run: RunArgs | None = None) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""The policy's ranking of QPUs as a ResourceClaimTemplate the scheduler enforces.
+
+A QPU batch's claim has one request, ``qpu``, whose ``firstAvailable`` list (resource.k8s.io/v1
+prioritized alternatives) holds the policy's choices best first; the scheduler allocates the
+first sub-request it can satisfy, so it falls back in the policy's order and never to a device
+outside it. Each sub-request is a CEL selector on the DRA driver's device attributes
+(``docs/dra-driver.md``):
+
+1. one per QPU model the policy ranked (``qpu_choices`` in ``pipeline/planning.py``), e.g.
+   ``model == "Apollo" && qubits >= 20 && fidelity2qPpm >= 975000``;
+2. then any QPU with at least the batch's qubits and two-qubit fidelity floor (the floor is the
+   weakest fidelity that keeps every member within the error budget).
+
+Every alternative keeps the fidelity floor, so a fallback can cost time but never the error
+budget. Attributes are read with CEL's optional syntax (``.?name.orValue(…)``) so a device that
+lacks one fails the selector instead of erroring the allocation. With ``single=True`` (clusters
+without the DRAPrioritizedList feature) the claim asks ``exactly`` for the best choice only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME
+
+#: Most sub-requests a request may list (resource.k8s.io/v1 FirstAvailableDeviceRequestMaxSize).
+MAX_ALTERNATIVES = 8
+REQUEST_NAME = "qpu"
+EMPTY = '""'  #: CEL's empty string literal
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One ranked choice: a sub-request name and its CEL selector."""
+
+    name: str
+    expression: str
+    why: str
+
+
+def _attr(name: str, default: str) -> str:
+    return f'device.attributes["{DRIVER_NAME}"].?{name}.orValue({default})'
+
+
+def _floor(min_qubits: int | None, min_fidelity_2q: float | None) -> list[str]:
+    terms = []
+    if min_qubits:
+        terms.append(f"{_attr('qubits', '0')} >= {int(min_qubits)}")
+    if min_fidelity_2q is not None:
+        terms.append(f"{_attr('fidelity2qPpm', '0')} >= {round(min_fidelity_2q * 1_000_000)}")
+    return terms
+
+
+def _dns_label(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def alternatives(
+    choices: Sequence[dict[str, Any]], min_qubits: int | None, min_fidelity_2q: float | None
+) -> list[Alternative]:
+    """The ranked sub-requests: one per model the policy ranked, then any QPU above the floor."""
+    floor = _floor(min_qubits, min_fidelity_2q)
+    out: list[Alternative] = []
+    seen: set[str] = set()
+    for choice in choices:
+        model = str(choice.get("model") or "")
+        if not model or model in seen or len(out) >= MAX_ALTERNATIVES - 1:
+            continue
+        seen.add(model)
+        named = f"{_attr('model', EMPTY)} == {json.dumps(model)}"
+        why = f"policy's choice {choice.get('backend')}"
+        out.append(Alternative(f"model-{_dns_label(model)}", " && ".join([named, *floor]), why))
+    generic = " && ".join(floor) or "true"
+    floor_text = f"at least {min_qubits or 1} qubits" + (
+        f" and 2q fidelity >= {min_fidelity_2q:g}" if min_fidelity_2q is not None else ""
+    )
+    out.append(Alternative("any", generic, f"any QPU with {floor_text}"))
+    return out
+
+
+def template_name(alts: Sequence[Alternative], single: bool) -> str:
+    """A deterministic name: the same ranking renders (and reuses) the same template."""
+    digest = hashlib.sha256(
+        json.dumps([[a.name, a.expression] for a in alts] + [single]).encode()
+    ).hexdigest()[:8]
+    return f"qpu-{alts[0].name}-{digest}"[:63]
+
+
+def _subrequest(alt: Alternative) -> dict[str, Any]:
+    return {
+        "name": alt.name,
+        "deviceClassName": DEVICE_CLASS_NAME,
+        "selectors": [{"cel": {"expression": alt.expression}}],
+        "allocationMode": "ExactCount",
+        "count": 1,
+    }
+
+
+def claim_template(name: str, namespace: str, alts: Sequence[Alternative], single: bool) -> dict[str, Any]:
+    """The ResourceClaimTemplate: ``firstAvailable`` over ``alts``, or ``exactly`` the first one."""
+    if single:
+        request: dict[str, Any] = {"name": REQUEST_NAME, "exactly": _subrequest(alts[0])}
+        del request["exactly"]["name"]
+    else:
+        request = {"name": REQUEST_NAME, "firstAvailable": [_subrequest(a) for a in alts]}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "qubelet"},
+            "annotations": {
+                "qubelet.quantum.example.com/ranking": "; ".join(f"{a.name}: {a.why}" for a in alts),
+            },
+        },
+        "spec": {"spec": {"devices": {"requests": [request]}}},
+    }

@@ -1,0 +1,123 @@
+"""QPU steps carry the policy's ranking: ``firstAvailable`` CEL alternatives on DRA attributes.
+
+The rendered ResourceClaimTemplates and Workflow are checked against the Kubernetes 1.37 schema
+and Argo's CRD; every CEL selector reads only attributes the DRA driver publishes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemas
+import yaml
+
+from dra_driver.slices import device_attributes
+from pipeline.cluster import claims, render
+from pipeline.planning import Batch, batch_decisions
+from policy.interface import BackendState, Decision
+from qubelet.cli import main
+from qubelet.inventory import parse_config
+from qubelet.inventory.names import DRIVER_NAME
+
+pytestmark = pytest.mark.timeout(180)
+K8S = "1.37"
+
+APOLLO = BackendState(name="qpu:apollo", kind="qpu", max_qubits=20, model="Apollo", fidelity_2q=0.995)
+ADONIS = BackendState(name="qpu:adonis", kind="qpu", max_qubits=5, model="Adonis", fidelity_2q=0.97)
+CRYSTAL = BackendState(name="qpu:crystal", kind="qpu", max_qubits=54, model="Crystal", fidelity_2q=0.996)
+
+
+def _decision(key: str, backend: str) -> Decision:
+    alternatives = {
+        "cpu": {"seconds": 9.0, "error": 0.0, "wait": 0.0},
+        "qpu:apollo": {"seconds": 0.1, "error": 0.2, "wait": 0.0},
+        "qpu:crystal": {"seconds": 0.1, "error": 0.15, "wait": 30.0},
+        "qpu:adonis": {"seconds": 0.1, "error": 0.3, "wait": 0.0},
+    }
+    return Decision(key, backend, "qpu", min_qubits=5, min_fidelity_2q=0.99, alternatives=alternatives)
+
+
+def _batch() -> Batch:
+    decisions = [_decision(f"k{i}", "qpu:apollo") for i in range(4)]
+    (batch,) = batch_decisions(decisions, 64, {}, states=[APOLLO, ADONIS, CRYSTAL])
+    return batch
+
+
+def test_batch_ranks_the_policy_pick_first_then_by_predicted_finish_within_the_floor() -> None:
+    batch = _batch()
+    assert [c["backend"] for c in batch.choices] == ["qpu:apollo", "qpu:crystal"]  # adonis < floor
+    assert batch.min_qubits == 5 and batch.min_fidelity_2q == 0.99
+
+
+def test_ranked_claim_has_ordered_cel_alternatives_and_is_valid_kubernetes() -> None:
+    batch = _batch()
+    opts = render.RenderOptions()
+    (template,) = render.claim_templates([batch], opts)
+    schemas.validate_core(template, K8S)
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert request["name"] == "qpu" and "exactly" not in request
+    subs = request["firstAvailable"]
+    assert [s["name"] for s in subs] == ["model-apollo", "model-crystal", "any"]
+    exprs = [s["selectors"][0]["cel"]["expression"] for s in subs]
+    assert '.?model.orValue("") == "Apollo"' in exprs[0] and '== "Crystal"' in exprs[1]
+    assert "model" not in exprs[2]
+    for expression in exprs:  # every alternative keeps the qubit and fidelity floor
+        assert (
+            ".?qubits.orValue(0) >= 5" in expression and ".?fidelity2qPpm.orValue(0) >= 990000" in expression
+        )
+    assert all(s["allocationMode"] == "ExactCount" and s["count"] == 1 for s in subs)
+
+    workflow = render.build_workflow(render.RunArgs(), "r1", [batch], opts)
+    schemas.validate(workflow)
+    refs = [c for t in workflow["spec"]["templates"] for c in t.get("resourceClaims", [])]
+    assert refs == [{"name": "qpu", "resourceClaimTemplateName": template["metadata"]["name"]}]
+
+
+def test_single_choice_for_clusters_without_prioritized_lists() -> None:
+    (template,) = render.claim_templates([_batch()], render.RenderOptions(claim_choices="single"))
+    schemas.validate_core(template, K8S)
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert "firstAvailable" not in request
+    assert '== "Apollo"' in request["exactly"]["selectors"][0]["cel"]["expression"]
+
+
+def test_selectors_read_only_attributes_the_driver_publishes() -> None:
+    cfg = parse_config(
+        {"version": "v1", "qpus": [{
+            "name": "apollo", "vendor": "IQM", "model": "Apollo", "qubits": 20,
+            "technology": "superconducting", "location": "onprem", "backend": "fake:IQMFakeApollo",
+            "calibration": {"fidelity2q": 0.995, "readoutFidelity": 0.97, "time": 1_790_000_000},
+        }]},
+        "test",
+    )  # fmt: skip
+    published = set(device_attributes(cfg.qpus[0], True))
+    alts = claims.alternatives(_batch().choices, 5, 0.99)
+    used = {
+        m
+        for a in alts
+        for m in re.findall(rf'attributes\["{re.escape(DRIVER_NAME)}"\]\.\?(\w+)', a.expression)
+    }
+    assert used and used <= published, used - published
+
+
+def test_render_cli_for_qpu_backends(tmp_path: Path) -> None:
+    out = tmp_path / "wf.yaml"
+    argv = ["render", "--qubits=6", "--cuts=1", "--shots=64", "--backends=qpu", "-o", str(out)]
+    assert main(argv) == 0
+    docs: list[dict[str, Any]] = list(yaml.safe_load_all(out.read_text()))
+    templates = [d for d in docs if d["kind"] == "ResourceClaimTemplate"]
+    assert templates and docs[-1]["kind"] == "Workflow"
+    for doc in templates:
+        schemas.validate_core(doc, K8S)
+        (request,) = doc["spec"]["spec"]["devices"]["requests"]
+        assert len(request["firstAvailable"]) >= 2
+    schemas.validate(docs[-1])
+    names = {t["metadata"]["name"] for t in templates}
+    qpu_steps = [t for t in docs[-1]["spec"]["templates"] if t.get("resourceClaims")]
+    assert (
+        qpu_steps
+        and {c["resourceClaimTemplateName"] for t in qpu_steps for c in t["resourceClaims"]} <= names
+    )
