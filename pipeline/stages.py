@@ -496,7 +496,7 @@ def plan_from_cut(config: RunConfig) -> Plan:
     return Plan(
         run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         policy=config.policy,
-        batches=batch_decisions(decisions, config.batch_size, workers),
+        batches=batch_decisions(decisions, config.batch_size, workers, states=states),
         decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
     )
 
