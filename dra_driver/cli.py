@@ -98,19 +98,13 @@ def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
         tokens_secret=args.tokens_secret,
         calibration=CalibrationSource(args.config),
     )
-    stop = daemon.stop_on_signals()
     daemon.serve_metrics(
         args.metrics_port,
         metrics.registry,
         liveness={"kubelet-plugin": plugin.liveness_problem},
         readiness={"kubelet-registration": plugin.readiness_problem},
     )
-    plugin.start()
-    try:
-        daemon.wait_for_stop(stop)
-    finally:
-        plugin.stop()
-    return 0
+    return daemon.run_until_stopped(plugin)
 
 
 def run_controller(args: argparse.Namespace) -> int:
@@ -131,16 +125,10 @@ def run_controller(args: argparse.Namespace) -> int:
         metrics=metrics,
         calibration=CalibrationSource(args.config),
     )
-    stop = daemon.stop_on_signals()
     daemon.serve_metrics(
         args.metrics_port,
         metrics.registry,
         liveness={"controller": controller.liveness_problem},
         readiness={"leader-election": controller.readiness_problem},
     )
-    controller.start()
-    try:
-        daemon.wait_for_stop(stop)
-    finally:
-        controller.stop()
-    return 0
+    return daemon.run_until_stopped(controller)

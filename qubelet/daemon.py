@@ -25,7 +25,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qubelet import klog
 from qubelet.errors import UsageError
@@ -36,12 +36,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_PREFIX",
     "STOP_SIGNALS",
+    "Component",
     "MetricsServer",
     "add_kubeconfig_flag",
     "add_metrics_port_flag",
     "env_name",
     "env_twins",
     "metrics_port",
+    "run_until_stopped",
     "serve_metrics",
     "stop_on_signals",
     "wait_for_stop",
@@ -162,6 +164,27 @@ def wait_for_stop(stop: threading.Event, poll_seconds: float = 1.0) -> None:
     """Block until ``stop`` is set, waking regularly so signal handlers always get to run."""
     while not stop.wait(poll_seconds):
         pass
+
+
+class Component(Protocol):
+    """A daemon's main object: it runs its own threads between ``start`` and ``stop``."""
+
+    def start(self) -> None:
+        """Start serving in background threads and return."""
+
+    def stop(self) -> None:
+        """Stop serving and release sockets and threads."""
+
+
+def run_until_stopped(component: Component) -> int:
+    """Start ``component``, block until SIGTERM/SIGINT, then stop it; the exit status (0)."""
+    stop = stop_on_signals()
+    component.start()
+    try:
+        wait_for_stop(stop)
+    finally:
+        component.stop()
+    return 0
 
 
 # --- kubeconfig ----------------------------------------------------------------------------------
