@@ -11,4 +11,18 @@ from qubelet import proctime as _proctime  # noqa: F401  (first import: records 
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "cli", "daemon", "errors", "inventory", "klog", "kube", "proctime", "protos"]
+__all__ = [
+    "__version__",
+    "cli",
+    "daemon",
+    "errors",
+    "exposition",
+    "healthz",
+    "inventory",
+    "klog",
+    "kube",
+    "metrics_doc",
+    "proctime",
+    "protos",
+    "serde",
+]

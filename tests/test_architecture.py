@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("qubelet", "qpu_device_plugin", "dra_driver", "policy", "pipeline")
-COMPONENTS = ("qpu_device_plugin", "dra_driver", "policy", "pipeline")
+PACKAGES = ("qubelet", "qpu_device_plugin", "dra_driver", "node_agent", "policy", "pipeline")
+COMPONENTS = ("qpu_device_plugin", "dra_driver", "node_agent", "policy", "pipeline")
 FIXED_NAMES = ("quantum.example.com/qpu", "qpu.quantum.example.com", "fake:IQMFakeApollo")
 #: qubelet modules that sit above every component on purpose: the verb dispatcher and the
 #: generator of docs/metrics.md (it lists every component's metrics).
@@ -59,6 +59,10 @@ def test_qubelet_base_imports_no_component() -> None:
         ("policy", "qpu_device_plugin"),
         ("pipeline", "dra_driver"),
         ("pipeline", "qpu_device_plugin"),
+        ("pipeline", "node_agent"),
+        ("policy", "node_agent"),
+        ("dra_driver", "node_agent"),
+        ("qpu_device_plugin", "node_agent"),
     ],
 )
 def test_import_direction(package: str, forbidden: str) -> None:
