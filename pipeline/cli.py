@@ -319,9 +319,13 @@ def _print_sweep(results: list[Any], run_dir: Path) -> int:
     """One line per parameter set: values ± stderr and what the iteration cost."""
     names = list(results[0].values) if results else []
     print(f"qubelet run: {len(results)} parameter sets, cut once")
-    print("set  " + "  ".join(f"{name} (± stderr)" for name in names) + "  cut s  run s")
+    print("set  " + "  ".join(f"{name} ± stderr (exact)" for name in names) + "  cut s  run s")
     for index, result in enumerate(results):
-        cells = "  ".join(f"{result.values[n]:+.4f} ± {result.stderrs[n]:.4f}" for n in names)
+        cells = "  ".join(
+            f"{result.values[n]:+.4f} ± {result.stderrs[n]:.4f} "
+            + ("(—)" if result.exact[n] is None else f"({result.exact[n]:+.4f})")
+            for n in names
+        )
         seconds = result.seconds
         print(f"{index:>3}  {cells}  {seconds['cut']:.2f}  {seconds['execute_and_reconstruct']:.2f}")
     print(f"outputs: {run_dir}/sweep.json, {run_dir}/sets/NNNN/summary.json")

@@ -193,7 +193,8 @@ def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0)
                 "a user circuit needs --partition (e.g. AAABBB), --max-subcircuit-width W, "
                 "or CutWire/cut-gate markers in the circuit"
             )
-        circuit = _find_cuts(_decompose_wide_gates(circuit), max_width, seed)
+        if max_width < circuit.num_qubits:  # a circuit that fits runs uncut (one partition)
+            circuit = _find_cuts(_decompose_wide_gates(circuit), max_width, seed)
     wire_markers = sum(1 for inst in circuit.data if inst.operation.name == "cut_wire")
     if wire_markers:
         original = circuit
@@ -240,11 +241,6 @@ def _find_cuts(circuit: QuantumCircuit, max_width: int, seed: int) -> QuantumCir
 
     if max_width < 1:
         raise PipelineError(f"--max-subcircuit-width must be at least 1, got {max_width}")
-    if max_width >= circuit.num_qubits:
-        raise PipelineError(
-            f"the circuit has {circuit.num_qubits} qubits, which fit --max-subcircuit-width "
-            f"{max_width}: nothing to cut (use a smaller W or run it uncut)"
-        )
     try:
         cut_circuit, _metadata = find_cuts(
             circuit, OptimizationParameters(seed=seed), DeviceConstraints(qubits_per_subcircuit=max_width)

@@ -410,3 +410,23 @@ def test_sweep_parameters_file_errors(tmp_path: Path) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_render_cuts_to_the_widest_device_of_the_inventory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --partition and no W on a cluster: cut so every subcircuit fits the widest QPU (20)."""
+    import yaml
+
+    path = tmp_path / "ring.qpy"
+    with path.open("wb") as handle:
+        qpy.dump(qaoa_ring(24), handle)
+    out = tmp_path / "wf.yaml"
+    inventory = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "qpus.yaml"
+    argv = ["render", "--circuit", str(path), "--inventory", str(inventory), "--backends=cpu,qpu"]
+    code = main([*argv, "--observables=Z0Z1,Z11Z12", "--shots=64", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    workflow = list(yaml.safe_load_all(out.read_text()))[-1]
+    generate_args = json.dumps(workflow["spec"])
+    assert "--max-subcircuit-width=20" in generate_args
+    assert "--observables=Z0Z1,Z11Z12" in generate_args

@@ -50,11 +50,48 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
+#: Widest statevector a cluster GPU step simulates: 2^30 complex128 amplitudes are 16 GiB, which
+#: leaves room for Aer's workspace on a 40 GB card.
+GPU_STATEVECTOR_MAX_QUBITS = 30
+
+
+def cluster_subcircuit_width(inventory: Path, backends: tuple[str, ...]) -> int | None:
+    """The widest subcircuit the cluster runs: its widest QPU, or a GPU's statevector capacity."""
+    from qubelet.errors import UsageError
+    from qubelet.inventory import load_config
+
+    try:
+        config = load_config(inventory)  # a bad file raises ConfigError, a UsageError
+    except OSError as exc:
+        raise UsageError(f"{inventory}: {exc.strerror or exc}") from None
+    widths = [qpu.qubits for qpu in config.qpus] if "qpu" in backends else []
+    if "gpu" in backends:
+        widths.append(GPU_STATEVECTOR_MAX_QUBITS)
+    return max(widths, default=None)
+
+
 def _config(args: argparse.Namespace, run_dir: Path) -> Any:
-    """A RunConfig from the run flags (bad flags become one-line usage errors)."""
+    """A RunConfig from the run flags (bad flags become one-line usage errors).
+
+    On a cluster (``--inventory``), a user circuit with no partition and no width is cut so
+    every subcircuit fits the widest device the inventory offers.
+    """
+    from dataclasses import replace
+
     from pipeline.cli import config_from_args
 
-    return config_from_args(args, run_dir)
+    config = config_from_args(args, run_dir)
+    inventory = getattr(args, "inventory", None)
+    if (
+        inventory is not None
+        and config.circuit_file is not None
+        and config.partition is None
+        and config.max_subcircuit_width is None
+    ):
+        width = cluster_subcircuit_width(inventory, config.backends)
+        if width is not None:
+            config = replace(config, max_subcircuit_width=width)
+    return config
 
 
 def _run_args(args: argparse.Namespace) -> Any:
@@ -65,7 +102,14 @@ def _run_args(args: argparse.Namespace) -> Any:
     extra = []
     for attr, flag in _PASSTHROUGH:
         value = getattr(args, attr, None)
-        if value is not None and value != _IMPLICIT.get(attr):
+        if attr == "observables" and config.observables:
+            # Specs from --observables and --observables-file alike: the file is not on the PVC.
+            extra.append(f"{flag}={','.join(config.observables)}")
+        elif attr == "max_subcircuit_width" and config.max_subcircuit_width is not None:
+            extra.append(f"{flag}={config.max_subcircuit_width}")
+        elif attr in ("observables", "observables_file", "max_subcircuit_width") or value is None:
+            continue
+        elif value != _IMPLICIT.get(attr):
             extra.append(f"{flag}={value}")
     return RunArgs(
         qubits=config.qubits,
@@ -120,6 +164,12 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pvc", default=d["pvc"])
     parser.add_argument("--retries", type=int, default=d["retries"], help="retryStrategy.limit of every step")
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        help="the cluster's qpus.yaml: a user circuit without --partition is cut to fit the widest "
+        "QPU (or GPU) it offers, unless --max-subcircuit-width says otherwise",
+    )
     parser.add_argument(
         "--pushgateway",
         default=None,
@@ -303,6 +353,12 @@ def _add_task_common(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="keep serving metrics this long after (s), when they could not be pushed",
+    )
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        help="the cluster's qpus.yaml: a user circuit without --partition is cut to fit the widest "
+        "QPU (or GPU) it offers, unless --max-subcircuit-width says otherwise",
     )
     parser.add_argument(
         "--pushgateway",
