@@ -65,42 +65,45 @@ def test_open_watch_streams_do_not_starve_allocate(running: Running) -> None:
     stub = api_pb2_grpc.DevicePluginStub(channel)
     streams = []
     seen: list[list[dict[str, str]]] = []
-    ended = threading.Semaphore(0)
+    open_streams: set[int] = set()
     changed = threading.Condition()
 
-    def drain(stream: Iterator[api_pb2.ListAndWatchResponse], into: list[dict[str, str]]) -> None:
+    def drain(index: int, stream: Iterator[api_pb2.ListAndWatchResponse]) -> None:
         try:
             for update in stream:
                 with changed:
-                    into.append({d.ID: d.health for d in update.devices})
+                    seen[index].append({d.ID: d.health for d in update.devices})
                     changed.notify_all()
         except grpc.RpcError:
             pass
-        ended.release()
+        with changed:
+            open_streams.discard(index)
+            changed.notify_all()
 
     try:
-        for _ in range(20):
+        for index in range(20):
             # No deadline: like kubelet's, these streams stay open for as long as both sides live.
             stream = stub.ListAndWatch(api_pb2.Empty())
             streams.append(stream)
             seen.append([])
-            threading.Thread(target=drain, args=(stream, seen[-1]), daemon=True).start()
+            open_streams.add(index)
+            threading.Thread(target=drain, args=(index, stream), daemon=True).start()
         request = api_pb2.AllocateRequest(
             container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=["onprem-r0"])]
         )
         response = stub.Allocate(request, timeout=5)
         assert response.container_responses[0].envs["QUBELET_QPU_NAME"] == "onprem"
-        # The oldest streams were ended; the newest MAX_WATCH_STREAMS stay open and follow health.
+        # The oldest streams (in the order the plugin saw them) were ended; MAX_WATCH_STREAMS
+        # stay open and keep following health.
         with changed:
-            assert changed.wait_for(lambda: all(seen), timeout=10)  # every stream got its list
-        for _ in range(20 - MAX_WATCH_STREAMS):
-            assert ended.acquire(timeout=10)
+            assert changed.wait_for(lambda: len(open_streams) == MAX_WATCH_STREAMS, timeout=30), open_streams
+            assert changed.wait_for(lambda: all(seen[i] for i in open_streams), timeout=30)
         (running.dir / "onprem").write_text("down\n")
         with changed:
             assert changed.wait_for(
-                lambda: all(s[-1]["onprem-r0"] == "Unhealthy" for s in seen[-MAX_WATCH_STREAMS:]), timeout=10
+                lambda: all(seen[i][-1]["onprem-r0"] == "Unhealthy" for i in open_streams), timeout=30
             )
-        assert not ended.acquire(timeout=0.1)  # and none of them was ended
+            assert len(open_streams) == MAX_WATCH_STREAMS  # and none of them was ended
     finally:
         for stream in streams:
             stream.cancel()  # type: ignore[attr-defined]
