@@ -15,7 +15,7 @@ DEMO_DIR ?= runs/demo
 PROTO_OUT := .
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv lock demo test lint typecheck pytest bench protos gpu clean
+.PHONY: venv lock demo test lint typecheck pytest bench protos metrics-doc gpu clean
 
 venv: $(STAMP)
 
@@ -57,6 +57,10 @@ test: lint typecheck pytest
 
 bench: venv
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# Regenerate docs/metrics.md from the metric definitions (tests/test_metrics_exposition.py checks it).
+metrics-doc: venv
+	$(PY) -m qubelet.metrics_doc
 
 # Regenerate the committed gRPC stubs from the protos (tests/test_protos_current.py checks them).
 protos: venv

@@ -128,6 +128,11 @@ class LocalExecutor:
             self.backends = {b.name: b for b in backends}
             self.unavailable = {}
         self.health = {name: _BackendHealth() for name in self.backends}
+        # Every series exists (at zero) from here on, before the run waits for its lock:
+        # a scrape in between gives rate()/increase() the zero they count from.
+        for name, backend in self.backends.items():
+            metrics.DEFAULT.init_backend(name, backend.kind)
+        metrics.DEFAULT.init_run()
         self.progress: ProgressSink = progress or NoProgress()
         self._lock = threading.Lock()
         #: keys whose stored result was invalid and is recomputed by this run -> why
@@ -136,10 +141,8 @@ class LocalExecutor:
     # --- planning -------------------------------------------------------------------------
     def plan(self, manifest: Manifest) -> list[Batch]:
         states = [backend.state() for backend in self.backends.values()]
-        for name, backend in self.backends.items():
-            metrics.DEFAULT.init_backend(name, backend.kind)
+        for name in self.backends:
             metrics.BACKEND_UP.labels(name).set(1)
-        metrics.DEFAULT.init_run()
         self._policy = policy_for(self.config)
         plan = plan_pending(manifest, states, self.unavailable, self._policy)
         self.invalid = plan.invalid

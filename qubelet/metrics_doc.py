@@ -1,6 +1,6 @@
 """``docs/metrics.md``, generated from the metric definitions so the document cannot drift.
 
-Run ``python -m qubelet.metrics_doc`` to rewrite it (``make docs``), ``--check`` to fail when the
+Run ``python -m qubelet.metrics_doc`` to rewrite it (``make metrics-doc``), ``--check`` to fail when the
 committed file differs (``tests/test_metrics_exposition.py`` does that in CI). Every metric comes
 from the objects the daemons and the pipeline actually register, not from a list kept by hand.
 """

@@ -101,7 +101,8 @@ class Process:
 
     def log_tail(self, chars: int = 2000) -> str:
         """The end of the process's output (for failure messages)."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
