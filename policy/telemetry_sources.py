@@ -71,6 +71,9 @@ PROMQL: dict[str, str] = {
         " unless on (run, task) (push_time_seconds < time() - 3600))"
     ),
     "unhealthy_devices": 'sum(qubelet_device_plugin_devices{health="Unhealthy"})',
+    # Kueue's own count of workloads not admitted yet, per LocalQueue qubelet-<kind> (Kueue's
+    # LocalQueueMetrics): the truth about the queue in front of each backend class on a cluster.
+    "kueue_pending": 'sum by (name) (kueue_local_queue_pending_workloads{name=~"qubelet-.+"})',
 }
 
 
@@ -281,6 +284,15 @@ class PrometheusSource:
             snap(backend).up = value >= 1.0
         return out
 
+    def kueue_pending(self) -> dict[str, float]:
+        """Workloads Kueue has not admitted yet, per backend kind (``cpu``, ``gpu``, ``qpu``).
+
+        Read from Kueue's LocalQueue metrics (one LocalQueue ``qubelet-<kind>`` per backend
+        class, see manifests/kueue); empty when Prometheus has none.
+        """
+        values = self._instant(PROMQL["kueue_pending"], label="name")
+        return {name.removeprefix("qubelet-"): value for name, value in values.items()}
+
     def unhealthy_devices(self) -> int | None:
         """Count of devices the device plugin reports Unhealthy (``None`` when unknown)."""
         values = self._instant(PROMQL["unhealthy_devices"])
@@ -303,7 +315,7 @@ class PrometheusSource:
             log.warning("prometheus query failed, using priors", url=self.url + path, err=str(exc))
             return None
 
-    def _instant(self, query: str) -> dict[str, float]:
+    def _instant(self, query: str, label: str = "backend") -> dict[str, float]:
         result = self._get("/api/v1/query", {"query": query})
         out: dict[str, float] = {}
         for item in result or []:
@@ -312,7 +324,7 @@ class PrometheusSource:
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
             if math.isfinite(value):
-                out[str(item.get("metric", {}).get("backend", ""))] = value
+                out[str(item.get("metric", {}).get(label, ""))] = value
         return out
 
     def _range(self, query: str, end: float) -> dict[str, list[float]]:

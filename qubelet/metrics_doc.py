@@ -127,7 +127,11 @@ Prometheus scrapes the Pushgateway with `honor_labels: true` (ServiceMonitor
   depth, one hour for `backend_up`). Scraped series have no `run`/`task` label and always count.
 - Kueue's own view of the queue, where it is the truth (work not yet admitted):
   `kueue_pending_workloads{cluster_queue="qubelet"}` and, with Kueue's LocalQueueMetrics,
-  `kueue_local_queue_pending_workloads{name="qubelet-cpu|gpu|qpu"}` per backend class.
+  `kueue_local_queue_pending_workloads{name="qubelet-cpu|gpu|qpu"}` per backend class
+  (`policy.telemetry_sources.PrometheusSource.kueue_pending()` reads it).
+
+Every PromQL expression the policy sends is in `policy.telemetry_sources.PROMQL`; the alerts
+are in `manifests/monitoring/prometheusrules.yaml` (unit tests: `tests/promtool/`).
 """
 
 

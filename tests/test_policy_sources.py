@@ -42,6 +42,7 @@ def test_prometheus_round_trip(prometheus: FakePrometheus) -> None:
     assert snaps["qpu:apollo"].queue_depth == 40.0
     assert snaps["cpu"].up is True and snaps["qpu:apollo"].up is False
     assert source.unhealthy_devices() == 2
+    assert source.kueue_pending() == {"cpu": 0.0, "qpu": 7.0}
     sent = {q for _, q in prometheus.queries}
     assert PROMQL["mean_run_seconds"].format(window="5m") in sent
     assert ("/api/v1/query_range", PROMQL["failure_ratio"].format(window="5m")) in prometheus.queries

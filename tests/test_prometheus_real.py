@@ -6,14 +6,15 @@ A real ``prometheus`` on loopback gets a generated scrape config for:
 - the DRA kubelet plugin, publishing ResourceSlices to the API double, registered with the
   kubelet plugin-watcher double;
 - the DRA controller (cloud QPUs, leader-elected through a Lease in the API double);
+- Kueue's metrics endpoint (a double: the queue gauges with Kueue's names and labels);
 - a ``qubelet run --metrics-port`` subprocess (4 qubits, 1 cut, 64 shots, CPU only), held open
   with ``--metrics-linger`` so its final values are scraped.
 
 The targets carry the labels prometheus-operator's relabelling adds (``namespace``, ``node``).
 Prometheus also loads the PrometheusRule's groups. Then every dashboard query and every alert
 expression goes through the HTTP API: each must parse, the panels fed by these targets must
-have data, one unhealthy QPU must show in the QubeletQPUUnhealthy expression (pending, since
-its ``for`` is 2 minutes), every rule must evaluate without error, and the policy's Prometheus
+have data, one unhealthy QPU and a Kueue backlog must show in their alerts' expressions (pending,
+given their ``for``), every rule must evaluate without error, and the policy's Prometheus
 source must read the run's telemetry from this server.
 """
 
@@ -33,6 +34,7 @@ import pytest
 from doubles.fake_resource_api import FakeResourceAPI
 from doubles.kubelet_deviceplugin import TestKubelet
 from doubles.kubelet_dra import TestKubeletDRA
+from doubles.kueue_metrics import KueueMetrics
 from prom_tools import (
     Process,
     RealPrometheus,
@@ -101,7 +103,7 @@ def _inventory(health_dir: Path) -> Config:
 
 
 class NodeDaemons:
-    """The device plugin, the DRA kubelet plugin and the DRA controller, each serving /metrics."""
+    """The device plugin, the DRA kubelet plugin, the DRA controller and Kueue's metrics double."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -146,6 +148,14 @@ class NodeDaemons:
         self.dra_kubelet.register()
         self.stops.append(self.dra_kubelet.close)
         self._serve("dra-kubelet-plugin", kp_metrics.registry)
+
+        self.kueue = KueueMetrics()
+        self.kueue.set_cluster_queue("qubelet", active=3, inadmissible=1)
+        self.kueue.set_local_queue(WORKLOADS, "qubelet-cpu", active=0)
+        self.kueue.set_local_queue(WORKLOADS, "qubelet-qpu", active=3, inadmissible=1)
+        kueue_server = self.kueue.serve(free_port())
+        self.servers["kueue"] = kueue_server
+        self.stops.append(kueue_server.shutdown)
 
         ctl_metrics = DRAMetrics()
         self.controller = CloudController(config, api, "controller-0", metrics=ctl_metrics)
@@ -201,6 +211,7 @@ def test_exporters_dashboard_and_alerts_on_a_real_prometheus(daemons: NodeDaemon
     run_port = free_port()
     jobs = {**daemons.targets(), "qubelet-run": [f"127.0.0.1:{run_port}"]}
     labels = {job: {"namespace": SYSTEM, "node": NODE} for job in daemons.targets()}
+    labels["kueue"] = {"namespace": "kueue-system"}
     labels["qubelet-run"] = {"namespace": WORKLOADS}
     with RealPrometheus(tmp_path / "prometheus", jobs, labels=labels, rules=rule_groups()) as prom:
         # The node daemons are up before the run starts.
@@ -237,6 +248,10 @@ def test_exporters_dashboard_and_alerts_on_a_real_prometheus(daemons: NodeDaemon
             (daemons.health / "adonis").write_text("unhealthy\n")
             unhealthy = 'sum(qubelet_device_plugin_devices{health="Unhealthy"})'
             wait_for(lambda: prom.value(unhealthy) == 2.0, 20, "2 unhealthy adonis replicas in Prometheus")
+            # And a backlog in Kueue above the QubeletQueueBacklog threshold.
+            daemons.kueue.set_cluster_queue("qubelet", active=55, inadmissible=5)
+            backlog = 'sum(kueue_pending_workloads{cluster_queue="qubelet"})'
+            wait_for(lambda: prom.value(backlog) == 60.0, 20, "the Kueue backlog in Prometheus")
 
             _check_dashboard(prom)
             _check_alert_expressions(prom)
@@ -282,16 +297,18 @@ def _check_alert_expressions(prom: RealPrometheus) -> None:
     firing_now = {}
     for rule in rules:
         firing_now[rule["alert"]] = prom.query(rule["expr"])  # parses, or fails the test
-    # Only the unhealthy QPU is wrong right now.
+    # Only the unhealthy QPU and the Kueue backlog are wrong right now.
     assert [r["metric"] for r in firing_now.pop("QubeletQPUUnhealthy")] == [{"node": NODE}]
+    assert [r["metric"] for r in firing_now.pop("QubeletQueueBacklog")] == [{"cluster_queue": "qubelet"}]
     assert {name: result for name, result in firing_now.items() if result} == {}
 
     def pending_rules() -> dict[str, dict[str, Any]] | None:
         groups = prom.api("rules")["groups"]
         evaluated = {r["name"]: r for g in groups for r in g["rules"] if r.get("evaluationTime") is not None}
-        return evaluated if evaluated.get("QubeletQPUUnhealthy", {}).get("state") == "pending" else None
+        pending = {name for name, rule in evaluated.items() if rule.get("state") == "pending"}
+        return evaluated if pending == {"QubeletQPUUnhealthy", "QubeletQueueBacklog"} else None
 
-    loaded = wait_for(pending_rules, 20, "QubeletQPUUnhealthy pending in the rule manager")
+    loaded = wait_for(pending_rules, 20, "the unhealthy-QPU and backlog alerts pending")
     assert set(loaded) == {r["alert"] for r in rules}
     for name, rule in loaded.items():
         assert rule["health"] == "ok", f"{name}: {rule.get('lastError')}"
@@ -304,6 +321,9 @@ def _check_policy_source(prom: RealPrometheus, summary: dict[str, Any], run_dir:
     cpu = snaps["cpu"]
     assert cpu.up is True and cpu.failure_ratio == 0.0 and cpu.queue_depth == 0.0
     assert source.unhealthy_devices() == 2
+    # Kueue's view per backend class; its own namespace label survives as exported_namespace.
+    assert source.kueue_pending() == {"cpu": 0.0, "qpu": 4.0}
+    assert prom.query('kueue_local_queue_pending_workloads{exported_namespace="qubelet-workloads"}')
     # The mean task time PromQL computes is the one the run's own telemetry rows record.
     local = LocalHistory([run_dir / "telemetry.jsonl"], strict=True).snapshots()["cpu"]
     tasks = summary["backends"]["cpu"]["tasks"]

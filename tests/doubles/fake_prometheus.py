@@ -35,6 +35,8 @@ class FakeTelemetry:
     queue_depth: dict[str, float] = field(default_factory=dict)
     backend_up: dict[str, float] = field(default_factory=dict)
     unhealthy_devices: float | None = None
+    #: Kueue LocalQueue name -> pending workloads
+    kueue_pending: dict[str, float] = field(default_factory=dict)
 
 
 #: The values the policy-source unit tests expect.
@@ -44,6 +46,7 @@ DEFAULT_TELEMETRY = FakeTelemetry(
     queue_depth={"cpu": 3.0, "qpu:apollo": 40.0},
     backend_up={"cpu": 1.0, "qpu:apollo": 0.0},
     unhealthy_devices=2.0,
+    kueue_pending={"qubelet-cpu": 0.0, "qubelet-qpu": 7.0},
 )
 
 
@@ -106,16 +109,17 @@ class FakePrometheus:
             total = [] if value is None else [{"metric": {}, "value": [now, str(value)]}]
             return {"status": "success", "data": {"resultType": "vector", "result": total}}
         per_backend: dict[str, float] = getattr(self.telemetry, name)
+        label = "name" if name == "kueue_pending" else "backend"
         if path == "/api/v1/query_range":
             result = [
                 {
-                    "metric": {"backend": b},
+                    "metric": {label: b},
                     "values": [[now - 120, "NaN"], [now - 60, str(v * 0.9)], [now, str(v)]],
                 }
                 for b, v in per_backend.items()
             ]
             return {"status": "success", "data": {"resultType": "matrix", "result": result}}
-        vector = [{"metric": {"backend": b}, "value": [now, str(v)]} for b, v in per_backend.items()]
+        vector = [{"metric": {label: b}, "value": [now, str(v)]} for b, v in per_backend.items()]
         return {"status": "success", "data": {"resultType": "vector", "result": vector}}
 
     def __enter__(self) -> FakePrometheus:
