@@ -37,9 +37,14 @@ class TestKubeletDRA:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, registry_dir: str | Path, timeout: float = 5.0) -> None:
+    def __init__(
+        self, registry_dir: str | Path, timeout: float = 5.0, node_root: str | Path | None = None
+    ) -> None:
         self.registry_dir = Path(registry_dir)
         self.timeout = timeout
+        #: Where the node's "/" is for this kubelet: a plugin in a container reports its endpoint
+        #: as a host path, which a test's fake node keeps under a temporary directory.
+        self.node_root = Path(node_root) if node_root is not None else None
         self.info: reg_pb2.PluginInfo | None = None
         self._channels: list[grpc.Channel] = []
         self._dra: grpc.Channel | None = None
@@ -74,7 +79,10 @@ class TestKubeletDRA:
         )
         self.info = info
         if ok:
-            self._dra = self._channel(info.endpoint)
+            endpoint = info.endpoint
+            if self.node_root is not None:
+                endpoint = str(self.node_root / endpoint.lstrip("/"))
+            self._dra = self._channel(endpoint)
         return info
 
     def _dra_channel(self) -> grpc.Channel:
