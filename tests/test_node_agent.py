@@ -8,6 +8,7 @@ in DRA mode by tests/test_node_realistic.py (the DaemonSet's own spec, as root, 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,18 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_cli_falls_back_to_device_plugin_without_an_api_server(tmp_path: Path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: unix socket paths are limited to 107 bytes (pytest's tmp_path is long)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="na", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_cli_falls_back_to_device_plugin_without_an_api_server(short_tmp: Path) -> None:
     """Auto mode with no API server: device plugin, registered with the kubelet double, and
     the choice on /metrics and in the log; /readyz follows the registration; SIGTERM exits 0."""
     import os
@@ -113,17 +125,17 @@ def test_cli_falls_back_to_device_plugin_without_an_api_server(tmp_path: Path) -
 
     from doubles.kubelet_deviceplugin import TestKubelet
 
-    plugins = tmp_path / "device-plugins"
+    plugins = short_tmp / "device-plugins"
     plugins.mkdir()
     kubelet = TestKubelet(plugins).start()
     port = _free_port()
-    (tmp_path / "up").write_text("ok")
-    config = tmp_path / "qpus.yaml"  # a file probe: no simulator to load, the test stays fast
+    (short_tmp / "up").write_text("healthy")
+    config = short_tmp / "qpus.yaml"  # a file probe: no simulator to load, the test stays fast
     config.write_text(
         "version: v1\nqpus:\n  - {name: adonis, vendor: IQM, model: Adonis, qubits: 5, technology: sc,"
-        f" location: onprem, backend: 'fake:IQMFakeAdonis', health: {{probe: file, path: {tmp_path}/up}}}}\n"
+        f" location: onprem, backend: 'fake:IQMFakeAdonis', health: {{probe: file, path: {short_tmp}/up}}}}\n"
     )
-    env = dict(os.environ, KUBECONFIG=str(tmp_path / "no-kubeconfig"), KUBERNETES_SERVICE_HOST="")
+    env = dict(os.environ, KUBECONFIG=str(short_tmp / "no-kubeconfig"), KUBERNETES_SERVICE_HOST="")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -135,7 +147,7 @@ def test_cli_falls_back_to_device_plugin_without_an_api_server(tmp_path: Path) -
             "--node-name",
             "node-a",
             "--kubelet-root",
-            str(tmp_path),
+            str(short_tmp),
             "--metrics-port",
             str(port),
         ],
