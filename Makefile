@@ -39,7 +39,8 @@ lock: | $(UV)
 # policy fitted on that run's telemetry, on the same circuit: tables, timelines, summaries.
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/qubelet run --policy size --mitigation zne --run-dir $(DEMO_DIR)/size
+	$(VENV)/bin/qubelet run --policy size --mitigation zne --zne-scales 1,3,5 --zne-extrapolation richardson \
+		--shots 65536 --run-dir $(DEMO_DIR)/size
 	$(VENV)/bin/qubelet policy fit --telemetry $(DEMO_DIR)/size/telemetry.jsonl -o $(DEMO_DIR)/policy-model.json
 	$(VENV)/bin/qubelet run --policy telemetry --policy-model $(DEMO_DIR)/policy-model.json --run-dir $(DEMO_DIR)/telemetry
 

@@ -58,6 +58,9 @@ class RunConfig:
     zne_scales: tuple[int, ...] = DEFAULT_SCALES
     zne_extrapolation: str = DEFAULT_EXTRAPOLATION
     zne_fold: str = DEFAULT_FOLD
+    #: measure each QPU batch's error against exact ideal values (cheap: subexperiments are
+    #: small) and record it in telemetry, so ``policy fit`` learns per mitigation level
+    observe_errors: bool = True
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)

@@ -36,6 +36,7 @@ from pipeline.cutting import CutProblem, CutResult, generate_subexperiments, pla
 from pipeline.errors import PipelineError
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.moments import RAW
+from pipeline.mitigation.observed import batch_observed_error
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
@@ -601,8 +602,14 @@ def execute_batch(
                 attempt=attempt,
                 fidelity_2q=state.fidelity_2q,
                 readout_fidelity=state.readout_fidelity,
+                mitigation=state.mitigation,
+                mitigation_work=state.mitigation_work,
             )
         )
+    if backend.kind == "qpu" and config.observe_errors:
+        observed = batch_observed_error(circuits, counts, config.mitigation_config())
+        for row in rows:
+            row["observed_error"] = observed
     store.append_telemetry([dict(r) for r in rows])
     return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows)
 

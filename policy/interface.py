@@ -51,6 +51,11 @@ class BackendState:
     calibration_time: float | None = None
     #: seconds of fixed overhead per submitted job (transpile, upload, cloud round trip)
     job_overhead_seconds: float = 0.0
+    #: error mitigation its results get (``none``, ``readout``, ``zne``): what error to predict
+    mitigation: str = "none"
+    #: device work per subexperiment relative to none (ZNE runs every circuit at each scale
+    #: factor: the sum of the scale factors); predicted run times are multiplied by it
+    mitigation_work: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,10 @@ class TelemetryRow(TypedDict, total=False):
     #: high-shot reference, when the writer knows it (the simulator always does); corrects the
     #: analytic error prior of ``policy.models.ErrorModel``.
     observed_error: float | None
+    #: optional: the mitigation the task's result got and its relative device work (see
+    #: :class:`BackendState`); rows without them are unmitigated
+    mitigation: str
+    mitigation_work: float
 
 
 class NoUsableBackendError(ValueError):

@@ -108,13 +108,39 @@ def prior_seconds(tasks: Sequence[CircuitFeatures], kind: BackendKind) -> np.nda
 
 
 def analytic_error(
-    tasks: Sequence[CircuitFeatures], kind: BackendKind, fidelity_2q: float, readout_fidelity: float
+    tasks: Sequence[CircuitFeatures],
+    kind: BackendKind,
+    fidelity_2q: float,
+    readout_fidelity: float,
+    mitigation: str = "none",
 ) -> np.ndarray:
-    """``1 − f2q^{n2q} · fro^{n_measured}`` for QPUs, 0 for simulators."""
+    """The error prior: 0 for simulators; for QPUs by mitigation level.
+
+    ``none``: ``1 − f2q^{n2q} · fro^{n_measured}``. ``readout``: the readout factor is inverted
+    away, leaving ``1 − f2q^{n2q}``. ``zne``: the extrapolation cancels the first-order gate
+    error as well, leaving the second order, ``(1 − f2q^{n2q})²``. Telemetry corrects each level
+    separately (:meth:`PolicyModel.error_factor`).
+    """
     if kind != "qpu":
         return np.zeros(len(tasks))
     a = _arrays(tasks)
-    return 1.0 - np.power(fidelity_2q, a["n2q"]) * np.power(readout_fidelity, a["measured"])
+    gates = np.power(fidelity_2q, a["n2q"])
+    if mitigation == "zne":
+        return (1.0 - gates) ** 2
+    if mitigation == "readout":
+        return 1.0 - gates
+    return 1.0 - gates * np.power(readout_fidelity, a["measured"])
+
+
+def error_key(backend: str, mitigation: str | None) -> str:
+    """Errors are learned per backend *and* mitigation level: ``qpu:apollo+readout``."""
+    return backend if mitigation in (None, "", "none") else f"{backend}+{mitigation}"
+
+
+def unit_run_seconds(row: TelemetryRow) -> float:
+    """A row's run time per unit of device work (ZNE rows ran each circuit at every scale)."""
+    work = float(row.get("mitigation_work") or 1.0)
+    return max(float(row["run_seconds"]) / max(work, 1e-9), _MIN_SECONDS)
 
 
 @dataclass
@@ -290,7 +316,7 @@ class PolicyModel:
         for key, group in groups.items():
             tasks = [task_from_row(r) for r in group]
             kind: BackendKind = group[0]["backend_kind"]
-            observed = np.maximum(np.array([float(r["run_seconds"]) for r in group]), _MIN_SECONDS)
+            observed = np.array([unit_run_seconds(r) for r in group])
             target = np.log(observed) - np.log(prior_seconds(tasks, kind))
             ridge = RidgeFit.fit(circuit_matrix(tasks), target, self.hyper.ridge_alpha)
             self._corrections[key] = _Correction(ridge=ridge, rows=len(group))
@@ -306,7 +332,7 @@ class PolicyModel:
             if ok:
                 state = BackendState(name=name, kind=ok[0]["backend_kind"], model=str(ok[0].get("model", "")))
                 predicted = self._static_seconds([task_from_row(r) for r in ok], state)
-                observed = np.maximum(np.array([float(r["run_seconds"]) for r in ok]), _MIN_SECONDS)
+                observed = np.array([unit_run_seconds(r) for r in ok])
                 weights = recency_weights(len(ok), half_life)
                 residual = np.log(observed) - np.log(predicted)
                 stats.recent_level = float(np.sum(weights * residual) / np.sum(weights))
@@ -346,15 +372,17 @@ class PolicyModel:
             observed = row.get("observed_error")
             if row["backend_kind"] != "qpu" or observed is None or row.get("fidelity_2q") is None:
                 continue
+            mitigation = str(row.get("mitigation") or "none")
             prior = analytic_error(
                 [task_from_row(row)],
                 "qpu",
                 float(row["fidelity_2q"]),  # type: ignore[arg-type]
                 float(row.get("readout_fidelity") or DEFAULT_READOUT_FIDELITY),
+                mitigation,
             )[0]
             if prior > 1e-6 and observed > 0:
                 epoch = row.get("calibration_time")
-                epochs = logs.setdefault(row["backend"], {})
+                epochs = logs.setdefault(error_key(row["backend"], mitigation), {})
                 epochs.setdefault(None if epoch is None else float(epoch), []).append(
                     (float(row.get("ts", 0.0) or 0.0), math.log(float(observed) / prior))
                 )
@@ -384,8 +412,12 @@ class PolicyModel:
         return "prior", 0
 
     def predict_seconds(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> np.ndarray:
-        """Predicted run time (seconds, per attempt) of each task on ``state``, as of now."""
-        static = self._static_seconds(tasks, state)
+        """Predicted run time (seconds, per attempt) of each task on ``state``, as of now.
+
+        Learned per unit of device work and scaled by the state's ``mitigation_work``, so a
+        QPU running ZNE is predicted to take as many times longer as it runs circuits.
+        """
+        static = self._static_seconds(tasks, state) * max(state.mitigation_work, 1.0)
         stats = self.stats.get(state.name)
         if stats is None or not stats.level_rows:
             return static
@@ -420,10 +452,11 @@ class PolicyModel:
         ``at`` (a time, like rows' ``ts``) a significant upward drift is extrapolated to it.
         """
         shrink = self.hyper.error_shrink_rows
-        fresh_mean, fresh_rows = self._error_fresh.get(state.name, (0.0, 0))
+        key = error_key(state.name, state.mitigation)
+        fresh_mean, fresh_rows = self._error_fresh.get(key, (0.0, 0))
         log_factor = fresh_mean * fresh_rows / (fresh_rows + shrink)
         epoch = None if state.calibration_time is None else float(state.calibration_time)
-        fit = self._error_by_epoch.get(state.name, {}).get(epoch)
+        fit = self._error_by_epoch.get(key, {}).get(epoch)
         if fit is not None:
             recent = fit.level
             if at is not None and at > fit.last_ts:
@@ -438,7 +471,8 @@ class PolicyModel:
         if state.kind != "qpu":
             return np.zeros(len(tasks))
         f2q, fro = self.calibration(state)
-        return np.clip(analytic_error(tasks, "qpu", f2q, fro) * self.error_factor(state, at), 0.0, 1.0)
+        prior = analytic_error(tasks, "qpu", f2q, fro, state.mitigation)
+        return np.clip(prior * self.error_factor(state, at), 0.0, 1.0)
 
     def failure_ratio(self, state: BackendState) -> float:
         """Expected failures per attempt (telemetry rows first, Prometheus second)."""

@@ -13,6 +13,7 @@ a queue is never filled past the moment the QPU is predicted to leave the budget
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,11 +124,18 @@ class TelemetryPolicy:
             return None
         _, fro = self.model.calibration(state)
         factor = self.model.error_factor(state)
-        target = 1.0 - self.error_budget / max(factor, 1e-9)
+        allowed = self.error_budget / max(factor, 1e-9)  # the largest prior within budget
         measured = task.num_clbits or task.num_qubits
+        # The gate factor f2q^{n2q} the prior of the state's mitigation level needs (models.analytic_error).
+        if state.mitigation == "zne":
+            target = 1.0 - math.sqrt(min(allowed, 1.0))
+        elif state.mitigation == "readout":
+            target = 1.0 - allowed
+        else:
+            target = (1.0 - allowed) / fro**measured
         if target <= 0:
             return None
-        need = (target / fro**measured) ** (1.0 / task.num_2q_gates)
+        need = target ** (1.0 / task.num_2q_gates)
         return round(need, 6) if need <= 1.0 else None
 
     # -- the SelectionPolicy contract ---------------------------------------------------------

@@ -47,8 +47,11 @@ _OPTIONAL_NUMBERS = (
     "readout_fidelity",
     "calibration_time",
     "observed_error",
+    "mitigation_work",
     "ts",
 )
+#: Mitigation levels a row may name (``pipeline.mitigation``'s; absent means none).
+MITIGATION_LEVELS = ("none", "readout", "zne")
 
 #: Every PromQL expression the policy sends, in one place. ``{window}`` is a range like ``5m``.
 PROMQL: dict[str, str] = {
@@ -119,6 +122,10 @@ def validate_row(raw: Any) -> TelemetryRow:
         value = raw.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ValueError(f"field {name!r} has bad value {value!r}")
+    if raw.get("mitigation") is not None and raw["mitigation"] not in MITIGATION_LEVELS:
+        raise ValueError(f"field 'mitigation' must be one of {MITIGATION_LEVELS}, got {raw['mitigation']!r}")
+    if raw.get("mitigation_work") is not None and not raw["mitigation_work"] >= 1:
+        raise ValueError(f"field 'mitigation_work' must be >= 1, got {raw['mitigation_work']!r}")
     row: TelemetryRow = raw  # type: ignore[assignment]
     return row
 

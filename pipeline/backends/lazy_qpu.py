@@ -113,6 +113,8 @@ class LazyFakeQPUBackend:
             fidelity_2q=self.properties.fidelity_2q,
             readout_fidelity=self.properties.readout_fidelity,
             job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS,
+            mitigation=(self.mitigation or MitigationConfig()).level,
+            mitigation_work=(self.mitigation or MitigationConfig()).relative_qpu_work,
         )
 
     def _loaded(self) -> IQMBackend:

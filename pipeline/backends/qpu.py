@@ -163,6 +163,8 @@ class IQMBackend:
             job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS
             if self.target.is_fake
             else REMOTE_JOB_OVERHEAD_SECONDS,
+            mitigation=self.mitigation.level,
+            mitigation_work=self.mitigation.relative_qpu_work,
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -77,39 +78,49 @@ class AerStatevectorBackend:
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
-        deferred: list[QuantumCircuit] = []
-        layouts: list[tuple[int, list[int]]] = []
-        fallback: list[int] = []
-        for position, circuit in enumerate(circuits):
-            try:
-                flat, sources = defer_measurements(circuit)
-            except NotDeferrableError:
-                fallback.append(position)
-                continue
-            written = [clbit for clbit, qubit in enumerate(sources) if qubit >= 0]
-            add_save_probabilities(flat, [sources[c] for c in written])
-            deferred.append(flat)
-            layouts.append((position, written))
-        results: list[Counts | None] = [None] * len(circuits)
         simulator = self._simulator()
-        if deferred:
-            # Seeded although the saved probabilities are exact: Aer may still draw random
-            # numbers (e.g. for its single shot), and a run must be reproducible bit for bit.
-            job = simulator.run(deferred, shots=1, seed_simulator=seeds[layouts[0][0]])
-            result = job.result()
-            for experiment_index, (position, written) in enumerate(layouts):
-                probabilities = np.asarray(result.data(experiment_index)["probabilities"], dtype=float)
-                probabilities = np.clip(probabilities, 0.0, None)
-                probabilities /= probabilities.sum()
-                rng = np.random.default_rng(seeds[position])
-                sampled = rng.multinomial(shots, probabilities)
-                outcomes = _scatter_outcomes(len(written), written)
-                num_clbits = circuits[position].num_clbits
-                histogram = np.zeros(1 << num_clbits, dtype=np.int64)
-                np.add.at(histogram, outcomes, sampled)
-                results[position] = Counts.from_samples(histogram, num_clbits)
-        for position in fallback:
-            circuit = circuits[position]
-            run = simulator.run(circuit, shots=shots, seed_simulator=seeds[position]).result()
-            results[position] = Counts.from_qiskit(run.get_counts(0), circuit.num_clbits)
-        return [r for r in results if r is not None]
+        # Seeded although the saved probabilities are exact: Aer may still draw random numbers
+        # (e.g. for its single shot), and a run must be reproducible bit for bit.
+        exact = exact_distributions(circuits, simulator, seed=int(seeds[0]) if seeds else 0)
+        results: list[Counts] = []
+        for position, circuit in enumerate(circuits):
+            distribution = exact[position]
+            if distribution is None:  # resets or classical control: shot by shot
+                run = simulator.run(circuit, shots=shots, seed_simulator=seeds[position]).result()
+                results.append(Counts.from_qiskit(run.get_counts(0), circuit.num_clbits))
+                continue
+            outcomes, probabilities = distribution
+            sampled = np.random.default_rng(seeds[position]).multinomial(shots, probabilities)
+            histogram = np.zeros(1 << circuit.num_clbits, dtype=np.int64)
+            np.add.at(histogram, outcomes, sampled)
+            results.append(Counts.from_samples(histogram, circuit.num_clbits))
+        return results
+
+
+def exact_distributions(
+    circuits: Sequence[QuantumCircuit], simulator: Any, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Per circuit, its exact outcome distribution (outcome integers, probabilities), in one job.
+
+    ``None`` for a circuit whose measurements cannot be deferred (resets, classical control).
+    """
+    deferred: list[QuantumCircuit] = []
+    layouts: list[tuple[int, list[int]]] = []
+    for position, circuit in enumerate(circuits):
+        try:
+            flat, sources = defer_measurements(circuit)
+        except NotDeferrableError:
+            continue
+        written = [clbit for clbit, qubit in enumerate(sources) if qubit >= 0]
+        add_save_probabilities(flat, [sources[c] for c in written])
+        deferred.append(flat)
+        layouts.append((position, written))
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(circuits)
+    if deferred:
+        result = simulator.run(deferred, shots=1, seed_simulator=seed).result()
+        for experiment_index, (position, written) in enumerate(layouts):
+            probabilities = np.asarray(result.data(experiment_index)["probabilities"], dtype=float)
+            probabilities = np.clip(probabilities, 0.0, None)
+            probabilities /= probabilities.sum()
+            out[position] = (_scatter_outcomes(len(written), written), probabilities)
+    return out
