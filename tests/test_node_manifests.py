@@ -202,3 +202,18 @@ def test_client_floor_has_resource_v1() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     assert '"kubernetes>=34"' in text
     assert hasattr(client, "ResourceV1Api")
+
+
+@pytest.mark.parametrize("overlay", ["dra", "device-plugin"])
+def test_node_agent_component_runs_one_agent_per_node(overlay: str) -> None:
+    docs = kustomize(MANIFESTS / "overlays" / overlay, ("node-agent",))
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    kubernetes_validate.validate(ds, "1.34", strict=True)
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    argv = c.get("command", []) + c.get("args", [])
+    assert "node-agent" in argv and "--mode=auto" in argv
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/var/lib/kubelet/device-plugins" in mounts  # the fallback needs kubelet's device-plugins dir
+    if overlay == "dra":
+        assert {"/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry"} <= mounts
+    _probes_target_the_metrics_server(c)

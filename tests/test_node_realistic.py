@@ -98,11 +98,27 @@ def _features() -> None:
         pytest.skip(f"node-realistic test skipped: {missing}")
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(REPO / "manifests" / "overlays" / overlay)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+def render(overlay: str, components: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of an overlay, through a throwaway overlay when adding components."""
+    with tempfile.TemporaryDirectory(prefix="kust") as tmp:
+        target = REPO / "manifests" / "overlays" / overlay
+        if components:
+            (Path(tmp) / "kustomization.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                        "kind": "Kustomization",
+                        "resources": [os.path.relpath(target, tmp)],
+                        "components": [
+                            os.path.relpath(REPO / "manifests" / "components" / c, tmp) for c in components
+                        ],
+                    }
+                )
+            )
+            target = Path(tmp)
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(target)], capture_output=True, text=True, timeout=120
+        )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -425,3 +441,48 @@ def test_device_plugin_registers_advertises_and_allocates(scratch: Path) -> None
         code = pod.stop()
         kubelet.stop()
     assert code == 0, pod.output()[-3000:]
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+@pytest.mark.parametrize("kubelet_version", ["v1.34.1", "v1.33.4"])
+def test_node_agent_chooses_by_what_the_cluster_serves(
+    kubelet_version: str, scratch: Path, apiserver: FakeAPIServerHTTP
+) -> None:
+    """The node-agent component on the DRA overlay: DRA on a 1.34 kubelet; the device plugin on
+    a node whose kubelet is older (a cluster half way through an upgrade)."""
+    apiserver.nodes[NODE] = kubelet_version
+    docs = render("dra", ("node-agent",))
+    node = FakeNode(scratch / "node")
+    spec, container = container_spec(docs, "qubelet-dra-kubelet-plugin", node, scratch, apiserver)
+    assert spec["argv"][:2] == ["qubelet", "node-agent"] and spec["uid"] == 0 and spec["capabilities"] == []
+    dra = kubelet_version == "v1.34.1"
+    registry = node.host("/var/lib/kubelet/plugins_registry")
+    device_kubelet = None if dra else TestKubelet(node.host("/var/lib/kubelet/device-plugins")).start()
+    pod = Pod(spec, scratch)
+    port = _metrics_port(container)
+    try:
+        if dra:
+            _wait(lambda: any(registry.glob("*.sock")), START_TIMEOUT, "DRA registration socket", pod)
+            kubelet = TestKubeletDRA(registry, timeout=10.0, node_root=node.root)
+            assert kubelet.register().name == DRIVER_NAME
+            kubelet.close()
+        else:
+            assert device_kubelet is not None
+            _wait(
+                lambda: bool(device_kubelet.registrations), START_TIMEOUT, "device plugin registration", pod
+            )
+            assert not any(registry.glob("*.sock"))
+        _wait(lambda: _http(port, "/readyz") == 200, 30, "readiness", pod)
+        chosen = "dra" if dra else "device-plugin"
+        assert f'qubelet_node_agent_mode{{mode="{chosen}"}} 1.0' in _metrics(port)
+    finally:
+        code = pod.stop()
+        if device_kubelet is not None:
+            device_kubelet.stop()
+    assert code == 0, pod.output()[-3000:]
+    assert "node agent mode chosen" in pod.output()
+    assert ("older than v1.34" in pod.output()) is not dra
