@@ -54,7 +54,7 @@ class RunResult:
     usage: dict[str, dict[str, float]]
     summary: dict[str, Any]
     run_dir: Path
-    #: seconds per phase: cut (0 when the cut was reused), bind, execute+reconstruct, total
+    #: seconds per phase: cut (0 when the cut was reused), bind (re-expand), execute+reconstruct, total
     seconds: dict[str, float] = field(default_factory=dict)
     execution: ExecutionReport | None = None
 
@@ -198,9 +198,12 @@ def execute(
         )
     summary, execution = executor.run(clock)
     finished = time.perf_counter()
+    expand = executor.manifest.expand_seconds
     seconds = {
         "cut": round(template.seconds if template else 0.0, 4),
-        "execute_and_reconstruct": round(finished - after_cut, 4),
+        # binding the set's values (re-expanding the QPD when a cut gate has parameters)
+        "bind": expand,
+        "execute_and_reconstruct": round(finished - after_cut - expand, 4),
         "total": round(finished - started, 4),
     }
     summary["seconds"] = seconds

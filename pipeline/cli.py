@@ -319,7 +319,7 @@ def _print_sweep(results: list[Any], run_dir: Path) -> int:
     """One line per parameter set: values ± stderr and what the iteration cost."""
     names = list(results[0].values) if results else []
     print(f"qubelet run: {len(results)} parameter sets, cut once")
-    print("set  " + "  ".join(f"{name} ± stderr (exact)" for name in names) + "  cut s  run s")
+    print("set  " + "  ".join(f"{name} ± stderr (exact)" for name in names) + "  cut s  bind s  run s")
     for index, result in enumerate(results):
         cells = "  ".join(
             f"{result.values[n]:+.4f} ± {result.stderrs[n]:.4f} "
@@ -327,7 +327,10 @@ def _print_sweep(results: list[Any], run_dir: Path) -> int:
             for n in names
         )
         seconds = result.seconds
-        print(f"{index:>3}  {cells}  {seconds['cut']:.2f}  {seconds['execute_and_reconstruct']:.2f}")
+        print(
+            f"{index:>3}  {cells}  {seconds['cut']:.2f}  {seconds['bind']:.2f}  "
+            f"{seconds['execute_and_reconstruct']:.2f}"
+        )
     print(f"outputs: {run_dir}/sweep.json, {run_dir}/sets/NNNN/summary.json")
     return 0
 

@@ -19,8 +19,9 @@ A run is cut in three steps, each the library's own:
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,10 +103,12 @@ class CutProblem:
 
     @property
     def sampling_overhead(self) -> float:
+        """Product of the bases' overheads: the factor on shots for the precision of no cut."""
         return float(math.prod(float(basis.overhead) for basis in self.bases))
 
     @property
     def kappa(self) -> float:
+        """Product of the bases' 1-norms (sqrt of the overhead), for QPD sampling variance."""
         return float(math.prod(float(basis.kappa) for basis in self.bases))
 
     def subexperiments(self, num_samples: int | None = None) -> int:
@@ -114,6 +117,7 @@ class CutProblem:
         return terms * sum(self.groups.values())
 
     def widths(self) -> dict[str, int]:
+        """Qubits per subcircuit, by partition label."""
         return {label: circuit.num_qubits for label, circuit in sorted(self.subcircuits.items())}
 
 
@@ -179,22 +183,71 @@ def _count_cuts(circuit: QuantumCircuit, labels: Sequence[str]) -> tuple[int, in
     return gates, wires
 
 
+#: partition label of a qubit no gate touches (it belongs to no subcircuit)
+IDLE_LABEL = "."
+_LETTERS = string.ascii_uppercase + string.ascii_lowercase + string.digits
+
+
+class ParametricCutError(PipelineError):
+    """A gate to be cut has unbound parameters: its QPD coefficients depend on their values."""
+
+
+def locate_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0) -> CutTarget:
+    """Where to cut, independent of parameter values, as a target the partition path can take.
+
+    With ``max_width`` (and no partition or markers), ``find_cuts`` runs on a copy with
+    placeholder parameter values — where it cuts depends only on the circuit's structure — and
+    its choices come back as ``CutWire`` markers plus a partition of the wire-cut circuit. A
+    parameter sweep therefore searches for cuts once, whatever its values.
+    """
+    from qiskit_addon_cutting import cut_wires
+    from qiskit_addon_cutting.instructions import CutWire
+
+    circuit = target.circuit
+    has_markers = any(inst.operation.name in ("cut_wire", "qpd_2q") for inst in circuit.data)
+    if target.partition is not None or has_markers:
+        return target
+    if max_width is None:
+        raise PipelineError(
+            "a user circuit needs --partition (e.g. AAABBB), --max-subcircuit-width W, "
+            "or CutWire/cut-gate markers in the circuit"
+        )
+    if max_width >= circuit.num_qubits:  # a circuit that fits runs uncut (one partition)
+        return target
+    circuit = _decompose_wide_gates(circuit)
+    placeholder = circuit.assign_parameters({p: 0.1 + 0.01 * i for i, p in enumerate(circuit.parameters)})
+    found = _find_cuts(placeholder, max_width, seed)
+    marked = circuit.copy_empty_like()
+    originals = iter(circuit.data)
+    for inst in found.data:
+        if inst.operation.name == "cut_wire":
+            marked.append(CutWire(), [marked.qubits[found.find_bit(inst.qubits[0]).index]])
+        else:
+            marked.append(next(originals))
+    labels = _connectivity_labels(cut_wires(found))
+    numbering = sorted({label for label in labels if label}, key=int)
+    if len(numbering) > len(_LETTERS):
+        raise PipelineError(
+            f"find_cuts made {len(numbering)} subcircuits; at most {len(_LETTERS)} are supported"
+        )
+    letter = {label: _LETTERS[i] for i, label in enumerate(numbering)}
+    partition = "".join(letter[label] if label else IDLE_LABEL for label in labels)
+    return replace(target, circuit=marked, partition=partition)
+
+
 def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0) -> CutProblem:
-    """Step 1 and 2: where to cut, and the library's partitioned problem (no subexperiments)."""
+    """Step 1 and 2: where to cut, and the library's partitioned problem (no subexperiments).
+
+    Raises:
+        ParametricCutError: a gate to be cut still has unbound parameters.
+        PipelineError: the circuit cannot be cut as asked.
+    """
     from qiskit_addon_cutting import cut_wires, expand_observables, partition_problem
     from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
+    target = locate_cuts(target, max_width=max_width, seed=seed)
     circuit = target.circuit
     observables = target.observables
-    has_markers = any(inst.operation.name in ("cut_wire", "qpd_2q") for inst in circuit.data)
-    if target.partition is None and not has_markers:
-        if max_width is None:
-            raise PipelineError(
-                "a user circuit needs --partition (e.g. AAABBB), --max-subcircuit-width W, "
-                "or CutWire/cut-gate markers in the circuit"
-            )
-        if max_width < circuit.num_qubits:  # a circuit that fits runs uncut (one partition)
-            circuit = _find_cuts(_decompose_wide_gates(circuit), max_width, seed)
     wire_markers = sum(1 for inst in circuit.data if inst.operation.name == "cut_wire")
     if wire_markers:
         original = circuit
@@ -208,9 +261,10 @@ def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0)
                 f"circuit has {circuit.num_qubits} qubits{added}; give {circuit.num_qubits} labels "
                 "or none (the partition then follows the connectivity)"
             )
-        labels = list(target.partition)
+        labels = ["" if label == IDLE_LABEL else label for label in target.partition]
     else:
         labels = _connectivity_labels(circuit)
+    _check_cut_gates_bound(circuit, labels)
     gate_cuts, wire_cuts = _count_cuts(circuit, labels)
     try:
         problem = partition_problem(
@@ -229,6 +283,20 @@ def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0)
         qubit_labels=labels,
         groups={label: len(ObservableCollection(so).groups) for label, so in subobservables.items()},
     )
+
+
+def _check_cut_gates_bound(circuit: QuantumCircuit, labels: Sequence[str]) -> None:
+    """A cut gate's QPD coefficients are functions of its angle: it must be bound to be cut."""
+    for position, inst in enumerate(circuit.data):
+        if len(inst.qubits) != 2 or not inst.operation.params:
+            continue
+        a, b = (labels[circuit.find_bit(q).index] for q in inst.qubits)
+        free = any(getattr(p, "parameters", None) for p in inst.operation.params)
+        if a != b and free:
+            raise ParametricCutError(
+                f"gate '{inst.operation.name}' (instruction {position}) is cut and has unbound "
+                "parameters: its decomposition is expanded per parameter set"
+            )
 
 
 def _find_cuts(circuit: QuantumCircuit, max_width: int, seed: int) -> QuantumCircuit:

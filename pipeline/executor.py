@@ -138,6 +138,11 @@ class LocalExecutor:
         #: keys whose stored result was invalid and is recomputed by this run -> why
         self.invalid: dict[str, str] = {}
 
+    @property
+    def manifest(self) -> Manifest:
+        """The run's manifest, once :meth:`run` has prepared it."""
+        return self._manifest
+
     # --- planning -------------------------------------------------------------------------
     def plan(self, manifest: Manifest) -> list[Batch]:
         states = [backend.state() for backend in self.backends.values()]

@@ -32,7 +32,15 @@ from pipeline.circuits import (
     split_halves,
 )
 from pipeline.config import RunConfig
-from pipeline.cutting import CutProblem, CutResult, generate_subexperiments, plan_cuts, store_subexperiments
+from pipeline.cutting import (
+    CutProblem,
+    CutResult,
+    ParametricCutError,
+    generate_subexperiments,
+    locate_cuts,
+    plan_cuts,
+    store_subexperiments,
+)
 from pipeline.errors import PipelineError
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.moments import RAW
@@ -157,6 +165,7 @@ class CostEstimate:
     num_samples: int | None
 
     def describe(self) -> str:
+        """One line for the person about to wait for the run."""
         sampled = f" (QPD sampled: {self.num_samples} draws)" if self.num_samples else ""
         widths = ", ".join(f"{label}: {width}" for label, width in self.widths.items())
         return (
@@ -167,6 +176,7 @@ class CostEstimate:
 
 
 def estimate_cost(problem: CutProblem, num_samples: int | None) -> CostEstimate:
+    """The cost of ``problem``: computed from the cut bases, before generating anything."""
     return CostEstimate(
         subexperiments=problem.subexperiments(num_samples),
         terms=problem.terms,
@@ -210,6 +220,9 @@ class CutTemplate:
     estimate: CostEstimate
     source: QuantumCircuit  #: the circuit as the user gave it (saved as circuit.qpy)
     seconds: float  #: time the cut took
+    #: where to cut (markers and partition), when a cut gate has parameters: its QPD depends on
+    #: their values, so each set re-expands it at these cut locations (``find_cuts`` is not rerun)
+    per_set: CutTarget | None = None
 
 
 def make_template(
@@ -224,12 +237,22 @@ def make_template(
     if circuit is None and config.circuit_file is not None:
         circuit = load_circuit_file(Path(config.circuit_file))
     target = build_cut_target(config, circuit, allow_parameters=allow_parameters)
-    problem = plan_cuts(target, max_width=config.max_subcircuit_width, seed=config.seed)
+    located = locate_cuts(target, max_width=config.max_subcircuit_width, seed=config.seed)
+    per_set = None
+    try:
+        problem = plan_cuts(located)
+    except ParametricCutError:
+        # The cost does not depend on the values: estimate it with placeholders.
+        per_set = located
+        placeholder = {p.name: 0.1 + 0.01 * i for i, p in enumerate(located.circuit.parameters)}
+        problem = plan_cuts(replace(located, circuit=_bind(located.circuit, placeholder)))
     estimate = estimate_cost(problem, config.num_samples)
     if announce is not None:
         announce(estimate)
     check_cost(estimate, config.max_subexperiments)
-    subexperiments, coefficients = generate_subexperiments(problem, config.num_samples, config.seed)
+    subexperiments, coefficients = (
+        ({}, []) if per_set else generate_subexperiments(problem, config.num_samples, config.seed)
+    )
     return CutTemplate(
         target=target,
         problem=problem,
@@ -238,7 +261,24 @@ def make_template(
         estimate=estimate,
         source=circuit if circuit is not None else target.circuit,
         seconds=time.perf_counter() - started,
+        per_set=per_set,
     )
+
+
+def expand_for(
+    template: CutTemplate, values: dict[str, float], num_samples: int | None, seed: int
+) -> tuple[CutProblem, dict[str, list[QuantumCircuit]], list[tuple[float, str]]]:
+    """The template's problem and subexperiments for one parameter set.
+
+    Usually binding the stored subexperiments is all it takes; a template whose cut gates carry
+    parameters re-expands the QPD for the bound values at the same cut locations.
+    """
+    if template.per_set is None:
+        bound = {label: [_bind(c, values) for c in group] for label, group in template.subexperiments.items()}
+        return template.problem, bound, template.coefficients
+    problem = plan_cuts(replace(template.per_set, circuit=_bind(template.per_set.circuit, values)))
+    subexperiments, coefficients = generate_subexperiments(problem, num_samples, seed)
+    return problem, subexperiments, coefficients
 
 
 def _bind(circuit: QuantumCircuit, values: dict[str, float]) -> QuantumCircuit:
@@ -293,8 +333,11 @@ class Manifest:
     circuit_qubits: int | None = None
     #: parameter values bound into this run's circuit (a sweep point), by parameter name
     parameter_values: dict[str, float] | None = None
+    #: seconds spent binding (or, for parametrised cut gates, re-expanding) and storing the cut
+    expand_seconds: float = 0.0
 
     def weights_of(self, name: str) -> list[float]:
+        """The coefficient of each Pauli of observable ``name`` (1 for plain forms)."""
         return self.observable_weights.get(name) or [1.0] * len(self.observable_terms[name])
 
     def to_json(self) -> dict[str, Any]:
@@ -313,6 +356,7 @@ class Manifest:
             "exact_reason": self.exact_reason,
             "circuit_qubits": self.circuit_qubits,
             "parameter_values": self.parameter_values,
+            "expand_seconds": self.expand_seconds,
             "features": {k: f.__dict__ for k, f in self.features.items()},
         }
 
@@ -335,6 +379,7 @@ class Manifest:
                 exact_reason=data.get("exact_reason"),
                 circuit_qubits=data.get("circuit_qubits"),
                 parameter_values=data.get("parameter_values"),
+                expand_seconds=float(data.get("expand_seconds", 0.0)),
             )
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{source}: malformed manifest ({exc})") from None
@@ -397,10 +442,10 @@ def prepare(
     if missing:
         raise PipelineError(f"no value for parameters {', '.join(missing[:4])}")
     target = replace(template.target, circuit=_bind(template.target.circuit, values))
-    bound = {label: [_bind(c, values) for c in group] for label, group in template.subexperiments.items()}
-    cut, features = store_subexperiments(
-        template.problem, bound, template.coefficients, store, config.num_samples
-    )
+    expand_started = time.perf_counter()
+    problem, bound, coefficients = expand_for(template, values, config.num_samples, config.seed)
+    cut, features = store_subexperiments(problem, bound, coefficients, store, config.num_samples)
+    expand_seconds = time.perf_counter() - expand_started
     features = {k: CircuitFeatures(**{**f.__dict__, "shots": config.shots}) for k, f in features.items()}
     exact = exact_reference(target)
     save_inputs(store, _bind(template.source, values), target)
@@ -417,6 +462,7 @@ def prepare(
         exact_reason=exact.reason,
         circuit_qubits=target.circuit.num_qubits,
         parameter_values=dict(parameter_values) if parameter_values is not None else None,
+        expand_seconds=round(expand_seconds, 4),
     )
     write_json(store.manifest_path, manifest.to_json())
     return manifest

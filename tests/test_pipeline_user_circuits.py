@@ -430,3 +430,34 @@ def test_render_cuts_to_the_widest_device_of_the_inventory(
     generate_args = json.dumps(workflow["spec"])
     assert "--max-subcircuit-width=20" in generate_args
     assert "--observables=Z0Z1,Z11Z12" in generate_args
+
+
+def test_qaoa_sweep_with_parametrised_cut_gates(tmp_path: Path) -> None:
+    """The cut RZZ gates carry gamma: find_cuts runs once, the QPD is re-expanded per set."""
+    from qiskit.circuit import Parameter
+
+    gamma, beta = Parameter("gamma"), Parameter("beta")
+    circuit = QuantumCircuit(10)
+    circuit.h(range(10))
+    for i in range(10):
+        circuit.rzz(2 * gamma, i, (i + 1) % 10)
+    circuit.rx(2 * beta, range(10))
+    results = []
+    for index, values in enumerate(([0.3, 0.2], [0.7, 0.5])):
+        results.append(
+            api.run(
+                circuit,
+                ["Z0Z1", "Z4Z5", "ring=" + "+".join(f"Z{i}Z{(i + 1) % 10}" for i in range(10))],
+                parameter_values=dict(zip(["beta", "gamma"], values, strict=True)),
+                run_dir=tmp_path / str(index),
+                shots=2000,
+                seed=9,
+                backends=("cpu",),
+                max_subcircuit_width=5,
+            )
+        )
+        bound = circuit.assign_parameters({beta: values[0], gamma: values[1]})
+        assert results[-1].exact["Z0Z1"] == pytest.approx(exact(bound, "I" * 8 + "ZZ"), abs=1e-9)
+        assert_within(results[-1].summary)
+        assert results[-1].summary["subcircuit_widths"] == {"A": 5, "B": 5}
+    assert results[0].seconds["cut"] > 0 and results[1].seconds["cut"] == 0
