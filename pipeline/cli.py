@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -209,7 +210,7 @@ class TqdmProgress:
 def cmd_run(args: argparse.Namespace) -> int:
     """``qubelet run``: one run, or one per row of ``--parameters``, through :mod:`pipeline.api`."""
     from pipeline import api, metrics
-    from pipeline.errors import PipelineError
+    from pipeline.errors import PipelineError, RunTerminated
     from qubelet import proctime
     from qubelet.errors import UsageError
 
@@ -246,6 +247,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             _report_run(result)
             code = 0
+    except RunTerminated as exc:
+        cancelled = "; cancelled " + ", ".join(exc.cancelled) if exc.cancelled else ""
+        print(f"qubelet: {exc}: results so far are kept in {run_dir}{cancelled}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # a filesystem fault outside the store's own checks: still one line

@@ -10,6 +10,7 @@ __all__ = [
     "BackendUnavailableError",
     "PipelineError",
     "RunDirBusyError",
+    "RunTerminated",
     "StorageError",
 ]
 
@@ -32,3 +33,16 @@ class RunDirBusyError(PipelineError):
 
 class BackendFailedError(QubeletError, RuntimeError):
     """A backend failed on a batch; the executor retries, on another backend if needed."""
+
+
+class RunTerminated(QubeletError):
+    """The run got SIGTERM; ``cancelled`` names the QPU jobs it cancelled on their servers.
+
+    Why an exception: the signal arrives in the main thread while it waits for batches; raising
+    unwinds the executor so it can cancel server-side jobs (which would otherwise keep running
+    and be billed) before the process exits.
+    """
+
+    def __init__(self, message: str = "terminated by SIGTERM") -> None:
+        super().__init__(message)
+        self.cancelled: list[str] = []

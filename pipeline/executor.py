@@ -8,10 +8,12 @@ the batches in flight, and re-running with the same run directory does only what
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +23,7 @@ from pipeline import metrics
 from pipeline.backends.base import Backend
 from pipeline.backends.factory import available_backends
 from pipeline.config import RunConfig
-from pipeline.errors import PipelineError, StorageError
+from pipeline.errors import PipelineError, RunTerminated, StorageError
 from pipeline.planning import Batch
 from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
@@ -90,6 +92,28 @@ class ExecutionReport:
     events: list[TimelineEvent] = field(default_factory=list)
     retried: int = 0
     moved: int = 0
+
+
+@contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`RunTerminated` in the main thread for the ``with`` block.
+
+    A second SIGTERM while the first is being handled kills the process (default action).
+    Outside the main thread (tests, embedding) signals cannot be handled, so nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise RunTerminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class LocalExecutor:
@@ -229,6 +253,9 @@ class LocalExecutor:
                         log.warning("moving batch", batch=batch.id, src=backend.name, dst=target.name)
                     metrics.TASKS.labels(backend.name, "retried").inc(len(batch.keys))
                     submit(batch, target)
+        except RunTerminated as stop:
+            stop.cancelled = self._cancel_in_flight()
+            raise
         finally:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -241,6 +268,15 @@ class LocalExecutor:
                 f"--run-dir {self.config.run_dir} to resume"
             )
         return report
+
+    def _cancel_in_flight(self) -> list[str]:
+        """Ask every backend that runs jobs on a server to cancel the ones in flight."""
+        cancelled: list[str] = []
+        for backend in self.backends.values():
+            cancel = getattr(backend, "cancel_in_flight", None)
+            if cancel is not None:
+                cancelled.extend(cancel())
+        return cancelled
 
     def _record_success(
         self, batch: Batch, backend: Backend, outcome: BatchOutcome, report: ExecutionReport
@@ -322,7 +358,7 @@ class LocalExecutor:
         clock = clock or StageClock()
         if not self.backends:
             raise PipelineError("no usable backend: " + "; ".join(self.unavailable.values()))
-        with run_dir_lock(self.config.run_dir, wait_seconds=self.lock_wait):
+        with run_dir_lock(self.config.run_dir, wait_seconds=self.lock_wait), terminate_on_sigterm():
             return self._run_locked(clock)
 
     def _run_locked(self, clock: StageClock) -> tuple[dict[str, Any], ExecutionReport]:

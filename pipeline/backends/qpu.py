@@ -13,16 +13,19 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
 
 from pipeline.backends.base import Counts
-from pipeline.errors import BackendUnavailableError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.mitigation.levels import MitigationConfig
 from pipeline.mitigation.readout import ReadoutError, apply_confusion
 from pipeline.mitigation.zne import fold_two_qubit_gates
+
+if TYPE_CHECKING:
+    from pipeline.backends.iqm_remote import RemoteIQM
 from policy.interface import BackendKind, BackendState
 from qubelet.inventory.names import ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE, ENV_QPU_BACKEND, ENV_QPU_NAME
 
@@ -135,20 +138,20 @@ class IQMBackend:
         #: reconstruct step can show raw and mitigated values side by side.
         self.mitigation = mitigation or MitigationConfig()
         self._readout_calibration: dict[int, ReadoutError] | None = None
+        self._remote: RemoteIQM | None = None
         if target.is_fake:
             self._backend = _fake_backend(target.spec[len(FAKE_PREFIX) :])
         else:
-            try:
-                from iqm.qiskit_iqm import IQMProvider
+            from pipeline.backends.iqm_remote import RemoteIQM
 
-                provider = IQMProvider(target.server_url, tokens_file=str(target.tokens_file))
-                self._backend = provider.get_backend()
-            except Exception as exc:  # network, auth: never echo the token
-                raise BackendUnavailableError(
-                    f"IQM server {target.server_url}: cannot connect ({type(exc).__name__})"
-                ) from None
+            # One line naming the server and the reason on failure, never the token.
+            self._remote = RemoteIQM(str(target.server_url), target.tokens_file)
+            self._backend = self._remote.backend
         self.model = model_name(target)
-        self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
+        if self._remote is not None:  # the server's published quality metrics
+            self.fidelity_2q, self.readout_fidelity = self._remote.fidelity_2q, self._remote.readout_fidelity
+        else:
+            self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
 
     def state(self) -> BackendState:
         return BackendState(
@@ -187,8 +190,8 @@ class IQMBackend:
         if self.target.is_fake:
             raw = run_noisy_exact(jobs, self._backend.noise_model, shots, job_seeds)
         else:
-            result = self._backend.run(jobs, shots=shots).result()
-            raw = [Counts.from_qiskit(result.get_counts(i), c.num_clbits) for i, c in enumerate(jobs)]
+            assert self._remote is not None
+            raw = self._remote.run(jobs, shots)
         calibration = self.readout_calibration()
         n = len(compiled)
         out = []
@@ -209,9 +212,19 @@ class IQMBackend:
         if self._readout_calibration is None:
             from pipeline.mitigation.calibration import measured_readout_errors, published_readout_errors
 
-            published = published_readout_errors(self._backend)
+            published = (
+                self._remote.readout_errors()
+                if self._remote is not None
+                else published_readout_errors(self._backend)
+            )
             self._readout_calibration = published or measured_readout_errors(self._backend, self.name)
         return self._readout_calibration
+
+    def cancel_in_flight(self) -> list[str]:
+        """Cancel the server jobs this backend is waiting for (a run stopped by SIGTERM)."""
+        if self._remote is None:
+            return []
+        return [f"job {job} on IQM server {self._remote.server}" for job in self._remote.cancel_in_flight()]
 
 
 def _readout_matrices(noise_model: Any) -> dict[int, np.ndarray]:
