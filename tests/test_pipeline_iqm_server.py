@@ -90,7 +90,9 @@ def test_successful_batch_through_the_real_client(
     iqm.assert_no_token(out, err)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["backends"] == {"qpu": summary["backends"]["qpu"]}
-    # The double simulates noise-free: the reconstruction must match the exact values.
+    # The double's only noise is the readout error it publishes; mitigated with the published
+    # calibration, the reconstruction must match the exact values.
+    assert summary["mitigation"]["backends"]["qpu:iqm"]["level"] == "readout"
     for observable in summary["observables"]:
         assert abs(observable["error"]) <= 4 * observable["stderr"] + 1e-9, observable
     assert len(iqm.double.submitted) == batches_of(run_dir)

@@ -20,10 +20,11 @@ circuits against its dynamic quantum architecture with iqm-client's validators, 
 errors in the ``{"message", "error_code", "source"}`` form the client maps to exceptions.
 
 The QPU is IQM's Apollo (20 qubits, from ``IQMFakeApollo``): its architecture and error
-profile become the DQA and the quality metrics. Jobs are simulated noise-free with Aer from the
-submitted IQM instructions (``deserialize_instructions``), seeded per job, so a test can check
-the physics of what came back. Scripted faults: failing jobs, jobs that never finish, requests
-that hang, transient 503s on status polls. It records every request, submission and cancel.
+profile become the DQA and the quality metrics. Jobs are simulated with Aer from the submitted
+IQM instructions (``deserialize_instructions``), seeded per job: gates noise-free, readout with
+the published readout errors, so a test can check the physics of what came back. Scripted
+faults: failing jobs, jobs that never finish, requests that hang, transient 503s on status
+polls. It records every request, submission and cancel.
 """
 
 from __future__ import annotations
@@ -414,7 +415,13 @@ class IQMServerDouble:
     def _simulate(
         self, circuit: Any, shots: int, index: int, job_id: uuid.UUID
     ) -> dict[str, list[list[int]]]:
-        """Noise-free Aer run of one submitted circuit, on just the qubits it touches."""
+        """Aer run of one submitted circuit on just the qubits it touches, with readout error only.
+
+        Gates are noise-free and readout flips bits with exactly the probabilities the quality
+        metrics publish, so readout-mitigated values are unbiased: a test can compare them with
+        the exact values.
+        """
+        import numpy as np
         from iqm.qiskit_iqm.qiskit_to_iqm import MeasurementKey, deserialize_instructions
         from qiskit_aer import AerSimulator
 
@@ -429,6 +436,8 @@ class IQMServerDouble:
             .result()
             .get_memory()
         )
+        rng = np.random.default_rng(seed)
+        readout = self._fake.error_profile.readout_errors
         results: dict[str, list[list[int]]] = {}
         for instruction in circuit.instructions:
             if instruction.name != "measure":
@@ -436,7 +445,11 @@ class IQMServerDouble:
             key = instruction.args["key"]
             mk = MeasurementKey.from_string(key)
             clbit = qiskit_circuit.find_bit(qiskit_circuit.cregs[mk.creg_idx][mk.clbit_idx]).index
-            results[key] = [[int(shot.replace(" ", "")[::-1][clbit])] for shot in memory]
+            bits = np.array([int(shot.replace(" ", "")[::-1][clbit]) for shot in memory], dtype=np.int64)
+            # The published readout errors are real: P(1|0) = errors["0"], P(0|1) = errors["1"].
+            errors = readout[instruction.locus[0]]
+            flip = rng.random(bits.size) < np.where(bits == 0, errors["0"], errors["1"])
+            results[key] = [[int(b)] for b in bits ^ flip]
         return results
 
     def _counts(self, job: _Job) -> list[dict[str, Any]]:
