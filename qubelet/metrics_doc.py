@@ -120,6 +120,9 @@ Prometheus scrapes the Pushgateway with `honor_labels: true` (ServiceMonitor
   `qubelet_pipeline_queue_depth{backend}` = 1. The batch's execute step replaces the group when it
   starts (depth 1) and when it ends (depth 0, final counts). Because each group starts at zero,
   `rate()` and `increase()` count pushed counters like scraped ones.
+- The generate step's own group (`task="generate"`, its `qubelet_policy_*` decisions) is pushed
+  once, after planning, when the run id exists: read it as totals per run
+  (`qubelet_policy_decisions_total{task="generate"}`), not with `rate()`.
 - `sum by (backend) (qubelet_pipeline_queue_depth)` is then the number of batches waiting or
   running per backend, the same meaning as the local executor's gauge.
 - Groups stay in the Pushgateway until deleted. Gauges read from them skip groups not pushed
