@@ -113,8 +113,10 @@ Cluster steps are short-lived pods, so `qubelet task generate|execute|reconstruc
 URL` (or `$QUBELET_PUSHGATEWAY`) pushes their metrics to a Pushgateway, one group per step:
 `{job="qubelet-pipeline", run="<plan run id>", task="<batch id>|generate|reconstruct"}`.
 Prometheus scrapes the Pushgateway with `honor_labels: true` (ServiceMonitor
-`qubelet-pushgateway`), so these labels survive. Lingering for a last scrape
-(`--metrics-linger`) is only the fallback when a push fails.
+`qubelet-pushgateway`), so these labels survive. While a pushing step runs, its own `/metrics`
+serves only process metrics, so no series is counted twice (pushed and scraped); serving the
+full registry and lingering for a last scrape (`--metrics-linger`) is the fallback when a push
+fails.
 
 - `generate` pushes a *waiting* group for each planned batch: every series at zero and
   `qubelet_pipeline_queue_depth{backend}` = 1. The batch's execute step replaces the group when it

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import socket
+import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 from typing import Any
@@ -15,6 +17,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from dra_driver.metrics import DRAMetrics
 from pipeline import metrics as pipeline_metrics
+from pipeline.cluster import tasks
 from pipeline.push import Pusher, check_url
 from policy import metrics as policy_metrics
 from policy.telemetry import TelemetryPolicy
@@ -168,3 +171,47 @@ def test_push_waiting_groups_start_at_zero_with_depth_one() -> None:
     assert 'qubelet_pipeline_task_duration_seconds_count{backend="cpu",kind="cpu"} 0.0' in cpu
     assert "process_" not in cpu and "python_" not in cpu  # only qubelet series are pushed
     assert 'qubelet_pipeline_runs_total{outcome="failed"} 0.0' in _Recorder.seen[2][2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_a_pushing_step_serves_no_pipeline_series_unless_the_push_fails() -> None:
+    """Pushed series must not also be scraped from the pod (double counting); the fallback
+    serves them only after a failed push."""
+    pipeline_metrics.TASKS.labels("cpu", "succeeded")
+    port = _free_port()
+    with tasks.step_metrics(port, 0.0, Pusher("")):
+        assert "qubelet_pipeline_tasks_total" in _scrape(port)  # no gateway: served
+    pusher = Pusher(_dead_url(), timeout=0.2)
+    seen: list[str] = []
+
+    def step() -> None:
+        with tasks.step_metrics(port, 3.0, pusher):
+            seen.append(_scrape(port))
+            pusher.push_process("r1", "cpu-000")  # fails: nothing listens there
+
+    thread = Thread(target=step)
+    thread.start()
+    try:
+        fallback = ""
+        deadline = time.monotonic() + 10
+        while "qubelet_pipeline_tasks_total" not in fallback and time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                fallback = _scrape(port)
+            except OSError:
+                continue
+    finally:
+        thread.join(timeout=20)
+    assert "process_cpu_seconds_total" in seen[0] or "python_gc" in seen[0]
+    assert "qubelet_pipeline_tasks_total" not in seen[0]
+    assert "qubelet_pipeline_tasks_total" in fallback

@@ -321,20 +321,16 @@ def _cmd_task(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
-        with tasks.serving_metrics(int(port), float(linger)) as serving:
-            try:
-                if args.step == "generate":
-                    expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
-                    tasks.generate(_config(args, run_dir), expect, args.write_batch_lists, pusher)
-                elif args.step == "execute":
-                    tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok, pusher=pusher)
-                else:
-                    summary = tasks.reconstruct(run_dir, pusher)
-                    for obs in summary.get("observables", []):
-                        print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
-            finally:
-                if pusher.delivered:
-                    serving.linger_seconds = 0.0  # pushed: no need to wait for a scrape
+        with tasks.step_metrics(int(port), float(linger), pusher):
+            if args.step == "generate":
+                expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
+                tasks.generate(_config(args, run_dir), expect, args.write_batch_lists, pusher)
+            elif args.step == "execute":
+                tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok, pusher=pusher)
+            else:
+                summary = tasks.reconstruct(run_dir, pusher)
+                for obs in summary.get("observables", []):
+                    print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
     except (tasks.TaskError, PipelineError) as exc:
         raise UsageError(str(exc)) from None
     return 0

@@ -13,12 +13,14 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.push import GENERATE_TASK, RECONSTRUCT_TASK, Pusher
 from qubelet import klog
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = klog.get_logger("qubelet.cluster.tasks")
 
@@ -195,41 +197,68 @@ def _load_plan(run_dir: Path) -> Any:
     return stages.load_plan(run_dir)
 
 
-@dataclass
-class MetricsServing:
-    """What :func:`serving_metrics` does on exit; the step may cancel the linger."""
-
-    linger_seconds: float = 0.0
-
-
 @contextmanager
-def serving_metrics(port: int, linger_seconds: float = 0.0) -> Iterator[MetricsServing]:
-    """Serve the process's Prometheus registry while a step runs, and a little after.
+def serving_metrics(
+    port: int, linger_seconds: float = 0.0, registry: CollectorRegistry | None = None
+) -> Iterator[None]:
+    """Serve ``registry`` (default: the process registry) while a step runs, and a little after.
 
     Why linger: step pods are short-lived and scraped every few seconds; keeping the endpoint up
-    for one more scrape interval lets Prometheus see the final counter values. It is the fallback
-    for a step that could not push them (set ``linger_seconds = 0`` on the yielded object once
-    a push got through).
+    for one more scrape interval lets Prometheus see the final counter values.
     """
     from qubelet.daemon import serve_metrics
     from qubelet.errors import UsageError
 
-    control = MetricsServing(linger_seconds)
     try:
-        server = serve_metrics(port)
+        server = serve_metrics(port, registry=registry)
     except UsageError as exc:
         # Metrics are best effort: a busy port must not fail the step.
         log.warning("metrics not served", port=port, err=str(exc))
         server = None
     if server is None:
-        yield control
+        yield
         return
     try:
-        yield control
+        yield
     finally:
-        if control.linger_seconds > 0:
-            time.sleep(min(control.linger_seconds, 60.0))
+        if linger_seconds > 0:
+            time.sleep(min(linger_seconds, 60.0))
         server.shutdown()
+
+
+@contextmanager
+def step_metrics(port: int, linger_seconds: float, pusher: Pusher) -> Iterator[None]:
+    """Get a step's metrics out: pushed when a Pushgateway is set, else served for a scrape.
+
+    With a gateway, ``/metrics`` serves only the process's own metrics while the step runs: the
+    target stays up, and the pipeline's series live in one place, the pushed group, never also
+    in a scrape of the pod (which would count them twice). When a push fails, the full registry
+    is served for ``linger_seconds`` after the step instead: the fallback.
+    """
+    if not pusher.enabled:
+        with serving_metrics(port, linger_seconds):
+            yield
+        return
+    try:
+        with serving_metrics(port, 0.0, registry=_process_only_registry()):
+            yield
+    finally:
+        if not pusher.delivered:
+            log.warning(
+                "metrics not pushed, serving them for a last scrape", port=port, linger=linger_seconds
+            )
+            with serving_metrics(port, linger_seconds):
+                pass
+
+
+def _process_only_registry() -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def env_number(name: str) -> float:
