@@ -98,15 +98,18 @@ class KubeClusterProbe:
     """:class:`ClusterProbe` over the kubernetes client (kubeconfig or in-cluster)."""
 
     def __init__(self, api_client: Any) -> None:
+        """Ask through ``api_client`` (a ``kubernetes.client.ApiClient``)."""
         self.api_client = api_client
 
     def group_versions(self) -> frozenset[str]:
+        """``GET /apis``: every group/version the API server serves."""
         from kubernetes import client
 
         groups = client.ApisApi(self.api_client).get_api_versions(_request_timeout=10)
         return frozenset(v.group_version for g in groups.groups or [] for v in g.versions or [])
 
     def kubelet_version(self, node_name: str) -> str:
+        """``GET /api/v1/nodes/<name>``: the kubelet version the node reports."""
         from kubernetes import client
 
         node = client.CoreV1Api(self.api_client).read_node(node_name, _request_timeout=10)

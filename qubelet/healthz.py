@@ -50,6 +50,7 @@ class HealthServer:
         liveness: Mapping[str, Check] | None = None,
         readiness: Mapping[str, Check] | None = None,
     ) -> None:
+        """Serve ``registry`` and run ``liveness``/``readiness`` checks by name."""
         self.registry = registry
         self.liveness: dict[str, Check] = dict(liveness or {})
         self.readiness: dict[str, Check] = dict(readiness or {})

@@ -56,6 +56,7 @@ class FakeAPIServerHTTP:
     def __init__(
         self, api: FakeResourceAPI, token: str, cert: Path, key: Path, nodes: dict[str, str] | None = None
     ) -> None:
+        """Bind a loopback port with TLS (``cert``/``key``); ``token`` is the one bearer token."""
         self.api = api
         self.token = token
         self.nodes = dict(nodes or {})
@@ -70,10 +71,12 @@ class FakeAPIServerHTTP:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-apiserver", daemon=True)
 
     def start(self) -> FakeAPIServerHTTP:
+        """Serve in a daemon thread."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the port."""
         self._server.shutdown()
         self._server.server_close()
 
