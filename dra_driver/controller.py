@@ -182,6 +182,7 @@ class CloudController:
         desired = network_slices(qpus, health, self.unhealthy_mode)
         result = self.reconciler.reconcile(desired)
         self.metrics.slices_published.set(len(desired))
+        self.metrics.record_qpus(qpus, health)
         devices = network_devices(self.qpus)
         healthy = sum(1 for d in devices if health.get(d.qpu.name))
         self.metrics.devices.labels(health="healthy").set(healthy)

@@ -149,6 +149,7 @@ class KubeletPlugin:
         self.metrics.reconciles.labels(result="changed" if result.changed else "unchanged").inc()
         self.metrics.slices_published.set(len(desired))
         node_qpus = [d for d in self.devices.values() if d.pool == self.node_name]
+        self.metrics.record_qpus([q for q in qpus if any(d.qpu.name == q.name for d in node_qpus)], health)
         healthy = sum(1 for d in node_qpus if health.get(d.qpu.name))
         self.metrics.devices.labels(health="healthy").set(healthy)
         self.metrics.devices.labels(health="unhealthy").set(len(node_qpus) - healthy)

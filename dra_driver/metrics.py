@@ -6,9 +6,12 @@ benchmarks) can coexist in one process; the daemon serves that registry on ``--m
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from qubelet import exposition
+from qubelet.inventory import QPUConfig
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -60,3 +63,20 @@ class DRAMetrics:
         self.is_leader = Gauge(
             "qubelet_dra_controller_leader", "1 while this controller holds the leader Lease", registry=r
         )
+        # What the admission check reads (admission_check/telemetry.py): live calibration, health.
+        self.qpu_fidelity_2q = Gauge(
+            "qubelet_dra_qpu_fidelity_2q",
+            "Two-qubit gate fidelity of the QPU's current calibration (as its devices publish it)",
+            ["qpu"],
+            registry=r,
+        )
+        self.qpu_healthy = Gauge(
+            "qubelet_dra_qpu_healthy", "1 while the QPU's health probe passes", ["qpu"], registry=r
+        )
+
+    def record_qpus(self, qpus: Iterable[QPUConfig], health: Mapping[str, bool]) -> None:
+        """Export each published QPU's current fidelity and health."""
+        for qpu in qpus:
+            self.qpu_healthy.labels(qpu=qpu.name).set(1 if health.get(qpu.name) else 0)
+            if qpu.fidelity_2q is not None:
+                self.qpu_fidelity_2q.labels(qpu=qpu.name).set(qpu.fidelity_2q)

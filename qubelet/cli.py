@@ -27,6 +27,7 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "qpu_device_plugin.cli",
     "dra_driver.cli",
     "node_agent.cli",
+    "admission_check.cli",
 )
 
 

@@ -48,6 +48,7 @@ def _members(obj: object) -> tuple[MetricWrapperBase, ...]:
 
 
 def _components() -> list[_Component]:
+    from admission_check.metrics import AdmissionMetrics
     from dra_driver.metrics import DRAMetrics
     from pipeline import metrics as pipeline_metrics
     from policy import metrics as policy_metrics
@@ -75,6 +76,11 @@ def _components() -> list[_Component]:
             "`qubelet dra-driver kubelet-plugin` (one per node) and `qubelet dra-driver controller` "
             "(cloud QPUs, leader-elected), each on its `--metrics-port`.",
             _members(DRAMetrics(CollectorRegistry())),
+        ),
+        _Component(
+            "Kueue admission check (`qubelet_admission_check_*`)",
+            "`qubelet admission-check --metrics-port` (leader-elected Deployment).",
+            _members(AdmissionMetrics(CollectorRegistry())),
         ),
     ]
 

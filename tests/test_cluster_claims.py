@@ -20,7 +20,7 @@ from pipeline.planning import Batch, batch_decisions
 from policy.interface import BackendState, Decision
 from qubelet.cli import main
 from qubelet.inventory import parse_config
-from qubelet.inventory.names import DRIVER_NAME
+from qubelet.inventory.names import DRIVER_NAME, MIN_FIDELITY_ANNOTATION
 
 pytestmark = pytest.mark.timeout(180)
 K8S = "1.37"
@@ -74,6 +74,9 @@ def test_ranked_claim_has_ordered_cel_alternatives_and_is_valid_kubernetes() -> 
     schemas.validate(workflow)
     refs = [c for t in workflow["spec"]["templates"] for c in t.get("resourceClaims", [])]
     assert refs == [{"name": "qpu", "resourceClaimTemplateName": template["metadata"]["name"]}]
+    # the admission check reads the floor from the step's pod annotation
+    (step,) = [t for t in workflow["spec"]["templates"] if t.get("resourceClaims")]
+    assert step["metadata"]["annotations"] == {MIN_FIDELITY_ANNOTATION: "0.99"}
 
 
 def test_single_choice_for_clusters_without_prioritized_lists() -> None:

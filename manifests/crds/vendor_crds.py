@@ -5,7 +5,8 @@ same openAPIV3Schema an API server would use. The upstream CRDs are megabytes of
 each served version's schema with descriptions removed and ``status`` collapsed (we never write
 status), and records the upstream commit so a refresh is reproducible:
 
-    python manifests/crds/vendor_crds.py MIRROR_DIR   # MIRROR_DIR holds <owner>+<repo>/repo git dirs
+    python manifests/crds/vendor_crds.py MIRROR_DIR [kubernetes-sigs+kueue ...]
+    # MIRROR_DIR holds <owner>+<repo>/repo git dirs; naming mirrors refreshes only those
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).resolve().parent
+#: Kinds whose ``status`` schema is kept: the admission-check controller writes their status.
+KEEP_STATUS = {"Workload", "AdmissionCheck"}
 
 #: (mirror dir name, path in the repo, versions to keep)
 SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -31,6 +34,12 @@ SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     ("kubernetes-sigs+kueue", "config/components/crd/bases/kueue.x-k8s.io_clusterqueues.yaml", ("v1beta2",)),
     ("kubernetes-sigs+kueue", "config/components/crd/bases/kueue.x-k8s.io_localqueues.yaml", ("v1beta2",)),
+    ("kubernetes-sigs+kueue", "config/components/crd/bases/kueue.x-k8s.io_workloads.yaml", ("v1beta2",)),
+    (
+        "kubernetes-sigs+kueue",
+        "config/components/crd/bases/kueue.x-k8s.io_admissionchecks.yaml",
+        ("v1beta2",),
+    ),
     (
         "prometheus-operator+prometheus-operator",
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
@@ -66,9 +75,14 @@ def _strip(node: Any) -> Any:
     return node
 
 
-def vendor(mirror_root: Path) -> None:
-    """Read each CRD from its mirrored git dir and write ``<group>_<version>_<Kind>.json`` here."""
+def vendor(mirror_root: Path, only: set[str] | None = None) -> None:
+    """Read each CRD from its mirrored git dir and write ``<group>_<version>_<Kind>.json`` here.
+
+    ``only`` names the mirrors to read (default: all), so one upstream can be refreshed alone.
+    """
     for mirror, path, versions in SOURCES:
+        if only and mirror not in only:
+            continue
         git_dir = mirror_root / mirror / "repo"
         commit = subprocess.run(
             ["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"],
@@ -88,7 +102,7 @@ def vendor(mirror_root: Path) -> None:
             if version["name"] not in versions:
                 continue
             schema = _strip(version["schema"]["openAPIV3Schema"])
-            if "status" in schema.get("properties", {}):
+            if "status" in schema.get("properties", {}) and kind not in KEEP_STATUS:
                 schema["properties"]["status"] = {
                     "type": "object",
                     "x-kubernetes-preserve-unknown-fields": True,
@@ -107,12 +121,13 @@ def vendor(mirror_root: Path) -> None:
 
 def main(argv: list[str]) -> int:
     """Vendor from the mirror directory given as the one required argument; exit 2 without it."""
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
+    if not argv or not Path(argv[0]).is_dir():
         print(
-            "usage: vendor_crds.py MIRROR_DIR  (a directory of <owner>+<repo>/repo git dirs)", file=sys.stderr
+            "usage: vendor_crds.py MIRROR_DIR [MIRROR...]  (a directory of <owner>+<repo>/repo git dirs)",
+            file=sys.stderr,
         )
         return 2
-    vendor(Path(argv[0]))
+    vendor(Path(argv[0]), set(argv[1:]) or None)
     return 0
 
 

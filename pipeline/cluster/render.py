@@ -23,7 +23,7 @@ from pipeline.cluster import claims
 from pipeline.cluster import resources as res
 from pipeline.config import RunConfig
 from qubelet import serde
-from qubelet.inventory.names import TOKENS_MOUNT_PATH
+from qubelet.inventory.names import MIN_FIDELITY_ANNOTATION, TOKENS_MOUNT_PATH
 
 ArgoCompat = Literal["typed", "podspecpatch"]
 
@@ -188,6 +188,7 @@ def _pod_template(
     claim_template: str = res.QPU_CLAIM_TEMPLATE,
     inputs: dict[str, Any] | None = None,
     outputs: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One container template: queue label, requests, retries, PVC, and (QPU only) claim + token."""
     qpu_claim = kind == "qpu" and opts.qpu_request == "claim"
@@ -210,6 +211,8 @@ def _pod_template(
         },
         "container": _container(opts, kind, args, with_claims=typed_claim),
     }
+    if annotations:
+        template["metadata"]["annotations"] = dict(annotations)
     if inputs:
         template["inputs"] = inputs
     if outputs:
@@ -263,8 +266,13 @@ def _spec_common(opts: RenderOptions, run_id: str | None, params: list[dict[str,
 
 
 def _execute_templates(
-    opts: RenderOptions, kinds: Iterable[str], run_dir: str, claim_templates: Sequence[str] = ()
+    opts: RenderOptions,
+    kinds: Iterable[str],
+    run_dir: str,
+    claim_templates: Sequence[str] = (),
+    floors: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
+    """Execute templates per kind, then per generated claim (annotated with its fidelity floor)."""
     templates = []
     inputs = {"parameters": [{"name": "batch"}]}
     args = ["task", "execute", f"--run-dir={run_dir}", "--batch={{inputs.parameters.batch}}", "--missing-ok"]
@@ -282,6 +290,9 @@ def _execute_templates(
                 list(args),
                 claim_template=claim,
                 inputs=dict(inputs),
+                annotations=(
+                    {MIN_FIDELITY_ANNOTATION: f"{floors[claim]:g}"} if floors and claim in floors else None
+                ),
             )
         )
     return templates
@@ -300,12 +311,16 @@ def build_workflow(
         raise ValueError("the plan has no batches to render")
     use_constraints = opts.claim_constraints and opts.qpu_request == "claim"
     claim_for: dict[str, str] = {}
+    floors: dict[str, float] = {}  #: per ranked claim template: the fidelity floor it enforces
     for batch in batches:
         if batch.kind not in res.QUEUES:
             raise ValueError(f"batch {batch.id}: unknown backend kind {batch.kind!r}")
         ranked = _ranked_claim(batch, opts)
         if ranked is not None:
             claim_for[batch.id] = ranked[0]
+            floor = getattr(batch, "min_fidelity_2q", None)
+            if floor is not None:
+                floors[ranked[0]] = max(floor, floors.get(ranked[0], 0.0))
         elif batch.kind == "qpu" and use_constraints:
             claim_for[batch.id] = res.claim_template_name(batch.min_qubits)
     generate_args = [
@@ -320,7 +335,7 @@ def build_workflow(
     templates: list[dict[str, Any]] = [
         _pod_template(opts, "generate", "cpu", "generate", generate_args),
         *_execute_templates(
-            opts, (b.kind for b in batches if b.id not in constrained), RUN_DIR, extra_claims
+            opts, (b.kind for b in batches if b.id not in constrained), RUN_DIR, extra_claims, floors
         ),
         _pod_template(
             opts, "reconstruct", "cpu", "reconstruct", ["task", "reconstruct", f"--run-dir={RUN_DIR}"]

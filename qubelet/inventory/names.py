@@ -17,6 +17,7 @@ __all__ = [
     "ENV_IQM_TOKENS_FILE",
     "ENV_QPU_BACKEND",
     "ENV_QPU_NAME",
+    "MIN_FIDELITY_ANNOTATION",
     "QUBELET_ENV",
     "RESOURCE_NAME",
     "TOKENS_MOUNT_PATH",
@@ -45,3 +46,7 @@ QUBELET_ENV: tuple[str, ...] = (ENV_QPU_NAME, ENV_QPU_BACKEND, ENV_IQM_SERVER_UR
 
 #: Where containers see the (read-only) IQM token file; the host path comes from ``tokensFile``.
 TOKENS_MOUNT_PATH = "/var/run/secrets/qubelet/iqm/tokens.json"
+
+#: Pod annotation on a rendered QPU step: the batch's two-qubit fidelity floor, which the Kueue
+#: admission check compares with the QPUs' live calibration (docs/admission-check.md).
+MIN_FIDELITY_ANNOTATION = "qubelet.quantum.example.com/min-fidelity-2q"

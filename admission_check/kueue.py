@@ -1,0 +1,69 @@
+"""The Kueue objects the controller reads and writes, as plain dicts, behind a small protocol.
+
+``KueueAPI`` is what the controller needs: list Workloads, replace a Workload's status (with its
+``resourceVersion``, so a stale writer gets a Conflict instead of overwriting), read and update an
+AdmissionCheck's status. :class:`KubeKueueAPI` is the real one (kubernetes ``CustomObjectsApi``,
+status subresource); tests use the double in ``tests/doubles/fake_kueue_api.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from admission_check.names import KUEUE_GROUP, KUEUE_VERSION
+from qubelet.kube import api_errors
+
+
+class KueueAPI(Protocol):
+    """Workload and AdmissionCheck access (kueue.x-k8s.io/v1beta2)."""
+
+    def list_workloads(self) -> list[dict[str, Any]]:
+        """Every Workload in every namespace."""
+        ...
+
+    def replace_workload_status(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Write ``body``'s status; ``metadata.resourceVersion`` must be current (else Conflict)."""
+        ...
+
+    def list_admission_checks(self) -> list[dict[str, Any]]:
+        """Every AdmissionCheck (cluster-scoped)."""
+        ...
+
+    def replace_admission_check_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Write an AdmissionCheck's status (``resourceVersion`` checked)."""
+        ...
+
+
+class KubeKueueAPI:
+    """:class:`KueueAPI` over a kubernetes ``ApiClient``; API errors become qubelet errors."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+
+    def list_workloads(self) -> list[dict[str, Any]]:
+        with api_errors("list workloads"):
+            items = self.api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "workloads")["items"]
+        return list(items)
+
+    def replace_workload_status(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        with api_errors(f"update workload {namespace}/{name} status"):
+            out = self.api.replace_namespaced_custom_object_status(
+                KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", name, body
+            )
+        return dict(out)
+
+    def list_admission_checks(self) -> list[dict[str, Any]]:
+        with api_errors("list admissionchecks"):
+            items = self.api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "admissionchecks")[
+                "items"
+            ]
+        return list(items)
+
+    def replace_admission_check_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        with api_errors(f"update admissioncheck {name} status"):
+            out = self.api.replace_cluster_custom_object_status(
+                KUEUE_GROUP, KUEUE_VERSION, "admissionchecks", name, body
+            )
+        return dict(out)

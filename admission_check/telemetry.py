@@ -1,0 +1,97 @@
+"""Live QPU telemetry from Prometheus: up/health, queue depth, recent latency, 2q fidelity.
+
+Every PromQL expression the controller sends is in :data:`PROMQL`. The pipeline labels series by
+``backend="qpu:<name>"``, the DRA driver by ``qpu="<name>"``; both are keyed here by the QPU's
+inventory name. One failed query makes the whole snapshot unavailable (``TelemetryError``): the
+controller must not admit work on half a picture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+PROMQL: dict[str, str] = {
+    "backend_up": 'min by (backend) (qubelet_pipeline_backend_up{backend=~"qpu:.*"})',
+    "device_healthy": "min by (qpu) (qubelet_dra_qpu_healthy)",
+    "queue_depth": 'sum by (backend) (qubelet_pipeline_queue_depth{backend=~"qpu:.*"})',
+    "latency_seconds": (
+        'sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_sum{backend=~"qpu:.*"}[15m]))'
+        ' / sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_count{backend=~"qpu:.*"}[15m]))'
+    ),
+    "fidelity_2q": "max by (qpu) (qubelet_dra_qpu_fidelity_2q)",
+}
+
+
+class TelemetryError(RuntimeError):
+    """Prometheus could not be read (one line saying which query and why)."""
+
+
+@dataclass
+class QPUTelemetry:
+    """What Prometheus says about one QPU now; ``None`` means no series."""
+
+    name: str
+    up: bool | None = None
+    queue_depth: float = 0.0
+    latency_seconds: float | None = None
+    fidelity_2q: float | None = None
+
+    def expected_wait_seconds(self) -> float:
+        """Queue depth × recent per-task latency (0 without a latency)."""
+        return self.queue_depth * (self.latency_seconds or 0.0)
+
+
+def _qpu_name(labels: dict[str, Any]) -> str:
+    if "qpu" in labels:
+        return str(labels["qpu"])
+    return str(labels.get("backend", "")).removeprefix("qpu:")
+
+
+class PrometheusTelemetry:
+    """Reads :data:`PROMQL` from a Prometheus HTTP API (``/api/v1/query``)."""
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _query(self, name: str) -> dict[str, float]:
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': PROMQL[name]})}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                body = json.loads(response.read().decode("utf-8"))
+            if not isinstance(body, dict) or body.get("status") != "success":
+                raise ValueError(f"status {body.get('status') if isinstance(body, dict) else body!r}")
+            result = body["data"]["result"]
+        except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError) as exc:
+            raise TelemetryError(f"prometheus query {name}: {exc.__class__.__name__}: {exc}") from exc
+        out: dict[str, float] = {}
+        for item in result:
+            try:
+                value = float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                out[_qpu_name(item.get("metric", {}))] = value
+        return out
+
+    def snapshot(self) -> dict[str, QPUTelemetry]:
+        """Every QPU any query mentions, with what each query said about it."""
+        values = {name: self._query(name) for name in PROMQL}
+        names = set().union(*(v.keys() for v in values.values())) - {""}
+        out = {}
+        for qpu in sorted(names):
+            ups = [values[k][qpu] >= 1.0 for k in ("backend_up", "device_healthy") if qpu in values[k]]
+            out[qpu] = QPUTelemetry(
+                name=qpu,
+                up=all(ups) if ups else None,
+                queue_depth=values["queue_depth"].get(qpu, 0.0),
+                latency_seconds=values["latency_seconds"].get(qpu),
+                fidelity_2q=values["fidelity_2q"].get(qpu),
+            )
+        return out
