@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from admission_check.kueue import KubeKueueAPI
     from admission_check.metrics import AdmissionMetrics
     from admission_check.telemetry import PrometheusTelemetry
-    from dra_driver.client import KubeResourceAPI
     from qubelet.errors import UsageError
     from qubelet.kube import load_kube_client
+    from qubelet.leader import KubeLeaseAPI
 
     if args.resync_seconds <= 0 or args.max_wait_seconds < 0 or args.prometheus_timeout <= 0:
         raise UsageError("--resync-seconds and --prometheus-timeout must be > 0, --max-wait-seconds >= 0")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = AdmissionMetrics()
     controller = AdmissionCheckController(
         KubeKueueAPI(api_client),
-        KubeResourceAPI(api_client=api_client),
+        KubeLeaseAPI(api_client),
         PrometheusTelemetry(args.prometheus, timeout=args.prometheus_timeout).snapshot,
         args.identity,
         max_wait_seconds=args.max_wait_seconds,

@@ -5,7 +5,7 @@ one telemetry snapshot, decides (:func:`admission_check.decide.decide`) and writ
 with the Workload's ``resourceVersion``; a controller that dies between reading and writing
 leaves the check Pending for the next leader, and a stale writer (an old leader that wakes up)
 gets a Conflict instead of overwriting a newer verdict. Only the holder of the Lease writes
-(client-go leader-election rules, :class:`dra_driver.controller.LeaderElector`).
+(client-go leader-election rules, :class:`qubelet.leader.LeaderElector`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from admission_check.names import (
     QUEUE_PREFIX,
 )
 from admission_check.telemetry import QPUTelemetry, TelemetryError
-from dra_driver.client import ResourceAPI
-from dra_driver.controller import LeaderElector
 from qubelet import klog
 from qubelet.errors import ApiError, Conflict
+from qubelet.leader import LeaderElector, LeaseAPI
 
 log = klog.get_logger("qubelet.admission")
 
@@ -77,7 +76,7 @@ class AdmissionCheckController:
     def __init__(
         self,
         kueue: KueueAPI,
-        leases: ResourceAPI,
+        leases: LeaseAPI,
         telemetry: Callable[[], Snapshot],
         identity: str,
         *,

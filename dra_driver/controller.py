@@ -15,8 +15,6 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 
-from kubernetes import client as k8s
-
 from dra_driver.calibration import CalibrationSource
 from dra_driver.client import ResourceAPI
 from dra_driver.constants import CONTROLLER_PUBLISHER, LEASE_NAME, LEASE_NAMESPACE, PUBLISHER_LABEL
@@ -25,8 +23,7 @@ from dra_driver.health import HealthBroadcaster
 from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
 from dra_driver.slices import UnhealthyMode, network_slices
-from qubelet import klog
-from qubelet.errors import Conflict, NotFound
+from qubelet import klog, leader
 from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
 from qubelet.inventory.binding import shared_qpus
 from qubelet.inventory.names import DRIVER_NAME
@@ -38,8 +35,8 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class LeaderElector:
-    """Lease-based leader election (one attempt per call; the caller loops)."""
+class LeaderElector(leader.LeaderElector):
+    """The controller's elector: the Lease ``qubelet-system/<LEASE_NAME>`` unless told otherwise."""
 
     def __init__(
         self,
@@ -50,68 +47,14 @@ class LeaderElector:
         lease_duration_seconds: int = 15,
         now: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
-        self.api = api
-        self.identity = identity
-        self.namespace = namespace
-        self.name = name
-        self.lease_duration_seconds = lease_duration_seconds
-        self.now = now
-        self.is_leader = False
-        #: "" after an attempt that reached the API server, else its error (None: no attempt).
-        self.last_error: str | None = None
-
-    def _spec(self, transitions: int, acquire: dt.datetime) -> k8s.V1LeaseSpec:
-        return k8s.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=self.lease_duration_seconds,
-            acquire_time=acquire,
-            renew_time=self.now(),
-            lease_transitions=transitions,
+        super().__init__(
+            api,
+            identity,
+            namespace=namespace,
+            name=name,
+            lease_duration_seconds=lease_duration_seconds,
+            now=now,
         )
-
-    def try_acquire_or_renew(self) -> bool:
-        """True when this identity holds the lease after the call."""
-        try:
-            self.is_leader = self._attempt()
-            self.last_error = ""
-        except Exception as exc:
-            log.error("leader election attempt failed", err=str(exc), identity=self.identity)
-            self.is_leader = False
-            self.last_error = (str(exc) or type(exc).__name__).splitlines()[0]
-        return self.is_leader
-
-    def _attempt(self) -> bool:
-        now = self.now()
-        try:
-            lease = self.api.read_lease(self.namespace, self.name)
-        except NotFound:
-            body = k8s.V1Lease(
-                metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=self._spec(0, now),
-            )
-            try:
-                self.api.create_lease(self.namespace, body)
-            except Conflict:
-                return False  # someone else created it first
-            log.info("acquired leader lease", identity=self.identity, lease=f"{self.namespace}/{self.name}")
-            return True
-        spec = lease.spec or k8s.V1LeaseSpec()
-        holder = spec.holder_identity
-        renewed = spec.renew_time or spec.acquire_time
-        duration = spec.lease_duration_seconds or self.lease_duration_seconds
-        expired = renewed is None or renewed + dt.timedelta(seconds=duration) < now
-        if holder and holder != self.identity and not expired:
-            return False
-        mine = holder == self.identity
-        transitions = int(spec.lease_transitions or 0) + (0 if mine else 1)
-        lease.spec = self._spec(transitions, spec.acquire_time if mine and spec.acquire_time else now)
-        try:
-            self.api.replace_lease(self.namespace, self.name, lease)
-        except Conflict:
-            return False  # lost the race for an expired lease
-        if not mine:
-            log.info("took over leader lease", identity=self.identity, previous=holder or "")
-        return True
 
 
 class CloudController:
