@@ -43,11 +43,13 @@ class KubeKueueAPI:
         self.api = client.CustomObjectsApi(api_client)
 
     def list_workloads(self) -> list[dict[str, Any]]:
+        """Every Workload in every namespace."""
         with api_errors("list workloads"):
             items = self.api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "workloads")["items"]
         return list(items)
 
     def replace_workload_status(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``workloads/<name>/status`` (Conflict on a stale ``resourceVersion``)."""
         with api_errors(f"update workload {namespace}/{name} status"):
             out = self.api.replace_namespaced_custom_object_status(
                 KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", name, body
@@ -55,6 +57,7 @@ class KubeKueueAPI:
         return dict(out)
 
     def list_admission_checks(self) -> list[dict[str, Any]]:
+        """Every AdmissionCheck."""
         with api_errors("list admissionchecks"):
             items = self.api.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "admissionchecks")[
                 "items"
@@ -62,6 +65,7 @@ class KubeKueueAPI:
         return list(items)
 
     def replace_admission_check_status(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``admissionchecks/<name>/status``."""
         with api_errors(f"update admissioncheck {name} status"):
             out = self.api.replace_cluster_custom_object_status(
                 KUEUE_GROUP, KUEUE_VERSION, "admissionchecks", name, body

@@ -48,6 +48,7 @@ class Outcome:
 
     @classmethod
     def of(cls, result: SimResult, budget: float) -> Outcome:
+        """The figures of one simulated run against a per-subexperiment error ``budget``."""
         return cls(
             makespan=result.makespan,
             mean_error=float(np.mean(result.errors)) if len(result.errors) else 0.0,

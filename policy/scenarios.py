@@ -121,6 +121,7 @@ class Scenario:
 
     @property
     def num_tasks(self) -> int:
+        """Subexperiments in the workload."""
         return sum(p.count for p in self.partitions)
 
     def scaled(self, tasks: int) -> Scenario:

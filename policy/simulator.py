@@ -43,12 +43,14 @@ class SimResult:
     rows: list[TelemetryRow] = field(default_factory=list)
 
     def tasks_per_backend(self) -> dict[str, int]:
+        """How many tasks each backend finally ran."""
         out: dict[str, int] = {}
         for name in self.backend_of:
             out[name] = out.get(name, 0) + 1
         return out
 
     def budget_violations(self, budget: float) -> int:
+        """Tasks whose realised error exceeds ``budget``."""
         return int(np.sum(self.errors > budget + 1e-12))
 
 
