@@ -235,3 +235,33 @@ def test_the_admission_check_manifest_names_this_controller() -> None:
     check = admission_check()
     schemas.validate_custom(check)
     assert check["spec"]["controllerName"] == CONTROLLER_NAME
+
+
+def test_manifests_wire_the_check_to_the_qpu_flavor_with_least_privilege() -> None:
+    def docs(path: str) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(open(path)) if d]  # noqa: SIM115
+
+    (queue,) = docs("manifests/kueue/clusterqueue.yaml")
+    assert queue["spec"]["admissionChecksStrategy"]["admissionChecks"] == [
+        {"name": "qubelet", "onFlavors": ["qpu"]}
+    ]
+    assert "admissioncheck.yaml" in open("manifests/kueue/kustomization.yaml").read()  # noqa: SIM115
+    (deployment,) = docs("manifests/admission-check/deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "qubelet-admission-check"
+    assert pod["containers"][0]["command"][:2] == ["qubelet", "admission-check"]
+    rules = [r for d in docs("manifests/admission-check/rbac.yaml") for r in d.get("rules", [])]
+    writes = {
+        (res, verb)
+        for r in rules
+        for res in r["resources"]
+        for verb in r["verbs"]
+        if verb in {"create", "update", "patch", "delete"}
+    }
+    assert writes == {
+        ("workloads/status", "update"), ("workloads/status", "patch"),
+        ("admissionchecks/status", "update"), ("admissionchecks/status", "patch"),
+        ("leases", "create"), ("leases", "update"),
+    }  # fmt: skip
+    for doc in [queue, deployment, *docs("manifests/admission-check/rbac.yaml")]:
+        schemas.validate(doc)
