@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,13 +240,13 @@ def test_the_admission_check_manifest_names_this_controller() -> None:
 
 def test_manifests_wire_the_check_to_the_qpu_flavor_with_least_privilege() -> None:
     def docs(path: str) -> list[dict[str, Any]]:
-        return [d for d in yaml.safe_load_all(open(path)) if d]  # noqa: SIM115
+        return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
 
     (queue,) = docs("manifests/kueue/clusterqueue.yaml")
     assert queue["spec"]["admissionChecksStrategy"]["admissionChecks"] == [
         {"name": "qubelet", "onFlavors": ["qpu"]}
     ]
-    assert "admissioncheck.yaml" in open("manifests/kueue/kustomization.yaml").read()  # noqa: SIM115
+    assert "admissioncheck.yaml" in Path("manifests/kueue/kustomization.yaml").read_text()
     (deployment,) = docs("manifests/admission-check/deployment.yaml")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "qubelet-admission-check"
