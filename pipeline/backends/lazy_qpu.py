@@ -24,7 +24,6 @@ from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
 from pipeline.backends.qpu import (
-    FAKE_JOB_OVERHEAD_SECONDS,
     FAKE_PREFIX,
     KNOWN_FAKES,
     IQMBackend,
@@ -32,7 +31,7 @@ from pipeline.backends.qpu import (
     _fake_backend,
     backend_name,
     calibration_of,
-    model_name,
+    qpu_state,
 )
 from pipeline.errors import PipelineError
 from pipeline.mitigation.levels import MitigationConfig
@@ -103,18 +102,12 @@ class LazyFakeQPUBackend:
 
     def state(self) -> BackendState:
         """The state :class:`IQMBackend` reports, from the cached properties."""
-        return BackendState(
-            name=self.name,
-            kind="qpu",
-            workers=1,
-            healthy=True,
-            max_qubits=self.properties.num_qubits,
-            model=model_name(self.target),
-            fidelity_2q=self.properties.fidelity_2q,
-            readout_fidelity=self.properties.readout_fidelity,
-            job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS,
-            mitigation=(self.mitigation or MitigationConfig()).level,
-            mitigation_work=(self.mitigation or MitigationConfig()).relative_qpu_work,
+        return qpu_state(
+            self.target,
+            self.properties.num_qubits,
+            self.properties.fidelity_2q,
+            self.properties.readout_fidelity,
+            self.mitigation,
         )
 
     def _loaded(self) -> IQMBackend:

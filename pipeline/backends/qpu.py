@@ -154,20 +154,13 @@ class IQMBackend:
             self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
 
     def state(self) -> BackendState:
-        return BackendState(
-            name=self.name,
-            kind="qpu",
-            workers=1,
-            healthy=True,
-            max_qubits=int(self._backend.num_qubits),
-            model=self.model,
-            fidelity_2q=self.fidelity_2q,
-            readout_fidelity=self.readout_fidelity,
-            job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS
-            if self.target.is_fake
-            else REMOTE_JOB_OVERHEAD_SECONDS,
-            mitigation=self.mitigation.level,
-            mitigation_work=self.mitigation.relative_qpu_work,
+        """Width, calibration and mitigation as the selection policy sees them."""
+        return qpu_state(
+            self.target,
+            int(self._backend.num_qubits),
+            self.fidelity_2q,
+            self.readout_fidelity,
+            self.mitigation,
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
@@ -280,6 +273,30 @@ def run_noisy_exact(
         np.add.at(histogram, _scatter_outcomes(len(written), written), sampled)
         out.append(Counts.from_samples(histogram, circuit.num_clbits))
     return out
+
+
+def qpu_state(
+    target: QPUTarget,
+    num_qubits: int,
+    fidelity_2q: float | None,
+    readout_fidelity: float | None,
+    mitigation: MitigationConfig | None,
+) -> BackendState:
+    """The state a QPU reports, built or not yet built (:mod:`pipeline.backends.lazy_qpu`)."""
+    mitigation = mitigation or MitigationConfig()
+    return BackendState(
+        name=backend_name(target),
+        kind="qpu",
+        workers=1,
+        healthy=True,
+        max_qubits=num_qubits,
+        model=model_name(target),
+        fidelity_2q=fidelity_2q,
+        readout_fidelity=readout_fidelity,
+        job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS if target.is_fake else REMOTE_JOB_OVERHEAD_SECONDS,
+        mitigation=mitigation.level,
+        mitigation_work=mitigation.relative_qpu_work,
+    )
 
 
 def folded_seed(seed: int, scale: int) -> int:
