@@ -109,9 +109,9 @@ class CloudController:
             return f"cannot reach the lease: {self.elector.last_error}"
         return f"last slice update failed: {self.last_error}" if self.last_error else ""
 
-    def probe_now(self) -> None:
-        """Probe every shared QPU once (start-up, tests)."""
-        for name, healthy in self.monitor.check_now().items():
+    def probe_now(self, stop: threading.Event | None = None) -> None:
+        """Probe every shared QPU once, concurrently (start-up, tests); ``stop`` ends it early."""
+        for name, healthy in self.monitor.check_now(stop=stop).items():
             self.broadcaster.set(name, healthy)
 
     def run_once(self) -> ReconcileResult | None:
@@ -133,9 +133,14 @@ class CloudController:
         self.metrics.reconciles.labels(result="changed" if result.changed else "unchanged").inc()
         return result
 
-    def start(self) -> None:
-        """Probe, then loop: every lease_duration/3 (renew period) or on a health change."""
-        self.probe_now()
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Probe, then loop: every lease_duration/3 (renew period) or on a health change.
+
+        ``stop`` (the daemon's SIGTERM event) ends the start-up probe at once; nothing starts.
+        """
+        self.probe_now(stop)
+        if stop is not None and stop.is_set():
+            return
         self.monitor.start()
         self._thread = threading.Thread(target=self._run, name="dra-controller", daemon=True)
         self._thread.start()

@@ -160,12 +160,19 @@ class KubeletPlugin:
         v1beta1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1Beta1(self.driver), server)
         health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(self.broadcaster), server)
 
-    def start(self) -> None:
-        """Sweep orphan CDI specs, probe once, serve DRA, register with kubelet, start the loops."""
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Sweep orphan CDI specs, probe once, serve DRA, register with kubelet, start the loops.
+
+        ``stop`` (the daemon's SIGTERM event) ends the start-up probe at once; nothing is served
+        then, and :meth:`stop` still cleans up.
+        """
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self.cdi_dir.mkdir(parents=True, exist_ok=True)
         self.driver.sweep_orphan_specs()
-        for name, healthy in self.monitor.check_now().items():
+        health = self.monitor.check_now(stop=stop)
+        if stop is not None and stop.is_set():
+            return
+        for name, healthy in health.items():
             self.broadcaster.set(name, healthy)
         self._dra_server = serve_unix(self.dra_socket, self._add_dra)
         self._reg_server = serve_unix(

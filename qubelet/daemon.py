@@ -169,8 +169,12 @@ def wait_for_stop(stop: threading.Event, poll_seconds: float = 1.0) -> None:
 class Component(Protocol):
     """A daemon's main object: it runs its own threads between ``start`` and ``stop``."""
 
-    def start(self) -> None:
-        """Start serving in background threads and return."""
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Start serving in background threads and return.
+
+        ``stop`` is set by SIGTERM/SIGINT; start-up work that may wait (the first health probe)
+        returns early when it is set, so the daemon exits within Kubernetes' 30 s grace period.
+        """
 
     def stop(self) -> None:
         """Stop serving and release sockets and threads."""
@@ -179,8 +183,8 @@ class Component(Protocol):
 def run_until_stopped(component: Component) -> int:
     """Start ``component``, block until SIGTERM/SIGINT, then stop it; the exit status (0)."""
     stop = stop_on_signals()
-    component.start()
     try:
+        component.start(stop)
         wait_for_stop(stop)
     finally:
         component.stop()

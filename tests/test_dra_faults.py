@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -244,30 +245,43 @@ def test_hung_claim_read_blocks_no_other_claim(env: Env) -> None:
         started.close()
 
 
-@pytest.fixture
-def silent_api_server() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers (a hung API server)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
+class SilentServer:
+    """A TCP server that accepts connections and never answers (a hung API server or QPU)."""
 
-    def accept() -> None:
-        while not stop.is_set():
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connected = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
             try:
-                conn, _ = listener.accept()
+                conn, _ = self.listener.accept()
             except OSError:
                 return
-            held.append(conn)
+            self.held.append(conn)
+            self.connected.set()
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    listener.close()
-    for conn in held:
-        conn.close()
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def silent_api_server(silent_server: SilentServer) -> str:
+    return silent_server.url
 
 
 def test_claim_read_from_hung_api_server_times_out(env: Env, silent_api_server: str) -> None:
@@ -327,3 +341,62 @@ def test_kubelet_plugin_keeps_serving_when_cdi_sweep_fails(env: Env, monkeypatch
 
     monkeypatch.setattr(plugin.driver.cdi, "sweep", broken)
     assert plugin.driver.sweep_orphan_specs() == []
+
+
+# -- SIGTERM during start-up -----------------------------------------------------------------
+
+
+def test_sigterm_during_start_up_probe_exits_promptly(env: Env, silent_server: SilentServer) -> None:
+    """A QPU health endpoint that hangs must not hold the daemon past Kubernetes' 30 s grace."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    kubeconfig = env.root / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    qpu = {
+        "vendor": "IQM",
+        "model": "Adonis",
+        "qubits": 5,
+        "technology": "superconducting",
+        "location": "onprem",
+        "backend": "fake:IQMFakeAdonis",
+        "health": {"probe": "http", "url": f"{silent_server.url}/health", "timeoutSeconds": 25},
+    }
+    inv = env.root / "qpus.yaml"
+    inv.write_text(yaml.safe_dump({"version": "v1", "qpus": [{**qpu, "name": f"q{i}"} for i in range(2)]}))
+    args = [sys.executable, "-c", "import sys; from qubelet.cli import main; sys.exit(main())"]
+    args += ["dra-driver", "kubelet-plugin", "--config", str(inv), "--node-name", "node-a"]
+    args += [
+        "--plugins-dir",
+        str(env.plugins),
+        "--registry-dir",
+        str(env.registry),
+        "--cdi-dir",
+        str(env.cdi),
+    ]
+    args += ["--kubeconfig", str(kubeconfig)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert silent_server.connected.wait(30), "the start-up probe never reached the QPU"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)  # the probes alone would hold it 25 s and more
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("kubelet plugin did not exit within 15 s of SIGTERM during its start-up probe")
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert not (env.registry / f"{DRIVER_NAME}-reg.sock").exists()
