@@ -327,9 +327,9 @@ def _statevector_expectations(circuit: QuantumCircuit, observables: PauliList) -
 
     The state comes from one Aer statevector pass (qiskit's ``Statevector`` applies gate after
     gate in Python and took most of a 20-qubit run; it remains the fallback for instructions Aer
-    does not know). Diagonal Paulis (I/Z only, the usual
-    observables) are read off the probabilities with a parity sum; others use qiskit's
-    ``expectation_value`` on the same vector.
+    does not know). Diagonal Paulis (I/Z only, the usual observables) are read off one
+    Walsh–Hadamard transform of the probabilities, which gives ⟨Z_S⟩ for every qubit set S at
+    once; others use qiskit's ``expectation_value`` on the same vector.
     """
     from qiskit.quantum_info import Statevector
     from qiskit_aer import AerSimulator
@@ -341,18 +341,30 @@ def _statevector_expectations(circuit: QuantumCircuit, observables: PauliList) -
         vector = np.asarray(result.get_statevector(0), dtype=complex)
     except Exception:  # an instruction Aer does not know (a user's custom gate): qiskit's path
         vector = Statevector(circuit).data
-    probabilities = np.abs(vector) ** 2
-    indices = np.arange(len(vector), dtype=np.int64)
+    z_strings: np.ndarray | None = None
     values = []
     for pauli in observables:
         if pauli.x.any() or pauli.phase != 0:
             values.append(float(np.real(Statevector(vector).expectation_value(pauli))))
             continue
-        parity = np.zeros(len(vector), dtype=np.int64)
-        for qubit in np.flatnonzero(pauli.z):
-            parity ^= (indices >> int(qubit)) & 1
-        values.append(float(probabilities @ (1 - 2 * parity)))
+        if z_strings is None:
+            z_strings = z_string_expectations(np.abs(vector) ** 2, circuit.num_qubits)
+        mask = sum(1 << int(q) for q in np.flatnonzero(pauli.z))
+        values.append(float(z_strings[mask]))
     return values
+
+
+def z_string_expectations(probabilities: np.ndarray, num_qubits: int) -> np.ndarray:
+    """``out[mask]`` = ⟨Z_S⟩ (S the set bits of ``mask``) under ``probabilities`` over 2^n outcomes.
+
+    The fast Walsh–Hadamard transform, Σ_x p(x) (−1)^{popcount(x & mask)} for every mask in
+    n passes over the vector.
+    """
+    tensor = np.asarray(probabilities, dtype=float).reshape([2] * num_qubits) if num_qubits else probabilities
+    for axis in range(num_qubits):
+        low, high = np.take(tensor, 0, axis=axis), np.take(tensor, 1, axis=axis)
+        tensor = np.stack([low + high, low - high], axis=axis)
+    return np.asarray(tensor, dtype=float).reshape(-1)
 
 
 def exact_expectations(target: CutTarget) -> list[float] | None:

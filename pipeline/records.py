@@ -79,9 +79,12 @@ def _counts_problem(record: dict[str, Any], expected: ExpectedRecord) -> str | N
     outcomes, counts = record.get("outcomes"), record.get("counts")
     if not isinstance(outcomes, list) or not isinstance(counts, list) or len(outcomes) != len(counts):
         return "outcomes and counts missing or of different lengths"
-    if not all(isinstance(v, int) and 0 <= v < (1 << expected.num_clbits) for v in outcomes):
+    # type() over map() and min/max run in C: a 20-qubit run checks ~10^5 values per record.
+    if set(map(type, outcomes)) - {int} or (
+        outcomes and (min(outcomes) < 0 or max(outcomes) >= 1 << expected.num_clbits)
+    ):
         return f"an outcome outside {expected.num_clbits} classical bits"
-    if not all(isinstance(n, int) and n > 0 for n in counts):
+    if set(map(type, counts)) - {int} or (counts and min(counts) <= 0):
         return "a count that is not a positive integer"
     total = sum(counts)
     if total != expected.shots:

@@ -132,3 +132,16 @@ def test_exact_expectations_match_qiskit_statevector() -> None:
     assert ours is not None
     assert np.allclose(ours, expected, atol=1e-12)
     assert max(abs(v) for v in expected) > 0.05  # not a trivially zero comparison
+
+
+def test_z_string_expectations_are_parity_sums() -> None:
+    from pipeline.circuits import z_string_expectations
+
+    rng = np.random.default_rng(2)
+    probabilities = rng.random(1 << 5)
+    probabilities /= probabilities.sum()
+    outcomes = np.arange(1 << 5)
+    fast = z_string_expectations(probabilities, 5)
+    for mask in range(1 << 5):
+        parity = np.array([bin(x & mask).count("1") % 2 for x in outcomes])
+        assert fast[mask] == pytest.approx(float(probabilities @ (1 - 2 * parity)), abs=1e-12)
