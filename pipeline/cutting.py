@@ -366,14 +366,19 @@ def store_subexperiments(
     coefficients: list[tuple[float, str]],
     store: ArtifactStore | None,
     num_samples: int | None,
+    *,
+    circuits: dict[str, QuantumCircuit] | None = None,
 ) -> tuple[CutResult, dict[str, CircuitFeatures]]:
-    """Write each partition's distinct subexperiments and record their keys in order."""
+    """Write each partition's distinct subexperiments and record their keys in order.
+
+    ``circuits``, when given, receives each distinct subexperiment under its key.
+    """
     keys: dict[str, list[str]] = {}
     features: dict[str, CircuitFeatures] = {}
     multiplicity: dict[str, int] = {}
-    for label, circuits in sorted(subexperiments.items()):
+    for label, group in sorted(subexperiments.items()):
         label_keys = []
-        for circuit in circuits:
+        for circuit in group:
             if store is None:
                 key = circuit_key(circuit, label)[0]
             else:
@@ -382,6 +387,8 @@ def store_subexperiments(
             multiplicity[key] = multiplicity.get(key, 0) + 1
             if key not in features:
                 features[key] = describe(circuit, key, label)
+                if circuits is not None:
+                    circuits[key] = circuit
         keys[label] = label_keys
     features = {
         key: CircuitFeatures(**{**f.__dict__, "multiplicity": multiplicity[key]})

@@ -335,6 +335,9 @@ class Manifest:
     parameter_values: dict[str, float] | None = None
     #: seconds spent binding (or, for parametrised cut gates, re-expanding) and storing the cut
     expand_seconds: float = 0.0
+    #: the subexperiments this process just cut, by key (not persisted): executing them from
+    #: memory saves reading back every QPY file that was written a moment ago
+    circuits: dict[str, QuantumCircuit] = field(default_factory=dict, repr=False, compare=False)
 
     def weights_of(self, name: str) -> list[float]:
         """The coefficient of each Pauli of observable ``name`` (1 for plain forms)."""
@@ -444,7 +447,10 @@ def prepare(
     target = replace(template.target, circuit=_bind(template.target.circuit, values))
     expand_started = time.perf_counter()
     problem, bound, coefficients = expand_for(template, values, config.num_samples, config.seed)
-    cut, features = store_subexperiments(problem, bound, coefficients, store, config.num_samples)
+    circuits: dict[str, QuantumCircuit] = {}
+    cut, features = store_subexperiments(
+        problem, bound, coefficients, store, config.num_samples, circuits=circuits
+    )
     expand_seconds = time.perf_counter() - expand_started
     features = {k: CircuitFeatures(**{**f.__dict__, "shots": config.shots}) for k, f in features.items()}
     exact = exact_reference(target)
@@ -463,6 +469,7 @@ def prepare(
         circuit_qubits=target.circuit.num_qubits,
         parameter_values=dict(parameter_values) if parameter_values is not None else None,
         expand_seconds=round(expand_seconds, 4),
+        circuits=circuits,
     )
     write_json(store.manifest_path, manifest.to_json())
     return manifest
@@ -603,7 +610,8 @@ def execute_batch(
     started = time.time()
     if not todo:
         return BatchOutcome(batch.id, backend.name, started, started, [], skipped)
-    circuits = [store.get_circuit(k) for k in todo]
+    in_memory = manifest.circuits
+    circuits = [in_memory[k] if k in in_memory else store.get_circuit(k) for k in todo]
     seeds = [subexperiment_seed(config.seed, k) for k in todo]
     counts = backend.run_batch(circuits, config.shots, seeds)
     finished = time.time()

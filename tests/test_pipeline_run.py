@@ -164,3 +164,33 @@ def test_cluster_planning_includes_classes_this_machine_lacks(tmp_path: Path) ->
     assert [s.kind for s in states] == ["cpu", "gpu"]
     plan = stages.generate(config, probe_backends=False)
     assert plan.batches and not plan.unavailable
+
+
+def test_subexperiments_run_from_memory_give_the_stored_circuits_counts(tmp_path: Path) -> None:
+    """The executor runs the circuits it just cut from memory; the counts are those the stored
+    QPY circuits give (same keys, same seeds), so a resumed or cluster run agrees with it."""
+    import shutil
+
+    from pipeline.backends.simulators import AerStatevectorBackend
+
+    config = RunConfig(qubits=6, cuts=2, shots=500, backends=("cpu",), run_dir=tmp_path)
+    manifest = stages.prepare(config)
+    assert set(manifest.circuits) == set(manifest.cut.unique_keys())
+    backend = AerStatevectorBackend("cpu")
+    plan = stages.plan_pending(manifest, [backend.state()])
+    store = ArtifactStore(tmp_path)
+
+    def counts_of(manifest: stages.Manifest) -> dict[str, tuple[list[int], list[int]]]:
+        for batch in plan.batches:
+            stages.execute_batch(tmp_path, batch, backend, manifest=manifest)
+        got = {}
+        for key in manifest.cut.unique_keys():
+            counts = store.get_result(key)
+            got[key] = (counts.outcomes.tolist(), counts.counts.tolist())
+        return got
+
+    from_memory = counts_of(manifest)
+    shutil.rmtree(tmp_path / "results")
+    reloaded = stages.load_manifest(tmp_path)
+    assert reloaded.circuits == {}
+    assert counts_of(reloaded) == from_memory
