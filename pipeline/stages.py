@@ -540,9 +540,8 @@ def plan_from_cut(config: RunConfig) -> Plan:
     reference values.
     """
     template = make_template(config)
-    cut, features = store_subexperiments(
-        template.problem, template.subexperiments, template.coefficients, None, config.num_samples
-    )
+    problem, subexperiments, coefficients = expand_for(template, {}, config.num_samples, config.seed)
+    cut, features = store_subexperiments(problem, subexperiments, coefficients, None, config.num_samples)
     tasks = [CircuitFeatures(**{**features[k].__dict__, "shots": config.shots}) for k in cut.unique_keys()]
     states = nominal_backend_states(config)
     decisions = policy_for(config).select(tasks, states) if tasks else []
