@@ -16,6 +16,27 @@ from qubelet import daemon
 from qubelet.inventory.names import DRIVER_NAME
 
 
+def add_unhealthy_flag(parser: argparse.ArgumentParser) -> None:
+    """``--unhealthy``: what a published slice does with an unhealthy device."""
+    parser.add_argument(
+        "--unhealthy",
+        choices=("remove", "taint"),
+        default="remove",
+        help="unhealthy devices leave the slice, or stay with a DeviceTaint",
+    )
+
+
+def add_node_plugin_flags(parser: argparse.ArgumentParser) -> None:
+    """The kubelet plugin's slice and token flags (shared with ``qubelet node-agent``)."""
+    add_unhealthy_flag(parser)
+    parser.add_argument("--resync-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--tokens-secret",
+        default=f"{os.environ.get('POD_NAMESPACE') or 'qubelet-system'}/qubelet-iqm-tokens",
+        help="namespace/name of the Secret mounted at the QPUs' tokensFile (named in prepare errors)",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add ``dra-driver`` and its two verbs to the top-level parser."""
     parser = subparsers.add_parser("dra-driver", help=f"QPU DRA driver ({DRIVER_NAME})")
@@ -30,22 +51,11 @@ def register(subparsers: Any) -> None:
     kp.add_argument("--cdi-dir", default=DEFAULT_CDI_DIR)
     daemon.add_kubeconfig_flag(kp)
     daemon.add_metrics_port_flag(kp)
-    kp.add_argument(
-        "--unhealthy",
-        choices=("remove", "taint"),
-        default="remove",
-        help="unhealthy devices leave the slice, or stay with a DeviceTaint",
-    )
-    kp.add_argument("--resync-seconds", type=float, default=30.0)
+    add_node_plugin_flags(kp)
     kp.add_argument(
         "--stage-tokens-dir",
         default=None,
         help="hostPath directory to copy token files into, so CDI can mount them (pod deployments)",
-    )
-    kp.add_argument(
-        "--tokens-secret",
-        default=f"{os.environ.get('POD_NAMESPACE') or 'qubelet-system'}/qubelet-iqm-tokens",
-        help="namespace/name of the Secret mounted at the QPUs' tokensFile (named in prepare errors)",
     )
     daemon.env_twins(kp)
     kp.set_defaults(func=run_kubelet_plugin)
@@ -59,7 +69,7 @@ def register(subparsers: Any) -> None:
         help="leader-election identity (default $POD_NAME or hostname)",
     )
     daemon.add_metrics_port_flag(ctl)
-    ctl.add_argument("--unhealthy", choices=("remove", "taint"), default="remove")
+    add_unhealthy_flag(ctl)
     ctl.add_argument("--lease-duration-seconds", type=int, default=15)
     daemon.env_twins(ctl)
     ctl.set_defaults(func=run_controller)

@@ -11,7 +11,6 @@ rollout of the DaemonSet, never by a running agent switching APIs under its pods
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ DEFAULT_KUBELET_ROOT = "/var/lib/kubelet"
 
 def register(subparsers: Any) -> None:
     """Add the ``node-agent`` verb to the top-level ``qubelet`` parser."""
+    from dra_driver.cli import add_node_plugin_flags
     from dra_driver.constants import DEFAULT_CDI_DIR
     from qpu_device_plugin.cli import add_node_flags
 
@@ -51,13 +51,7 @@ def register(subparsers: Any) -> None:
     )
     daemon.add_kubeconfig_flag(parser)
     daemon.add_metrics_port_flag(parser)
-    parser.add_argument("--unhealthy", choices=("remove", "taint"), default="remove")
-    parser.add_argument("--resync-seconds", type=float, default=30.0)
-    parser.add_argument(
-        "--tokens-secret",
-        default=f"{os.environ.get('POD_NAMESPACE') or 'qubelet-system'}/qubelet-iqm-tokens",
-        help="namespace/name of the Secret mounted at the QPUs' tokensFile (named in prepare errors)",
-    )
+    add_node_plugin_flags(parser)
     daemon.env_twins(parser)
     parser.set_defaults(func=run)
 

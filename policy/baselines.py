@@ -16,13 +16,17 @@ from policy.interface import (
     BackendState,
     CircuitFeatures,
     Decision,
-    NoUsableBackendError,
     TelemetryRow,
 )
 from policy.models import PolicyModel
+from policy.size_rule import assign_by_class
 from policy.telemetry import DEFAULT_ERROR_BUDGET, TelemetryPolicy
 
 _ALL_CPU_ORDER: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
+
+
+def _all_cpu_reason(_task: CircuitFeatures, chosen: BackendKind) -> str:
+    return "all_cpu" + ("" if chosen == "cpu" else f" (too wide for a CPU: {chosen})")
 
 
 class AllCpuPolicy:
@@ -32,36 +36,7 @@ class AllCpuPolicy:
 
     def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         """One decision per task, round-robin over the CPUs that fit it."""
-        turn = 0
-        out = []
-        for task in tasks:
-            for kind in _ALL_CPU_ORDER:
-                fitting = [
-                    b
-                    for b in backends
-                    if b.kind == kind
-                    and b.healthy
-                    and (b.max_qubits is None or task.num_qubits <= b.max_qubits)
-                ]
-                if fitting:
-                    chosen = fitting[turn % len(fitting)]
-                    turn += 1
-                    break
-            else:
-                raise NoUsableBackendError(
-                    f"subexperiment {task.key[:12]}: no healthy backend fits {task.num_qubits} qubits"
-                )
-            out.append(
-                Decision(
-                    key=task.key,
-                    backend=chosen.name,
-                    kind=chosen.kind,
-                    min_qubits=task.num_qubits if chosen.kind == "qpu" else None,
-                    reason="all_cpu"
-                    + ("" if chosen.kind == "cpu" else f" (too wide for a CPU: {chosen.kind})"),
-                )
-            )
-        return out
+        return assign_by_class(tasks, backends, lambda _task: _ALL_CPU_ORDER, _all_cpu_reason)
 
 
 class GreedyPolicy(TelemetryPolicy):

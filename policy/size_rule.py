@@ -7,7 +7,7 @@ run never stalls on a missing GPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from policy.interface import (
     BackendKind,
@@ -40,35 +40,59 @@ def _fits(backend: BackendState, task: CircuitFeatures) -> bool:
     return backend.healthy and (backend.max_qubits is None or task.num_qubits <= backend.max_qubits)
 
 
+def assign_by_class(
+    tasks: Sequence[CircuitFeatures],
+    backends: Sequence[BackendState],
+    classes: Callable[[CircuitFeatures], Sequence[BackendKind]],
+    reason: Callable[[CircuitFeatures, BackendKind], str],
+) -> list[Decision]:
+    """One decision per task: the first of ``classes(task)`` with a healthy backend that fits it.
+
+    Backends of one class take turns (round-robin per class). Rule-based policies (the size rule,
+    the all-CPU baseline) differ only in their class order and in the ``reason`` they record.
+
+    Raises:
+        NoUsableBackendError: no healthy backend of any listed class fits a task.
+    """
+    turn: dict[BackendKind, int] = {}
+    decisions = []
+    for task in tasks:
+        for kind in classes(task):
+            candidates = [b for b in backends if b.kind == kind and _fits(b, task)]
+            if candidates:
+                index = turn.get(kind, 0)
+                turn[kind] = index + 1
+                chosen = candidates[index % len(candidates)]
+                break
+        else:
+            raise NoUsableBackendError(
+                f"subexperiment {task.key[:12]}: no healthy backend fits {task.num_qubits} qubits"
+            )
+        decisions.append(
+            Decision(
+                key=task.key,
+                backend=chosen.name,
+                kind=chosen.kind,
+                min_qubits=task.num_qubits if chosen.kind == "qpu" else None,
+                reason=reason(task, chosen.kind),
+            )
+        )
+    return decisions
+
+
+def _size_reason(task: CircuitFeatures, chosen: BackendKind) -> str:
+    wanted = preferred_kind(task.num_qubits)
+    fallback = "" if chosen == wanted else f" (unavailable, fell back to {chosen})"
+    return f"size rule: {task.num_qubits} qubits -> {wanted}{fallback}"
+
+
 class SizePolicy:
     """Assigns by circuit width alone; round-robins between backends of the chosen class."""
 
     name = "size"
 
     def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
-        turn: dict[BackendKind, int] = {}
-        decisions = []
-        for task in tasks:
-            wanted = preferred_kind(task.num_qubits)
-            for kind in _FALLBACK_ORDER[wanted]:
-                candidates = [b for b in backends if b.kind == kind and _fits(b, task)]
-                if candidates:
-                    index = turn.get(kind, 0)
-                    turn[kind] = index + 1
-                    chosen = candidates[index % len(candidates)]
-                    break
-            else:
-                raise NoUsableBackendError(
-                    f"subexperiment {task.key[:12]}: no healthy backend fits {task.num_qubits} qubits"
-                )
-            decisions.append(
-                Decision(
-                    key=task.key,
-                    backend=chosen.name,
-                    kind=chosen.kind,
-                    min_qubits=task.num_qubits if chosen.kind == "qpu" else None,
-                    reason=f"size rule: {task.num_qubits} qubits -> {wanted}"
-                    + ("" if chosen.kind == wanted else f" (unavailable, fell back to {chosen.kind})"),
-                )
-            )
-        return decisions
+        """The paper's class for each task's width, falling back when that class has no backend."""
+        return assign_by_class(
+            tasks, backends, lambda task: _FALLBACK_ORDER[preferred_kind(task.num_qubits)], _size_reason
+        )
