@@ -127,19 +127,29 @@ def test_cut_wire_markers_with_observables_on_the_original_qubits(tmp_path: Path
         assert result.exact[name] == pytest.approx(exact(reference, label), abs=1e-9)
 
 
-def test_qaoa_ring_with_automatic_cuts(tmp_path: Path) -> None:
-    """16 qubits, W=8: find_cuts cuts the ring twice; each half fits 8 qubits."""
+def test_qaoa_ring_with_automatic_cuts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """16 qubits, --max-subcircuit-width 8: find_cuts cuts the ring twice; each half fits 8."""
     ring = "ring=" + "+".join(f"Z{i}Z{(i + 1) % 16}" for i in range(16))
-    result = api.run(
-        qaoa_ring(16),
-        ["Z0Z1", "Z7Z8", "Z15Z0", ring],
-        run_dir=tmp_path,
-        shots=2000,
-        seed=3,
-        backends=("cpu",),
-        max_subcircuit_width=8,
+    path = tmp_path / "ring.qpy"
+    with path.open("wb") as handle:
+        qpy.dump(qaoa_ring(16), handle)
+    run_dir = tmp_path / "run"
+    flags = ["--max-subcircuit-width", "8", "--observables", f"Z0Z1,Z7Z8,Z15Z0,{ring}", "--shots", "2000"]
+    code = main(
+        [
+            "run",
+            "--circuit",
+            str(path),
+            *flags,
+            "--backends",
+            "cpu",
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ]
     )
-    summary = result.summary
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["cuts"] >= 2
     assert max(summary["subcircuit_widths"].values()) <= 8
     assert len(summary["subcircuit_widths"]) >= 2
@@ -461,3 +471,25 @@ def test_qaoa_sweep_with_parametrised_cut_gates(tmp_path: Path) -> None:
         assert_within(results[-1].summary)
         assert results[-1].summary["subcircuit_widths"] == {"A": 5, "B": 5}
     assert results[0].seconds["cut"] > 0 and results[1].seconds["cut"] == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "message"),
+    [
+        ("--observables-file", "{not json", "not valid JSON"),
+        ("--observables-file", '[{"name": "e", "terms": [["ZZII", "x"]]}]', "is not a real number"),
+        ("--parameters", '[["a"]]', "must be a number"),
+        ("--parameters", "[[0.1, 0.2]]", "2 given, the circuit has 16 parameters"),
+    ],
+)
+def test_bad_observables_and_parameters_files_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, content: str, message: str
+) -> None:
+    circuit = tmp_path / "c.qpy"
+    with circuit.open("wb") as handle:
+        qpy.dump(_parametrised(), handle)
+    bad = _write(tmp_path / "bad.json", content)
+    base = ["run", "--circuit", str(circuit), "--partition", "AABB", "--backends", "cpu", "--no-progress"]
+    code = main([*base, flag, str(bad), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
