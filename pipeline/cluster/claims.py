@@ -108,16 +108,24 @@ def claim_template(name: str, namespace: str, alts: Sequence[Alternative], singl
         del request["exactly"]["name"]
     else:
         request = {"name": REQUEST_NAME, "firstAvailable": [_subrequest(a) for a in alts]}
+    ranking = "; ".join(f"{a.name}: {a.why}" for a in alts)
+    return resource_claim_template(name, namespace, request, {"qubelet.quantum.example.com/ranking": ranking})
+
+
+def resource_claim_template(
+    name: str, namespace: str, request: dict[str, Any], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A ``resource.k8s.io/v1`` ResourceClaimTemplate holding one device ``request``."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/part-of": "qubelet"},
+    }
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "qubelet"},
-            "annotations": {
-                "qubelet.quantum.example.com/ranking": "; ".join(f"{a.name}: {a.why}" for a in alts),
-            },
-        },
+        "metadata": metadata,
         "spec": {"spec": {"devices": {"requests": [request]}}},
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pipeline.cluster.claims import resource_claim_template
 from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME, RESOURCE_NAME
 
 Kind = Literal["cpu", "gpu", "qpu"]
@@ -72,29 +73,13 @@ def claim_template(name: str, namespace: str, min_qubits: int) -> dict[str, Any]
     (``resources.deviceClassMappings``); the CEL selector reads the driver's ``qubits`` attribute.
     """
     selector = {"cel": {"expression": f'device.attributes["{DRIVER_NAME}"].qubits >= {int(min_qubits)}'}}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "qubelet"},
-        },
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [
-                        {
-                            "name": "qpu",
-                            "exactly": {
-                                "deviceClassName": DEVICE_CLASS_NAME,
-                                "allocationMode": "ExactCount",
-                                "count": 1,
-                                "selectors": [selector],
-                            },
-                        }
-                    ]
-                }
-            }
+    request = {
+        "name": "qpu",
+        "exactly": {
+            "deviceClassName": DEVICE_CLASS_NAME,
+            "allocationMode": "ExactCount",
+            "count": 1,
+            "selectors": [selector],
         },
     }
+    return resource_claim_template(name, namespace, request)
