@@ -8,13 +8,11 @@ controller must not admit work on half a picture.
 
 from __future__ import annotations
 
-import json
-import math
-import urllib.error
-import urllib.parse
-import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from qubelet.prometheus import PrometheusError, get_result, instant_values
 
 PROMQL: dict[str, str] = {
     "backend_up": 'min by (backend) (qubelet_pipeline_backend_up{backend=~"qpu:.*"})',
@@ -47,7 +45,7 @@ class QPUTelemetry:
         return self.queue_depth * (self.latency_seconds or 0.0)
 
 
-def _qpu_name(labels: dict[str, Any]) -> str:
+def _qpu_name(labels: Mapping[str, Any]) -> str:
     if "qpu" in labels:
         return str(labels["qpu"])
     return str(labels.get("backend", "")).removeprefix("qpu:")
@@ -61,24 +59,11 @@ class PrometheusTelemetry:
         self.timeout = timeout
 
     def _query(self, name: str) -> dict[str, float]:
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': PROMQL[name]})}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                body = json.loads(response.read().decode("utf-8"))
-            if not isinstance(body, dict) or body.get("status") != "success":
-                raise ValueError(f"status {body.get('status') if isinstance(body, dict) else body!r}")
-            result = body["data"]["result"]
-        except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError) as exc:
-            raise TelemetryError(f"prometheus query {name}: {exc.__class__.__name__}: {exc}") from exc
-        out: dict[str, float] = {}
-        for item in result:
-            try:
-                value = float(item["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                out[_qpu_name(item.get("metric", {}))] = value
-        return out
+            result = get_result(self.url, "/api/v1/query", {"query": PROMQL[name]}, self.timeout)
+        except PrometheusError as exc:
+            raise TelemetryError(f"prometheus query {name}: {exc.cause}") from exc
+        return instant_values(result, _qpu_name)
 
     def snapshot(self) -> dict[str, QPUTelemetry]:
         """Every QPU any query mentions, with what each query said about it."""

@@ -16,9 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any, Protocol
 
 from policy.interface import BACKEND_KINDS, TelemetryRow
 from qubelet import klog
+from qubelet.prometheus import PrometheusError, get_result, instant_values
 
 log = klog.get_logger("qubelet.policy")
 
@@ -307,32 +305,16 @@ class PrometheusSource:
 
     # -- HTTP -----------------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                body = json.loads(response.read().decode("utf-8"))
-            if not isinstance(body, dict) or body.get("status") != "success":
-                raise ValueError(f"status {body.get('status') if isinstance(body, dict) else body!r}")
-            data = body.get("data")
-            if not isinstance(data, dict) or not isinstance(data.get("result"), list):
-                raise ValueError("no data.result list")
-            return data["result"]
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            self.last_error = f"prometheus {self.url}{path}: {exc.__class__.__name__}: {exc}"
-            log.warning("prometheus query failed, using priors", url=self.url + path, err=str(exc))
+            return get_result(self.url, path, params, self.timeout)
+        except PrometheusError as exc:
+            self.last_error = str(exc)
+            log.warning("prometheus query failed, using priors", url=self.url + path, err=exc.cause)
             return None
 
     def _instant(self, query: str, label: str = "backend") -> dict[str, float]:
         result = self._get("/api/v1/query", {"query": query})
-        out: dict[str, float] = {}
-        for item in result or []:
-            try:
-                value = float(item["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                out[str(item.get("metric", {}).get(label, ""))] = value
-        return out
+        return instant_values(result or [], lambda labels: str(labels.get(label, "")))
 
     def _range(self, query: str, end: float) -> dict[str, list[float]]:
         params = {

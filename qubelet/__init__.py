@@ -23,6 +23,7 @@ __all__ = [
     "kube",
     "metrics_doc",
     "proctime",
+    "prometheus",
     "protos",
     "serde",
 ]
