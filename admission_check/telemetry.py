@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from qubelet.errors import QubeletError
 from qubelet.prometheus import PrometheusError, get_result, instant_values
 
 PROMQL: dict[str, str] = {
@@ -26,7 +27,7 @@ PROMQL: dict[str, str] = {
 }
 
 
-class TelemetryError(RuntimeError):
+class TelemetryError(QubeletError, RuntimeError):
     """Prometheus could not be read (one line saying which query and why)."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from dra_driver.constants import CDI_VERSION
 from dra_driver.devices import QPUDevice
+from qubelet.errors import QubeletError
 from qubelet.inventory import qpu_env
 from qubelet.inventory.health import needs_no_token
 from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
@@ -37,7 +38,7 @@ from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE, 
 DEFAULT_TOKENS_SECRET = "qubelet-system/qubelet-iqm-tokens"
 
 
-class MissingTokenError(Exception):
+class MissingTokenError(QubeletError):
     """A real QPU's token file is absent; the message names the Secret that provides it."""
 
 

@@ -22,12 +22,13 @@ from typing import Any
 
 from dra_driver.cdi import atomic_write_json
 from qubelet import klog
+from qubelet.errors import QubeletError
 
 CHECKPOINT_VERSION = "v1"
 log = klog.get_logger("qubelet.dra.checkpoint")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(QubeletError, ValueError):
     """The checkpoint file exists but cannot be trusted (one-line message)."""
 
 

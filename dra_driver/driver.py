@@ -34,7 +34,7 @@ from dra_driver.devices import QPUDevice
 from dra_driver.metrics import DRAMetrics
 from dra_driver.state import PreparedClaims
 from qubelet import klog
-from qubelet.errors import ApiError, NotFound
+from qubelet.errors import ApiError, NotFound, QubeletError
 from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.driver")
@@ -57,7 +57,7 @@ class PrepareResult:
     error: str = ""
 
 
-class PrepareError(Exception):
+class PrepareError(QubeletError):
     """One claim could not be prepared; ``reason`` labels the error metric."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qubelet.errors import QubeletError
 
-class UnschedulableTaskError(ValueError):
+
+class UnschedulableTaskError(QubeletError, ValueError):
     """Task ``index`` fits no healthy backend."""
 
     def __init__(self, index: int) -> None:

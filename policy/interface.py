@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
+from qubelet.errors import QubeletError
+
 BackendKind = Literal["cpu", "gpu", "qpu"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
 
@@ -125,5 +127,5 @@ class TelemetryRow(TypedDict, total=False):
     mitigation_work: float
 
 
-class NoUsableBackendError(ValueError):
+class NoUsableBackendError(QubeletError, ValueError):
     """No healthy backend can run a subexperiment (e.g. it is wider than every QPU)."""

@@ -23,6 +23,7 @@ from qpu_device_plugin.constants import KUBELET_SOCKET, PLUGIN_SOCKET, VERSION
 from qpu_device_plugin.metrics import PluginMetrics
 from qpu_device_plugin.server import SERVER_WORKERS, DeviceState, QPUDevicePluginServicer, options
 from qubelet import klog
+from qubelet.errors import QubeletError
 from qubelet.inventory import Config, HealthMonitor
 from qubelet.inventory.names import RESOURCE_NAME
 
@@ -31,7 +32,7 @@ log = klog.get_logger("qubelet.device_plugin")
 _FileId = tuple[int, int]  # (inode, ctime_ns): changes when a socket file is recreated
 
 
-class InitError(RuntimeError):
+class InitError(QubeletError, RuntimeError):
     """Start-up failed and ``flags.failOnInitError`` asks us to stop (one-line message)."""
 
 

@@ -133,3 +133,24 @@ def test_every_package_declares_its_public_surface(package: str) -> None:
     for name in public:
         if not hasattr(module, name):
             importlib.import_module(f"{package}.{name}")  # a public submodule
+
+
+def test_every_error_class_is_in_the_qubelet_tree() -> None:
+    """Each exception the packages define derives from QubeletError (docs/architecture.md)."""
+    import importlib
+
+    from qubelet.errors import QubeletError
+
+    outside = []
+    for path in _sources():
+        rel = path.relative_to(REPO)
+        module_name = ".".join(rel.with_suffix("").parts)
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            if not any(isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases):
+                continue
+            cls = getattr(importlib.import_module(module_name), node.name)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, QubeletError):
+                outside.append(f"{rel}: {node.name}")
+    assert outside == []

@@ -15,11 +15,13 @@ from qiskit import QuantumCircuit, QuantumRegister
 from qiskit.circuit import CircuitInstruction, Gate
 from qiskit.circuit.library import CXGate
 
+from qubelet.errors import QubeletError
+
 #: Instructions that do nothing to the state and are dropped from the deferred circuit.
 _NO_OPS = frozenset({"barrier", "delay"})
 
 
-class NotDeferrableError(ValueError):
+class NotDeferrableError(QubeletError, ValueError):
     """The circuit has non-unitary operations besides measurements; simulate it shot by shot.
 
     That covers resets, classically controlled operations and composite instructions that hide

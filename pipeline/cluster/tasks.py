@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.push import GENERATE_TASK, RECONSTRUCT_TASK, Pusher
 from qubelet import klog
+from qubelet.errors import QubeletError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -30,7 +31,7 @@ BATCH_LIST_DIR = "argo"
 KINDS = ("cpu", "gpu", "qpu")
 
 
-class TaskError(Exception):
+class TaskError(QubeletError):
     """A step cannot run as asked; the message is one line naming what and where."""
 
 
