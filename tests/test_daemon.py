@@ -59,7 +59,13 @@ def test_every_daemon_flag_has_an_env_twin() -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     dra_verbs = subparsers.choices["dra-driver"]._actions
     dra = next(a for a in dra_verbs if isinstance(a, argparse._SubParsersAction))
-    daemons = [subparsers.choices["device-plugin"], dra.choices["kubelet-plugin"], dra.choices["controller"]]
+    daemons = [
+        subparsers.choices["device-plugin"],
+        dra.choices["kubelet-plugin"],
+        dra.choices["controller"],
+        subparsers.choices["node-agent"],
+        subparsers.choices["admission-check"],
+    ]
     for sub in daemons:
         for action in sub._actions:
             long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
