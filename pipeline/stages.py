@@ -606,9 +606,15 @@ def execute_batch(
             cpu_workers=config.cpu_workers,
             mitigation=config.mitigation_config(),
         )
-    started = time.time()
     if not todo:
-        return BatchOutcome(batch.id, backend.name, started, started, [], skipped)
+        now = time.time()
+        return BatchOutcome(batch.id, backend.name, now, now, [], skipped)
+    load = getattr(backend, "load", None)
+    if callable(load):
+        # A backend built on first use (the fake QPU): its one-off start-up is not this batch's
+        # run time, which the telemetry policy learns the backend's cost from.
+        load()
+    started = time.time()
     in_memory = manifest.circuits
     circuits = [in_memory[k] if k in in_memory else store.get_circuit(k) for k in todo]
     seeds = [subexperiment_seed(config.seed, k) for k in todo]

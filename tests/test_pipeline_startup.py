@@ -134,3 +134,27 @@ def test_timeline_shows_stages_and_idle_backends(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert StageClock.from_json(clock.to_json(106.0)).seconds() == {stage: 1.0 for stage in STAGES}
     assert clock.to_json(106.0)["wall_seconds"] == 6.0
+
+
+def test_a_lazy_backend_is_loaded_before_its_batch_is_timed(tmp_path: Path) -> None:
+    """The one-off build of a lazy backend must not count as the first batch's run time (the
+    telemetry policy would learn it as the backend's cost)."""
+    from pipeline import stages
+    from pipeline.backends.simulators import AerStatevectorBackend
+
+    class LoadingBackend(AerStatevectorBackend):
+        """The cpu backend with a lazy-build hook that records when it ran."""
+
+        loaded_at: float | None = None
+
+        def load(self) -> None:
+            time.sleep(0.05)
+            self.loaded_at = time.time()
+
+    config = RunConfig(qubits=6, cuts=1, shots=100, backends=("cpu",), run_dir=tmp_path)
+    manifest = stages.prepare(config)
+    backend = LoadingBackend("cpu")
+    plan = stages.plan_pending(manifest, [backend.state()])
+    outcome = stages.execute_batch(tmp_path, plan.batches[0], backend, manifest=manifest)
+    assert backend.loaded_at is not None
+    assert outcome.started >= backend.loaded_at

@@ -110,6 +110,10 @@ class LazyFakeQPUBackend:
             self.mitigation,
         )
 
+    def load(self) -> None:
+        """Build the fake backend now (the executor does, before timing a batch)."""
+        self._loaded()
+
     def _loaded(self) -> IQMBackend:
         with self._lock:
             if self._backend is None:
