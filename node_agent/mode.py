@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from qubelet.errors import ApiError
+from qubelet.kube import api_errors
+
 Mode = Literal["dra", "device-plugin"]
 MODES: tuple[Mode, ...] = ("dra", "device-plugin")
 #: The group/version the DRA driver writes (ResourceSlices) and reads (ResourceClaims).
@@ -42,7 +45,7 @@ class Decision:
 
 
 class ClusterProbe(Protocol):
-    """The two questions the agent asks the API server."""
+    """The two questions the agent asks the API server; a refusal raises ``ApiError``."""
 
     def group_versions(self) -> frozenset[str]:
         """Every ``group/version`` the API server serves (discovery)."""
@@ -87,10 +90,9 @@ def observe(probe: ClusterProbe, node_name: str, registry_dir: str | Path) -> Ob
     try:
         versions = probe.group_versions()
         kubelet = probe.kubelet_version(node_name) if DRA_GROUP_VERSION in versions else None
-    except Exception as exc:
-        status = getattr(exc, "status", None)
-        first = (getattr(exc, "reason", None) or str(exc) or type(exc).__name__).splitlines()[0]
-        return Observations(None, None, exists, f"{status} {first}" if status else first)
+    except ApiError as exc:
+        first = (exc.reason or str(exc) or type(exc).__name__).splitlines()[0]
+        return Observations(None, None, exists, f"{exc.status} {first}" if exc.status else first)
     return Observations(versions, kubelet, exists)
 
 
@@ -105,13 +107,15 @@ class KubeClusterProbe:
         """``GET /apis``: every group/version the API server serves."""
         from kubernetes import client
 
-        groups = client.ApisApi(self.api_client).get_api_versions(_request_timeout=10)
+        with api_errors("discovery"):
+            groups = client.ApisApi(self.api_client).get_api_versions(_request_timeout=10)
         return frozenset(v.group_version for g in groups.groups or [] for v in g.versions or [])
 
     def kubelet_version(self, node_name: str) -> str:
         """``GET /api/v1/nodes/<name>``: the kubelet version the node reports."""
         from kubernetes import client
 
-        node = client.CoreV1Api(self.api_client).read_node(node_name, _request_timeout=10)
+        with api_errors(f"read node {node_name}"):
+            node = client.CoreV1Api(self.api_client).read_node(node_name, _request_timeout=10)
         info = node.status.node_info if node.status else None
         return str(info.kubelet_version) if info else ""

@@ -154,3 +154,17 @@ def test_every_error_class_is_in_the_qubelet_tree() -> None:
             if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, QubeletError):
                 outside.append(f"{rel}: {node.name}")
     assert outside == []
+
+
+def test_only_the_kube_module_sees_api_exception() -> None:
+    """Kubernetes' ApiException is translated in qubelet/kube.py; callers catch NotFound/Conflict."""
+    offenders = []
+    for path in _sources():
+        rel = path.relative_to(REPO)
+        if str(rel) == "qubelet/kube.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = node.names if isinstance(node, ast.ImportFrom) else []
+            if any(alias.name == "ApiException" for alias in names):
+                offenders.append(str(rel))
+    assert offenders == []

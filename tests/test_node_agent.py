@@ -79,9 +79,10 @@ def test_observe_asks_the_node_only_when_dra_is_served(tmp_path: Path) -> None:
 
 
 def test_observe_turns_api_errors_into_a_reason(tmp_path: Path) -> None:
-    from kubernetes.client import ApiException
+    from qubelet.errors import ApiError
 
-    seen = observe(Probe(V1, fail=ApiException(status=403, reason="Forbidden")), "n", tmp_path)
+    refused = ApiError("discovery: 403 Forbidden", status=403, reason="Forbidden")
+    seen = observe(Probe(V1, fail=refused), "n", tmp_path)
     assert seen.error == "403 Forbidden"
     assert decide(None, seen).mode == "device-plugin"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qubelet import klog
-from qubelet.errors import QubeletError
-from qubelet.kube import api_error
+from qubelet.errors import ApiError, Conflict, QubeletError
+from qubelet.kube import api_errors
 
 log = klog.get_logger("qubelet.cluster.submit")
 
@@ -23,10 +23,6 @@ DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 
 class SubmitError(QubeletError):
     """The cluster refused the objects or the Workflow did not finish in time; one line."""
-
-
-def _api_error(exc: Exception, what: str) -> SubmitError:
-    return SubmitError(str(api_error(exc, what)))
 
 
 def create(
@@ -40,7 +36,6 @@ def create(
     ``dry_run`` asks the server to validate and admit without persisting (``dryRun=All``).
     """
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
 
     namespace = workflow["metadata"]["namespace"]
     dry = "All" if dry_run else None
@@ -48,17 +43,20 @@ def create(
     for rct in claim_templates:
         name = rct["metadata"]["name"]
         try:
-            resource_api.create_namespaced_resource_claim_template(namespace, rct, dry_run=dry)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise _api_error(exc, f"ResourceClaimTemplate {namespace}/{name}") from None
+            with api_errors(f"ResourceClaimTemplate {namespace}/{name}"):
+                resource_api.create_namespaced_resource_claim_template(namespace, rct, dry_run=dry)
+        except Conflict:
+            pass  # kept: a template's name is derived from its content
+        except ApiError as exc:
+            raise SubmitError(str(exc)) from None
     custom = client.CustomObjectsApi(api_client)
     try:
-        created: dict[str, Any] = custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, workflow, dry_run=dry
-        )
-    except ApiException as exc:
-        raise _api_error(exc, f"Workflow in {namespace}") from None
+        with api_errors(f"Workflow in {namespace}"):
+            created: dict[str, Any] = custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, workflow, dry_run=dry
+            )
+    except ApiError as exc:
+        raise SubmitError(str(exc)) from None
     log.info("workflow created", namespace=namespace, name=created["metadata"].get("name"), dry_run=dry_run)
     return created
 
@@ -73,16 +71,16 @@ def follow(
 ) -> str:
     """Poll ``status.phase`` until the Workflow is done or the timeout passes; return the phase."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
 
     custom = client.CustomObjectsApi(api_client)
     deadline = time.monotonic() + timeout_seconds
     last = ""
     while True:
         try:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            raise _api_error(exc, f"Workflow {namespace}/{name}") from None
+            with api_errors(f"Workflow {namespace}/{name}"):
+                obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiError as exc:
+            raise SubmitError(str(exc)) from None
         status = obj.get("status") or {}
         phase = status.get("phase") or "Pending"
         progress = status.get("progress", "")
