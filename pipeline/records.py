@@ -4,7 +4,7 @@ Why: a resumed run skips every subexperiment whose result file exists, so a file
 but is wrong (truncated, edited, another key's record copied in, or sampled with other shots,
 seed or QPU by an earlier run in the same directory) silently changes the reconstructed value.
 Every result record therefore carries everything that changes its counts (key, shots, sampling
-seed, number of classical bits, the QPU backend option) and a sha256 over its canonical JSON.
+seed, number of classical bits, the QPU backend and mitigation options) and a sha256 over its canonical JSON.
 On resume, a record is trusted only if all of those match what this run would produce; any
 other record is set aside and recomputed, and the run says so.
 """
@@ -31,6 +31,10 @@ class ExpectedRecord:
     num_clbits: int
     #: the run's ``--qpu-backend``; checked only on records a QPU produced
     qpu_backend: str | None = None
+    #: the run's mitigation level, and the ZNE scale factors whose folded counts a QPU record
+    #: must carry (empty unless the level is ``zne``); checked only on QPU records
+    mitigation: str | None = None
+    folded_scales: tuple[int, ...] = ()
 
 
 def checksum_of(record: dict[str, Any]) -> str:
@@ -72,6 +76,13 @@ def problem_with(record: Any, expected: ExpectedRecord) -> str | None:
         and record.get("qpu_backend") != expected.qpu_backend
     ):
         return f"measured on QPU {record.get('qpu_backend')}, this run uses {expected.qpu_backend}"
+    if record.get("kind") == "qpu" and expected.mitigation is not None:
+        if record.get("mitigation") != expected.mitigation:
+            return f"mitigation {record.get('mitigation')}, this run uses {expected.mitigation}"
+        folded = record.get("folded") or []
+        scales = tuple(sorted(int(f.get("scale", 0)) for f in folded if isinstance(f, dict)))
+        if scales != tuple(sorted(expected.folded_scales)):
+            return f"folded ZNE scales {list(scales)}, this run needs {list(expected.folded_scales)}"
     return _counts_problem(record, expected)
 
 

@@ -88,12 +88,15 @@ def subexperiment_seed(run_seed: int, key: str) -> int:
 def expected_record(manifest: Manifest, key: str) -> ExpectedRecord:
     """What the stored result of ``key`` must say to be reused by this run (see pipeline.records)."""
     config = manifest.config
+    mitigation = config.mitigation_config()
     return ExpectedRecord(
         key=key,
         shots=config.shots,
         seed=subexperiment_seed(config.seed, key),
         num_clbits=manifest.features[key].num_clbits,
         qpu_backend=config.qpu_backend,
+        mitigation=mitigation.level,
+        folded_scales=tuple(s for s in mitigation.zne_scales if s != 1) if mitigation.zne else (),
     )
 
 
@@ -630,6 +633,7 @@ def execute_batch(
             shots=config.shots,
             seed=seed,
             qpu_backend=config.qpu_backend if backend.kind == "qpu" else None,
+            mitigation=config.mitigation_config().level if backend.kind == "qpu" else None,
             backend=backend.name,
             kind=backend.kind,
             batch=batch.id,

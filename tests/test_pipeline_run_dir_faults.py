@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from pipeline import stages
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.executor import LocalExecutor
-from pipeline.records import checksum_of
+from pipeline.records import ExpectedRecord, checksum_of, problem_with, seal
 from qubelet.cli import main
 
 SMALL = ["--qubits", "4", "--cuts", "1", "--backends", "cpu", "--policy", "size", "--no-progress"]
@@ -232,3 +233,37 @@ def test_disk_full_during_a_batch_stops_the_run_and_tears_no_line(
     line = one_error_line(err)
     assert "telemetry.jsonl: cannot write: No space left on device" in line
     assert "failed after retries" not in line
+
+
+def test_qpu_records_carry_their_backend_and_mitigation_options() -> None:
+    """What changes a QPU result besides shots and seed: which QPU, and which mitigation."""
+    record = seal(
+        {
+            "key": "k",
+            "kind": "qpu",
+            "shots": 3,
+            "seed": 1,
+            "num_clbits": 1,
+            "outcomes": [0, 1],
+            "counts": [1, 2],
+        }
+        | {"qpu_backend": "fake:IQMFakeApollo", "mitigation": "readout"}
+    )
+    expected = ExpectedRecord(
+        "k", shots=3, seed=1, num_clbits=1, qpu_backend="fake:IQMFakeApollo", mitigation="readout"
+    )
+    assert problem_with(record, expected) is None
+    assert problem_with(record, replace(expected, qpu_backend="iqm")) == (
+        "measured on QPU fake:IQMFakeApollo, this run uses iqm"
+    )
+    assert problem_with(record, replace(expected, mitigation="zne", folded_scales=(3,))) == (
+        "mitigation readout, this run uses zne"
+    )
+    zne = seal(
+        record
+        | {"mitigation": "zne", "folded": [{"scale": 3, "num_clbits": 1, "outcomes": [0], "counts": [3]}]}
+    )
+    assert problem_with(zne, replace(expected, mitigation="zne", folded_scales=(3,))) is None
+    assert problem_with(zne, replace(expected, mitigation="zne", folded_scales=(3, 5))) == (
+        "folded ZNE scales [3], this run needs [3, 5]"
+    )
