@@ -387,9 +387,9 @@ def exported_metric_names() -> set[str]:
                 base = name.removesuffix("_total") if kind == "Counter" else name
                 names.add(base)
                 if kind == "Counter":
-                    names.update({f"{base}_total", f"{base}_created"})
+                    names.add(f"{base}_total")  # no _created series (qubelet/exposition.py)
                 if kind in ("Histogram", "Summary"):
-                    names.update({f"{base}_bucket", f"{base}_sum", f"{base}_count", f"{base}_created"})
+                    names.update({f"{base}_bucket", f"{base}_sum", f"{base}_count"})
     return names
 
 

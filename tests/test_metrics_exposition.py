@@ -63,6 +63,20 @@ def test_names_types_and_units() -> None:
             assert doc.name.endswith("_seconds"), f"{doc.name}: histograms here measure seconds"
 
 
+def test_every_metric_in_the_code_is_documented() -> None:
+    """A metric defined anywhere (a new module included) must reach docs/metrics.md."""
+    pattern = re.compile(r"\b(Counter|Gauge|Histogram|Summary)\(\s*\"(qubelet_\w+)\"", re.S)
+    root = metrics_doc.DOC_PATH.parents[1]
+    defined = set()
+    for package in ("pipeline", "policy", "qpu_device_plugin", "dra_driver", "qubelet"):
+        for path in (root / package).rglob("*.py"):
+            for kind, name in pattern.findall(path.read_text(encoding="utf-8")):
+                defined.add(f"{name.removesuffix('_total')}_total" if kind == "Counter" else name)
+    documented = {doc.name for doc in metrics_doc.catalogue()}
+    assert len(defined) >= 20
+    assert defined - documented == set(), "add these to qubelet/metrics_doc.py's components"
+
+
 def test_metrics_doc_is_current() -> None:
     assert metrics_doc.DOC_PATH.read_text(encoding="utf-8") == metrics_doc.render(), (
         "docs/metrics.md is out of date: run `python -m qubelet.metrics_doc`"
