@@ -42,6 +42,7 @@ class PipelineMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        """Create every pipeline metric in ``registry``."""
         self.registry = registry
         self.tasks = Counter(
             "qubelet_pipeline_tasks_total",

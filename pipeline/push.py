@@ -73,6 +73,7 @@ class _Selected(Collector):
         self._selected = list(selected)
 
     def collect(self) -> Iterator[Any]:
+        """Yield the selected metrics' families (the registry's collection hook)."""
         for metric in self._selected:
             yield from metric.collect()
 
