@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from qubelet import exposition
+
+exposition.configure()
+
 
 class AdmissionMetrics:
     """The controller's metrics in one registry."""

@@ -73,7 +73,7 @@ def choose(args: argparse.Namespace) -> Any:
     return decide(None, observe(KubeClusterProbe(api_client), args.node_name or "", registry))
 
 
-def mode_gauge(registry: Any, mode: str) -> None:
+def mode_gauge(registry: Any, mode: str) -> Any:
     """``qubelet_node_agent_mode{mode}``: 1 for the API this agent serves, 0 for the other."""
     from prometheus_client import Gauge
 
@@ -87,6 +87,7 @@ def mode_gauge(registry: Any, mode: str) -> None:
     )
     for name in MODES:
         gauge.labels(mode=name).set(1 if name == mode else 0)
+    return gauge
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ def _members(obj: object) -> tuple[MetricWrapperBase, ...]:
 def _components() -> list[_Component]:
     from admission_check.metrics import AdmissionMetrics
     from dra_driver.metrics import DRAMetrics
+    from node_agent.cli import mode_gauge
     from pipeline import metrics as pipeline_metrics
     from policy import metrics as policy_metrics
     from qpu_device_plugin.metrics import PluginMetrics
@@ -81,6 +82,11 @@ def _components() -> list[_Component]:
             "Kueue admission check (`qubelet_admission_check_*`)",
             "`qubelet admission-check --metrics-port` (leader-elected Deployment).",
             _members(AdmissionMetrics(CollectorRegistry())),
+        ),
+        _Component(
+            "Node agent (`qubelet_node_agent_*`)",
+            "`qubelet node-agent` (one per node), beside the metrics of the daemon it runs.",
+            (mode_gauge(CollectorRegistry(), "dra"),),
         ),
     ]
 
