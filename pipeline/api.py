@@ -103,7 +103,9 @@ def _template_key(config: RunConfig, circuit: QuantumCircuit) -> str:
         "max_subcircuit_width": config.max_subcircuit_width,
         "num_samples": config.num_samples,
         "max_subexperiments": config.max_subexperiments,
-        "seed": config.seed,
+        # The seed picks find_cuts' search and the QPD draws; otherwise it only seeds the shots,
+        # so an optimiser that reseeds every iteration still reuses the cut.
+        "seed": config.seed if config.max_subcircuit_width or config.num_samples else None,
     }
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()

@@ -253,8 +253,10 @@ def make_template(
     if announce is not None:
         announce(estimate)
     check_cost(estimate, config.max_subexperiments)
+    # A parametrised circuit is expanded per set, from its bound subcircuits (see expand_for).
+    expand_now = per_set is None and not target.circuit.parameters
     subexperiments, coefficients = (
-        ({}, []) if per_set else generate_subexperiments(problem, config.num_samples, config.seed)
+        generate_subexperiments(problem, config.num_samples, config.seed) if expand_now else ({}, [])
     )
     return CutTemplate(
         target=target,
@@ -273,13 +275,19 @@ def expand_for(
 ) -> tuple[CutProblem, dict[str, list[QuantumCircuit]], list[tuple[float, str]]]:
     """The template's problem and subexperiments for one parameter set.
 
-    Usually binding the stored subexperiments is all it takes; a template whose cut gates carry
-    parameters re-expands the QPD for the bound values at the same cut locations.
+    A circuit without parameters reuses the template's subexperiments as they are. A parametrised
+    one binds the few partitioned subcircuits and expands their QPD (the cut, the bases and the
+    cost check stay the template's): the expansion is fast, binding every subexperiment is not.
+    One whose cut gates carry parameters re-partitions at the same cut locations, because its
+    QPD coefficients depend on the values.
     """
-    if template.per_set is None:
-        bound = {label: [_bind(c, values) for c in group] for label, group in template.subexperiments.items()}
-        return template.problem, bound, template.coefficients
-    problem = plan_cuts(replace(template.per_set, circuit=_bind(template.per_set.circuit, values)))
+    if template.per_set is not None:
+        problem = plan_cuts(replace(template.per_set, circuit=_bind(template.per_set.circuit, values)))
+    elif not template.target.circuit.parameters:
+        return template.problem, template.subexperiments, template.coefficients
+    else:
+        subcircuits = {label: _bind(c, values) for label, c in template.problem.subcircuits.items()}
+        problem = replace(template.problem, subcircuits=subcircuits)
     subexperiments, coefficients = generate_subexperiments(problem, num_samples, seed)
     return problem, subexperiments, coefficients
 
