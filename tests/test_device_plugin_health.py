@@ -13,7 +13,9 @@ import pytest
 
 from qubelet.inventory import HealthMonitor, ProbeResult, QPUConfig, parse_config, probe_once
 
-pytestmark = pytest.mark.timeout(30)
+# 120 s: the first fake probe imports iqm-client, which builds every fake backend at import time
+# (tens of seconds on a loaded 2-core CI machine).
+pytestmark = pytest.mark.timeout(120)
 
 
 def qpu(health: dict[str, Any], backend: str = "fake:IQMFakeAdonis", name: str = "q") -> QPUConfig:
