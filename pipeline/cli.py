@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -211,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``qubelet run``: one run, or one per row of ``--parameters``, through :mod:`pipeline.api`."""
     from pipeline import api, metrics
     from pipeline.errors import PipelineError, RunTerminated
+    from pipeline.termination import EXIT_TERMINATED
     from qubelet import proctime
     from qubelet.errors import UsageError
 
@@ -250,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunTerminated as exc:
         cancelled = "; cancelled " + ", ".join(exc.cancelled) if exc.cancelled else ""
         print(f"qubelet: {exc}: results so far are kept in {run_dir}{cancelled}", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return EXIT_TERMINATED
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # a filesystem fault outside the store's own checks: still one line

@@ -8,12 +8,10 @@ the batches in flight, and re-running with the same run directory does only what
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +36,7 @@ from pipeline.stages import (
     reconstruct,
 )
 from pipeline.store import ArtifactStore, write_json
+from pipeline.termination import terminate_on_sigterm
 from pipeline.timing import StageClock
 from qubelet import klog
 
@@ -92,28 +91,6 @@ class ExecutionReport:
     events: list[TimelineEvent] = field(default_factory=list)
     retried: int = 0
     moved: int = 0
-
-
-@contextmanager
-def terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`RunTerminated` in the main thread for the ``with`` block.
-
-    A second SIGTERM while the first is being handled kills the process (default action).
-    Outside the main thread (tests, embedding) signals cannot be handled, so nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise RunTerminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class LocalExecutor:

@@ -265,3 +265,45 @@ def test_sigterm_cancels_the_job_on_the_server(iqm: Env, tmp_path: Path) -> None
     assert f"cancelled job {job} on IQM server {iqm.double.url}/apollo" in err
     assert len(iqm.double.submitted) == 1
     iqm.assert_no_token(out, err)
+
+
+@pytest.mark.parametrize("faults", [Faults(stall_jobs=True)])
+def test_sigterm_on_a_workflow_step_cancels_its_job(iqm: Env, tmp_path: Path) -> None:
+    """A cluster's execute step (a pod being stopped) cancels its QPU job too."""
+    run_dir = tmp_path / "run"
+    flags = ["--qubits", "4", "--cuts", "1", "--backends", "qpu", "--policy", "size", "--batch-size", "1000"]
+    assert main(["task", "generate", "--run-dir", str(run_dir), *flags]) == 0
+    (batch,) = stages.load_plan(run_dir).batches
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qubelet.cli",
+            "task",
+            "execute",
+            "--run-dir",
+            str(run_dir),
+            "--batch",
+            batch.id,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not iqm.double.submitted and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert iqm.double.submitted, "the step never submitted a job"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    job = iqm.double.submitted[0]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert iqm.double.cancelled == [job]
+    assert f"step execute stopped; cancelled job {job} on IQM server {iqm.double.url}/apollo" in err
+    assert "Traceback" not in err
+    iqm.assert_no_token(out, err)

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from qiskit import QuantumCircuit, qpy
 
 from pipeline.backends.base import Counts
-from pipeline.errors import BackendFailedError, BackendUnavailableError
+from pipeline.errors import BackendFailedError, BackendUnavailableError, RunTerminated
 from qubelet import klog
 
 if TYPE_CHECKING:
@@ -257,6 +257,7 @@ class RemoteIQM:
         from exa.common.errors.iqm_error import OperationTimeoutError
 
         fingerprint = _fingerprint(compiled, shots)
+        job: Any = None
         try:
             job = self._attach_or_submit(fingerprint, compiled, shots)
             job_id = job.job_id()
@@ -285,6 +286,10 @@ class RemoteIQM:
 
             measurements = self.client.get_job_measurements(UUID(job_id))
         except BackendFailedError:
+            raise
+        except RunTerminated as stop:  # SIGTERM while this thread waited: cancel the job first
+            if job is not None and job.cancel():
+                stop.cancelled.append(f"job {job.job_id()} on IQM server {self.server}")
             raise
         except Exception as exc:
             raise BackendFailedError(self._describe(exc)) from None

@@ -307,8 +307,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _cmd_task(args: argparse.Namespace) -> int:
     from pipeline.cluster import tasks
-    from pipeline.errors import PipelineError
+    from pipeline.errors import PipelineError, RunTerminated
     from pipeline.push import Pusher
+    from pipeline.termination import EXIT_TERMINATED
     from qubelet.errors import UsageError
 
     run_dir = Path(args.run_dir)
@@ -331,6 +332,10 @@ def _cmd_task(args: argparse.Namespace) -> int:
                 summary = tasks.reconstruct(run_dir, pusher)
                 for obs in summary.get("observables", []):
                     print(f"{obs.get('name')}: {obs.get('value')} ± {obs.get('stderr')}")
+    except RunTerminated as exc:
+        cancelled = "; cancelled " + ", ".join(exc.cancelled) if exc.cancelled else ""
+        print(f"qubelet: {exc}: step {args.step} stopped{cancelled}", file=sys.stderr)
+        return EXIT_TERMINATED
     except (tasks.TaskError, PipelineError) as exc:
         raise UsageError(str(exc)) from None
     return 0

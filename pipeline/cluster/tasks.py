@@ -137,6 +137,7 @@ def _execute_and_count(run_dir: Path, batch: Any) -> None:
     """Run ``batch`` and count it in the pipeline metrics (failures too, then re-raise)."""
     from pipeline import metrics, stages
     from pipeline.runlock import run_dir_lock
+    from pipeline.termination import terminate_on_sigterm
 
     # Queue wait on a cluster: from the plan being written to this pod starting, i.e. Kueue
     # admission plus scheduling plus image pull.
@@ -144,7 +145,8 @@ def _execute_and_count(run_dir: Path, batch: Any) -> None:
     metrics.QUEUE_WAIT.labels(batch.backend).observe(max(0.0, time.time() - queued_at))
     try:
         # Shared: the workflow runs many batches of one run at once; a local run excludes them.
-        with run_dir_lock(run_dir, shared=True):
+        # SIGTERM (the pod being stopped) cancels the batch's QPU job on its server first.
+        with run_dir_lock(run_dir, shared=True), terminate_on_sigterm():
             outcome = stages.execute_batch(run_dir, batch, queued_at=queued_at)
     except Exception:
         metrics.TASKS.labels(batch.backend, "failed").inc(len(batch.keys))
