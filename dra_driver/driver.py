@@ -158,6 +158,17 @@ class QPUDriver:
                     )
                     out[ref.uid] = PrepareResult(error=str(exc))
                     continue
+                except Exception as exc:
+                    # Not a known failure (a client error nobody translated, a bug): this claim
+                    # fails, and the claims already prepared in this call are still persisted
+                    # below instead of leaving their CDI specs unowned.
+                    self.metrics.prepare_errors.labels(reason="internal").inc()
+                    text = str(exc).splitlines()[0] if str(exc) else ""
+                    where = f"{ref.namespace}/{ref.name}"
+                    why = f"prepare {where}: internal error: {type(exc).__name__} {text}".strip()
+                    log.error("prepare failed", claim=f"{ref.namespace}/{ref.name}", uid=ref.uid, err=why)
+                    out[ref.uid] = PrepareResult(error=why)
+                    continue
                 new.append(claim)
                 out[ref.uid] = PrepareResult(devices=claim.devices)
             try:

@@ -272,6 +272,32 @@ class SilentServer:
             conn.close()
 
 
+def test_unexpected_client_error_fails_only_its_claim(env: Env) -> None:
+    """An exception nobody translated fails its own claim; the others in the call are kept."""
+
+    class Broken(HangingReads):
+        def read_resource_claim(self, namespace: str, name: str) -> Any:
+            if name == "broken":
+                raise RuntimeError("connection pool is closed")
+            return self._api.read_resource_claim(namespace, name)
+
+    env.api = Broken(env.api, set())  # type: ignore[assignment]
+    started = Started(env)
+    try:
+        good = env.claim("good", "adonis-onprem-r0")
+        broken = env.claim("broken", "adonis-onprem-r1")
+        out = started.kubelet.prepare([good, broken])
+        assert out[good[1]].error == ""
+        assert (
+            out[broken[1]].error
+            == "prepare team-a/broken: internal error: RuntimeError connection pool is closed"
+        )
+        assert started.plugin.driver.state.uids() == [good[1]]  # persisted, so its spec is owned
+        assert spec_path(env.cdi, good[1]).exists() and not spec_path(env.cdi, broken[1]).exists()
+    finally:
+        started.close()
+
+
 @pytest.fixture
 def silent_server() -> Iterator[SilentServer]:
     server = SilentServer()
