@@ -110,6 +110,26 @@ def test_open_watch_streams_do_not_starve_allocate(running: Running) -> None:
         channel.close()
 
 
+def test_restart_storm_ends_registered_with_the_last_kubelet(running: Running) -> None:
+    """20 kubelet restarts back to back (half of them deleting the plugin sockets): the plugin
+    ends registered with the newest kubelet, serving Allocate and following health. The kubelet
+    double only lets its newest registration own the connection (tests/test_kubelet_double.py),
+    so this measures the plugin, not the double's thread scheduling."""
+    kubelet = running.kubelet
+    for i in range(20):
+        kubelet.restart(remove_plugin_sockets=i % 2 == 0)
+    kubelet.wait_registered_since_start(timeout=30)  # with the kubelet of the last restart
+    kubelet.wait_for_connects(len(kubelet.registrations), timeout=30)
+    stub = kubelet.wait_connected(timeout=30)
+    request = api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=["onprem-r1"])]
+    )
+    assert stub.Allocate(request, timeout=5).container_responses[0].envs["QUBELET_QPU_NAME"] == "onprem"
+    after = len(kubelet.updates)
+    (running.dir / "onprem").write_text("down\n")
+    kubelet.wait_for_health("onprem-r0", "Unhealthy", timeout=5, after=after)
+
+
 # -- configuration ---------------------------------------------------------------------------
 
 ONE_QPU = """\

@@ -61,6 +61,7 @@ class TestKubelet:
         self._stream: grpc.Future | None = None
         self._generation = 0  # bumped by every registration and stop; see the module docstring
         self.connects_finished = 0  # connect threads that are done (installed or gave up)
+        self._registrations_at_start = 0
 
     # -- kubelet process lifecycle -------------------------------------------------------------
 
@@ -72,7 +73,9 @@ class TestKubelet:
         api_pb2_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
         server.add_insecure_port(f"unix://{self.socket_path}")
         server.start()
-        self._server = server
+        with self._cond:
+            self._server = server
+            self._registrations_at_start = len(self.registrations)
         return self
 
     def stop(self) -> None:
@@ -177,6 +180,14 @@ class TestKubelet:
             if not self._cond.wait_for(lambda: len(self.registrations) >= count, timeout=timeout):
                 raise TimeoutError(f"expected {count} registrations, got {len(self.registrations)}")
             return list(self.registrations)
+
+    def wait_registered_since_start(self, timeout: float = 10.0) -> None:
+        """Wait until a plugin registered with this kubelet since its last (re)start."""
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: len(self.registrations) > self._registrations_at_start, timeout=timeout
+            ):
+                raise TimeoutError("no registration since the last kubelet start")
 
     def wait_for_connects(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` connect threads (one per registration) have finished."""
