@@ -196,7 +196,12 @@ def execute(
     after_cut = time.perf_counter()
     with clock.stage("plan"):  # probing the backends is part of deciding where work runs
         executor = LocalExecutor(
-            config, progress=progress, lock_wait=lock_wait, template=template, parameter_values=values
+            config,
+            progress=progress,
+            lock_wait=lock_wait,
+            circuit=circuit,
+            template=template,
+            parameter_values=values,
         )
     summary, execution = executor.run(clock)
     finished = time.perf_counter()

@@ -48,7 +48,7 @@ from pipeline.mitigation.observed import batch_observed_error
 from pipeline.planning import Batch, Plan, batch_decisions
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
-from pipeline.store import ArtifactStore, atomic_write, read_json, write_json
+from pipeline.store import ArtifactStore, atomic_write, canonical_qpy, read_json, write_json
 from pipeline.validate import validate_circuit
 from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
 from policy.registry import make_policy
@@ -292,6 +292,24 @@ def expand_for(
     return problem, subexperiments, coefficients
 
 
+def circuit_digest(circuit: QuantumCircuit) -> str:
+    """What identifies a user's circuit across processes (names and register labels ignored)."""
+    return hashlib.sha256(canonical_qpy(circuit)).hexdigest()
+
+
+def _check_same_circuit(manifest: Manifest, config: RunConfig, source: QuantumCircuit | None) -> None:
+    """A run directory resumes only the circuit it was cut from (same flags, other file: refused)."""
+    if manifest.circuit_sha256 is None:
+        return
+    if source is None and config.circuit_file is not None:
+        source = load_circuit_file(Path(config.circuit_file))
+    if source is not None and circuit_digest(source) != manifest.circuit_sha256:
+        raise PipelineError(
+            f"{config.run_dir} holds a run of another circuit (its circuit.qpy differs); "
+            "use another --run-dir"
+        )
+
+
 def _bind(circuit: QuantumCircuit, values: dict[str, float]) -> QuantumCircuit:
     if not circuit.parameters:
         return circuit
@@ -346,6 +364,8 @@ class Manifest:
     parameter_values: dict[str, float] | None = None
     #: seconds spent binding (or, for parametrised cut gates, re-expanding) and storing the cut
     expand_seconds: float = 0.0
+    #: sha256 of the user's circuit (canonical QPY, parameters unbound): a resumed run must be of it
+    circuit_sha256: str | None = None
     #: the subexperiments this process just cut, by key (not persisted): executing them from
     #: memory saves reading back every QPY file that was written a moment ago
     circuits: dict[str, QuantumCircuit] = field(default_factory=dict, repr=False, compare=False)
@@ -371,6 +391,7 @@ class Manifest:
             "circuit_qubits": self.circuit_qubits,
             "parameter_values": self.parameter_values,
             "expand_seconds": self.expand_seconds,
+            "circuit_sha256": self.circuit_sha256,
             "features": {k: f.__dict__ for k, f in self.features.items()},
         }
 
@@ -394,6 +415,7 @@ class Manifest:
                 circuit_qubits=data.get("circuit_qubits"),
                 parameter_values=data.get("parameter_values"),
                 expand_seconds=float(data.get("expand_seconds", 0.0)),
+                circuit_sha256=data.get("circuit_sha256"),
             )
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{source}: malformed manifest ({exc})") from None
@@ -445,6 +467,7 @@ def prepare(
             raise PipelineError(
                 f"{config.run_dir} holds a run with other parameter values; use another --run-dir"
             )
+        _check_same_circuit(manifest, config, template.source if template is not None else circuit)
         manifest.config = config
         return manifest
     if template is None:
@@ -481,6 +504,7 @@ def prepare(
         parameter_values=dict(parameter_values) if parameter_values is not None else None,
         expand_seconds=round(expand_seconds, 4),
         circuits=circuits,
+        circuit_sha256=circuit_digest(template.source),
     )
     write_json(store.manifest_path, manifest.to_json())
     return manifest

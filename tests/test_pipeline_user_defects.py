@@ -199,3 +199,12 @@ def test_bad_circuits_are_usage_errors(
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and "healthy" not in err
     assert not (tmp_path / "run" / "results").exists()  # refused before anything ran
+
+
+def test_a_run_directory_resumes_only_its_own_circuit(tmp_path: Path) -> None:
+    options = {"run_dir": tmp_path, "partition": "AABB", "backends": ("cpu",), "observables": ("ZZII",)}
+    stages.prepare(RunConfig(**options), circuit=width_tutorial_circuit())  # type: ignore[arg-type]
+    again = stages.prepare(RunConfig(**options), circuit=width_tutorial_circuit())  # type: ignore[arg-type]
+    assert again.circuit_sha256
+    with pytest.raises(stages.PipelineError, match="another circuit"):
+        stages.prepare(RunConfig(**options), circuit=mirror_circuit())  # type: ignore[arg-type]
