@@ -158,7 +158,9 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             max_attempts=getattr(args, "max_attempts", RUN_DEFAULTS["max_attempts"]),
             max_subcircuit_width=getattr(args, "max_subcircuit_width", None),
             num_samples=getattr(args, "num_samples", None),
-            max_subexperiments=max_subexperiments or DEFAULT_MAX_SUBEXPERIMENTS,
+            max_subexperiments=(
+                DEFAULT_MAX_SUBEXPERIMENTS if max_subexperiments is None else max_subexperiments
+            ),
             mitigation=getattr(args, "mitigation", RUN_DEFAULTS["mitigation"]),
             zne_scales=scales,
             zne_extrapolation=getattr(args, "zne_extrapolation", RUN_DEFAULTS["zne_extrapolation"]),
@@ -344,8 +346,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run the hybrid circuit-cutting job locally",
-        description="Cut an N-qubit ansatz with K gate cuts, run the subexperiments on the "
-        "cpu/gpu/qpu backends chosen by the policy, reconstruct and report.",
+        description="Cut an N-qubit ansatz with K gate cuts, or your own circuit (--circuit: by "
+        "--partition, CutWire/Move wire cuts or --max-subcircuit-width), run the subexperiments on "
+        "the cpu/gpu/qpu backends chosen by the policy, reconstruct and report. "
+        "See docs/bring-your-own-circuit.md.",
     )
     add_run_arguments(parser)
     parser.add_argument("--run-dir", type=Path, help="output directory; an existing one is resumed")
