@@ -14,7 +14,7 @@ import pytest
 import schemas
 import yaml
 
-from dra_driver.slices import device_attributes
+from dra_driver.slices import device_attributes, to_dict
 from pipeline.cluster import claims, render
 from pipeline.planning import Batch, batch_decisions
 from policy.interface import BackendState, Decision
@@ -62,12 +62,10 @@ def test_ranked_claim_has_ordered_cel_alternatives_and_is_valid_kubernetes() -> 
     subs = request["firstAvailable"]
     assert [s["name"] for s in subs] == ["model-apollo", "model-crystal", "any"]
     exprs = [s["selectors"][0]["cel"]["expression"] for s in subs]
-    assert '.?model.orValue("") == "Apollo"' in exprs[0] and '== "Crystal"' in exprs[1]
+    assert '.model == "Apollo"' in exprs[0] and '.model == "Crystal"' in exprs[1]
     assert "model" not in exprs[2]
     for expression in exprs:  # every alternative keeps the qubit and fidelity floor
-        assert (
-            ".?qubits.orValue(0) >= 5" in expression and ".?fidelity2qPpm.orValue(0) >= 990000" in expression
-        )
+        assert ".qubits >= 5" in expression and ".fidelity2qPpm >= 990000" in expression
     assert all(s["allocationMode"] == "ExactCount" and s["count"] == 1 for s in subs)
 
     workflow = render.build_workflow(render.RunArgs(), "r1", [batch], opts)
@@ -99,9 +97,7 @@ def test_selectors_read_only_attributes_the_driver_publishes() -> None:
     published = set(device_attributes(cfg.qpus[0], True))
     alts = claims.alternatives(_batch().choices, 5, 0.99)
     used = {
-        m
-        for a in alts
-        for m in re.findall(rf'attributes\["{re.escape(DRIVER_NAME)}"\]\.\?(\w+)', a.expression)
+        m for a in alts for m in re.findall(rf'attributes\["{re.escape(DRIVER_NAME)}"\]\.(\w+)', a.expression)
     }
     assert used and used <= published, used - published
 
@@ -124,3 +120,38 @@ def test_render_cli_for_qpu_backends(tmp_path: Path) -> None:
         qpu_steps
         and {c["resourceClaimTemplateName"] for t in qpu_steps for c in t["resourceClaims"]} <= names
     )
+
+
+def _device(model: str, qubits: int, fidelity_2q: float | None) -> dict[str, Any]:
+    """A device's attributes as CEL sees them, built by the DRA driver's own attribute code."""
+    entry: dict[str, Any] = {
+        "name": model.lower(), "vendor": "IQM", "model": model, "qubits": qubits,
+        "technology": "superconducting", "location": "onprem", "backend": "fake:IQMFakeApollo",
+    }  # fmt: skip
+    if fidelity_2q is not None:
+        entry["calibration"] = {"fidelity2q": fidelity_2q, "readoutFidelity": 0.97}
+    (qpu,) = parse_config({"version": "v1", "qpus": [entry]}, "test").qpus
+    attrs = {
+        name: next(iter(to_dict(value).values())) for name, value in device_attributes(qpu, True).items()
+    }
+    return {"attributes": {DRIVER_NAME: attrs}}
+
+
+def test_the_scheduler_would_take_the_first_alternative_a_device_satisfies() -> None:
+    """Evaluate the rendered CEL (cel-python) on devices described by the driver's attributes."""
+    import celpy
+
+    env = celpy.Environment()
+    alts = claims.alternatives(_batch().choices, 5, 0.99)
+    programs = [env.program(env.compile(a.expression)) for a in alts]
+
+    def first_match(device: dict[str, Any]) -> int | None:
+        activation = {"device": celpy.json_to_cel(device)}
+        return next((i for i, p in enumerate(programs) if bool(p.evaluate(activation))), None)
+
+    assert first_match(_device("Apollo", 20, 0.995)) == 0  # the policy's pick
+    assert first_match(_device("Crystal", 54, 0.996)) == 1  # its second choice
+    assert first_match(_device("Garnet", 20, 0.999)) == 2  # any other QPU above the floor
+    assert first_match(_device("Apollo", 20, 0.98)) is None  # drifted below the budget's floor
+    assert first_match(_device("Adonis", 4, 0.999)) is None  # too small
+    assert first_match(_device("Apollo", 20, None)) is None  # no calibration: not an error, no match

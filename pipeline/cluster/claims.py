@@ -7,13 +7,13 @@ outside it. Each sub-request is a CEL selector on the DRA driver's device attrib
 (``docs/dra-driver.md``):
 
 1. one per QPU model the policy ranked (``qpu_choices`` in ``pipeline/planning.py``), e.g.
-   ``model == "Apollo" && qubits >= 20 && fidelity2qPpm >= 975000``;
+   ``model == "Apollo" && qubits >= 20 && fidelity2qPpm >= 975000`` (each ``has()``-guarded);
 2. then any QPU with at least the batch's qubits and two-qubit fidelity floor (the floor is the
    weakest fidelity that keeps every member within the error budget).
 
 Every alternative keeps the fidelity floor, so a fallback can cost time but never the error
-budget. Attributes are read with CEL's optional syntax (``.?name.orValue(…)``) so a device that
-lacks one fails the selector instead of erroring the allocation. With ``single=True`` (clusters
+budget. Every attribute test is guarded by ``has(…)``, so a device that lacks the attribute
+fails the selector instead of erroring the allocation. With ``single=True`` (clusters
 without the DRAPrioritizedList feature) the claim asks ``exactly`` for the best choice only.
 """
 
@@ -31,7 +31,6 @@ from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME
 #: Most sub-requests a request may list (resource.k8s.io/v1 FirstAvailableDeviceRequestMaxSize).
 MAX_ALTERNATIVES = 8
 REQUEST_NAME = "qpu"
-EMPTY = '""'  #: CEL's empty string literal
 
 
 @dataclass(frozen=True)
@@ -43,16 +42,18 @@ class Alternative:
     why: str
 
 
-def _attr(name: str, default: str) -> str:
-    return f'device.attributes["{DRIVER_NAME}"].?{name}.orValue({default})'
+def _test(name: str, comparison: str) -> str:
+    """``has(attr) && attr <comparison>`` on one of the driver's attributes."""
+    attr = f'device.attributes["{DRIVER_NAME}"].{name}'
+    return f"has({attr}) && {attr} {comparison}"
 
 
 def _floor(min_qubits: int | None, min_fidelity_2q: float | None) -> list[str]:
     terms = []
     if min_qubits:
-        terms.append(f"{_attr('qubits', '0')} >= {int(min_qubits)}")
+        terms.append(_test("qubits", f">= {int(min_qubits)}"))
     if min_fidelity_2q is not None:
-        terms.append(f"{_attr('fidelity2qPpm', '0')} >= {round(min_fidelity_2q * 1_000_000)}")
+        terms.append(_test("fidelity2qPpm", f">= {round(min_fidelity_2q * 1_000_000)}"))
     return terms
 
 
@@ -72,7 +73,7 @@ def alternatives(
         if not model or model in seen or len(out) >= MAX_ALTERNATIVES - 1:
             continue
         seen.add(model)
-        named = f"{_attr('model', EMPTY)} == {json.dumps(model)}"
+        named = _test("model", f"== {json.dumps(model)}")
         why = f"policy's choice {choice.get('backend')}"
         out.append(Alternative(f"model-{_dns_label(model)}", " && ".join([named, *floor]), why))
     generic = " && ".join(floor) or "true"
