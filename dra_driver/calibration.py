@@ -6,8 +6,10 @@ driver started with:
 
 - An IQM QPU (``backend: iqm``) reads the quality metrics of its server's current default
   calibration set (iqm-client ``get_quality_metric_set``): the mean of the CZ gate fidelities
-  (``metrics.irb.cz.*.fidelity``) and of the single-shot readout fidelities
-  (``metrics.ssro.*.fidelity``), stamped with the set's creation time. It is asked at most every
+  from interleaved RB (``metrics.irb.cz.<impl>.<QBa__QBb>.fidelity``) and of the ``measure``
+  gate's single-shot readout fidelities (``metrics.ssro.measure.<impl>.<QB>.fidelity``; the
+  separate ``measure_fidelity`` characterisation is not mixed in), stamped with the set's
+  creation time. It is asked at most every
   ``min_interval_seconds``; a failure is logged once per change and the last known (else the
   inventory's) numbers stay.
 - A fake QPU (and an IQM QPU before its first answer) takes the inventory file's ``calibration:``
@@ -76,9 +78,9 @@ def from_quality_metrics(metric_set: Any) -> Calibration:
         name = field.split(":", 1)[0]
         if not name.endswith(".fidelity"):
             continue
-        if ".cz." in name:
+        if name.startswith("metrics.irb.cz."):
             two_qubit.append(value)
-        elif ".ssro." in name:
+        elif name.startswith("metrics.ssro.measure."):
             readout.append(value)
     created = getattr(metric_set, "created_timestamp", None)
     stamp = int(created.timestamp()) if created is not None and hasattr(created, "timestamp") else None

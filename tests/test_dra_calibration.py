@@ -93,14 +93,21 @@ def test_inventory_edit_refreshes_attributes_with_a_new_pool_generation(tmp_path
 
 def _metric_set(cz: list[float], ssro: list[float], created: dt.datetime) -> Any:
     observations = [
-        SimpleNamespace(dut_field=f"metrics.irb.cz.QB{i}__QB{i + 1}.fidelity:par=d2", value=v, invalid=False)
+        SimpleNamespace(
+            dut_field=f"metrics.irb.cz.crf_crf.QB{i}__QB{i + 1}.fidelity:par=d2", value=v, invalid=False
+        )
         for i, v in enumerate(cz)
     ] + [
         SimpleNamespace(dut_field=f"metrics.ssro.measure.constant.QB{i}.fidelity", value=v, invalid=False)
         for i, v in enumerate(ssro)
     ]
-    bad = SimpleNamespace(dut_field="metrics.irb.cz.QB9__QB8.fidelity", value=0.1, invalid=True)
+    bad = SimpleNamespace(dut_field="metrics.irb.cz.crf_crf.QB9__QB8.fidelity", value=0.1, invalid=True)
     observations.append(bad)
+    # the separate readout characterisation reports other numbers; it is not the measure gate's
+    other = SimpleNamespace(
+        dut_field="metrics.ssro.measure_fidelity.constant.QB1.fidelity", value=0.5, invalid=False
+    )
+    observations.append(other)
     observations.append(SimpleNamespace(dut_field="metrics.t1_time.QB1", value=3e-5, invalid=False))
     return SimpleNamespace(observations=observations, created_timestamp=created)
 
