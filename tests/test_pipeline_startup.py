@@ -64,7 +64,8 @@ def test_printed_wall_time_is_the_process_wall_time(cpu_run: tuple[dict[str, Any
     match = re.search(r"wall time ([0-9.]+) s \((.*)\)", out)
     assert match, out
     printed = float(match.group(1))
-    assert 0.9 * process_seconds <= printed <= process_seconds
+    # (+20 ms: the kernel records the start in clock ticks, 10 ms on most systems)
+    assert 0.9 * process_seconds <= printed <= process_seconds + 0.02
     # Every stage is in the printed breakdown and in summary.json, and they add up to the wall time.
     for stage in STAGES:
         assert f"{stage} " in match.group(2)
