@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,44 @@ def test_fake_qpu_is_built_on_its_first_batch_only(tmp_path: Path) -> None:
 
 def test_cached_fake_properties_match_iqm_client() -> None:
     """The policy's view of each fake QPU without iqm-client equals the built backend's own."""
-    from pipeline.backends.lazy_qpu import LazyFakeQPUBackend, fake_properties, measured_fake_properties
+    from pipeline.backends.lazy_qpu import (
+        BUILD_SECONDS,
+        LazyFakeQPUBackend,
+        fake_properties,
+        measured_fake_properties,
+    )
     from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
 
     assert measured_fake_properties() == fake_properties()
     target = resolve_qpu_target("fake:IQMFakeApollo", env={})
-    assert LazyFakeQPUBackend(target).state() == IQMBackend(target).state()
+    lazy = LazyFakeQPUBackend(target)
+    # Before it is built, the only difference is the build time, reported as a queue wait.
+    assert lazy.state().queue_wait_seconds >= BUILD_SECONDS
+    assert replace(lazy.state(), queue_wait_seconds=0.0) == IQMBackend(target).state()
+    lazy.load()
+    assert lazy.state() == IQMBackend(target).state()
+
+
+def test_telemetry_policy_does_not_explore_an_unbuilt_qpu() -> None:
+    """Even always exploring, the policy does not start the fake QPU for a few cheap tasks: its
+    build time is part of its predicted finish (a real, measured cost of that choice)."""
+    from pipeline.backends.lazy_qpu import LazyFakeQPUBackend
+    from pipeline.backends.qpu import resolve_qpu_target
+    from pipeline.backends.simulators import AerStatevectorBackend
+    from policy.interface import CircuitFeatures
+    from policy.telemetry import TelemetryPolicy
+
+    qpu = LazyFakeQPUBackend(resolve_qpu_target("fake:IQMFakeApollo", env={}))
+    tasks = [
+        CircuitFeatures(key=f"t{i}", num_qubits=18, depth=40, num_2q_gates=1, num_clbits=3, shots=1000)
+        for i in range(40)
+    ]
+    states = [AerStatevectorBackend("cpu").state(), qpu.state()]
+    explore_always = TelemetryPolicy(seed=1, epsilon=1.0, error_budget=1.0, record_metrics=False)
+    assert {d.backend for d in explore_always.select(tasks, states)} == {"cpu"}
+    # The same tasks with the QPU already up: it is used (so the check above can fail).
+    ready = [states[0], replace(states[1], queue_wait_seconds=0.0)]
+    assert "qpu:apollo" in {d.backend for d in explore_always.select(tasks, ready)}
 
 
 def test_timeline_shows_stages_and_idle_backends(tmp_path: Path) -> None:
