@@ -16,9 +16,18 @@ from qubelet.errors import QubeletError
 from qubelet.prometheus import PrometheusError, get_result, instant_values
 
 PROMQL: dict[str, str] = {
-    "backend_up": 'min by (backend) (qubelet_pipeline_backend_up{backend=~"qpu:.*"})',
+    # Pushed groups of cluster steps stay in the Pushgateway until deleted: skip those not pushed
+    # for an hour (backend_up) or a day (queue depth), as the alerts and the policy do
+    # (docs/metrics.md).
+    "backend_up": (
+        'min by (backend) (qubelet_pipeline_backend_up{backend=~"qpu:.*"}'
+        " unless on (run, task) (push_time_seconds < time() - 3600))"
+    ),
     "device_healthy": "min by (qpu) (qubelet_dra_qpu_healthy)",
-    "queue_depth": 'sum by (backend) (qubelet_pipeline_queue_depth{backend=~"qpu:.*"})',
+    "queue_depth": (
+        'sum by (backend) (qubelet_pipeline_queue_depth{backend=~"qpu:.*"}'
+        " unless on (run, task) (push_time_seconds < time() - 86400))"
+    ),
     "latency_seconds": (
         'sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_sum{backend=~"qpu:.*"}[15m]))'
         ' / sum by (backend) (rate(qubelet_pipeline_task_duration_seconds_count{backend=~"qpu:.*"}[15m]))'

@@ -45,6 +45,8 @@ from prom_tools import (
     wait_for,
 )
 
+from admission_check.telemetry import PROMQL as ADMISSION_PROMQL
+from admission_check.telemetry import PrometheusTelemetry
 from dra_driver.controller import CloudController
 from dra_driver.kubelet_plugin import KubeletPlugin
 from dra_driver.metrics import DRAMetrics
@@ -256,6 +258,7 @@ def test_exporters_dashboard_and_alerts_on_a_real_prometheus(daemons: NodeDaemon
             _check_dashboard(prom)
             _check_alert_expressions(prom)
             _check_policy_source(prom, summary, run_dir)
+            _check_admission_check_source(prom)
         finally:
             run.stop()
         assert "Traceback" not in run.log_tail(20000)
@@ -330,3 +333,12 @@ def _check_policy_source(prom: RealPrometheus, summary: dict[str, Any], run_dir:
     assert local.samples == tasks > 0
     assert prom.value('sum(qubelet_pipeline_tasks_total{job="qubelet-run", state="succeeded"})') == tasks
     assert cpu.mean_run_seconds == pytest.approx(local.mean_run_seconds, rel=1e-6)
+
+
+def _check_admission_check_source(prom: RealPrometheus) -> None:
+    """The admission check's PromQL parses on the real server and sees the unhealthy QPU."""
+    for expr in ADMISSION_PROMQL.values():
+        prom.query(expr)  # fails the test if it does not parse
+    snapshot = PrometheusTelemetry(prom.url).snapshot()
+    assert snapshot["adonis-onprem"].up is False
+    assert snapshot["apollo-cloud"].up is True
