@@ -26,7 +26,7 @@ _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 #: Queue waits run to hours on a busy QPU; buckets past 30 min let the p95 cross the
 #: ``QubeletQueueWaitHigh`` threshold (1800 s). With 1800 as the last finite bucket,
 #: histogram_quantile() can never return more than 1800 and the alert could never fire.
-_QUEUE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600)
+QUEUE_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600)
 
 #: Final states a task is counted in (``qubelet_pipeline_tasks_total{state}``).
 TASK_STATES = ("succeeded", "failed", "retried", "skipped")
@@ -68,7 +68,7 @@ class PipelineMetrics:
             "qubelet_pipeline_queue_wait_seconds",
             "Time a batch waited for a worker of its backend (on a cluster: plan written to pod start).",
             ["backend"],
-            buckets=_QUEUE_BUCKETS,
+            buckets=QUEUE_WAIT_BUCKETS,
             registry=registry,
         )
         self.queue_depth = Gauge(

@@ -8,6 +8,7 @@ cluster gets.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,3 +73,18 @@ def test_a_broken_rule_fails_its_unit_test(rules_dir: Path) -> None:
     proc = _promtool("test", "rules", TESTS.name, cwd=rules_dir)
     assert proc.returncode != 0
     assert "QubeletTasksFailing" in proc.stdout + proc.stderr
+
+
+def test_queue_wait_buckets_reach_past_the_alert_threshold() -> None:
+    """histogram_quantile() never returns more than the last finite bucket's bound, so with
+    buckets ending at the threshold QubeletQueueWaitHigh could never fire."""
+    from pipeline import metrics
+
+    [rule] = [
+        r for g in rule_groups()["groups"] for r in g["rules"] if r.get("alert") == "QubeletQueueWaitHigh"
+    ]
+    match = re.search(r">\s*([0-9.]+)\s*$", rule["expr"].strip())
+    assert match, rule["expr"]
+    threshold = float(match.group(1))
+    buckets = [b for b in metrics.QUEUE_WAIT_BUCKETS if b != float("inf")]
+    assert max(buckets) > threshold
