@@ -8,7 +8,6 @@ in DRA mode by tests/test_node_realistic.py (the DaemonSet's own spec, as root, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,18 +104,7 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: unix socket paths are limited to 107 bytes (pytest's tmp_path is long)."""
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="na", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_cli_falls_back_to_device_plugin_without_an_api_server(short_tmp: Path) -> None:
+def test_cli_falls_back_to_device_plugin_without_an_api_server(short_dir: Path) -> None:
     """Auto mode with no API server: device plugin, registered with the kubelet double, and
     the choice on /metrics and in the log; /readyz follows the registration; SIGTERM exits 0."""
     import os
@@ -126,17 +114,17 @@ def test_cli_falls_back_to_device_plugin_without_an_api_server(short_tmp: Path) 
 
     from doubles.kubelet_deviceplugin import TestKubelet
 
-    plugins = short_tmp / "device-plugins"
+    plugins = short_dir / "device-plugins"
     plugins.mkdir()
     kubelet = TestKubelet(plugins).start()
     port = _free_port()
-    (short_tmp / "up").write_text("healthy")
-    config = short_tmp / "qpus.yaml"  # a file probe: no simulator to load, the test stays fast
+    (short_dir / "up").write_text("healthy")
+    config = short_dir / "qpus.yaml"  # a file probe: no simulator to load, the test stays fast
     config.write_text(
         "version: v1\nqpus:\n  - {name: adonis, vendor: IQM, model: Adonis, qubits: 5, technology: sc,"
-        f" location: onprem, backend: 'fake:IQMFakeAdonis', health: {{probe: file, path: {short_tmp}/up}}}}\n"
+        f" location: onprem, backend: 'fake:IQMFakeAdonis', health: {{probe: file, path: {short_dir}/up}}}}\n"
     )
-    env = dict(os.environ, KUBECONFIG=str(short_tmp / "no-kubeconfig"), KUBERNETES_SERVICE_HOST="")
+    env = dict(os.environ, KUBECONFIG=str(short_dir / "no-kubeconfig"), KUBERNETES_SERVICE_HOST="")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -148,7 +136,7 @@ def test_cli_falls_back_to_device_plugin_without_an_api_server(short_tmp: Path) 
             "--node-name",
             "node-a",
             "--kubelet-root",
-            str(short_tmp),
+            str(short_dir),
             "--metrics-port",
             str(port),
         ],
