@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ KUBELET_TREE = {
 #: Generous: the example inventory's fake probes build IQM's simulators at start-up, which
 #: takes tens of seconds on a loaded machine before the sockets appear.
 START_TIMEOUT = 240.0
+PROBES = ("livenessProbe", "readinessProbe")
 
 
 def _missing_feature() -> str | None:
@@ -243,6 +245,8 @@ def container_spec(
     caps = [] if "ALL" in drop else [x for x in RUNTIME_DEFAULT_CAPS if x not in drop]
     caps += [x.upper() for x in caps_sc.get("add", [])]
     argv = list(c.get("command") or img["entrypoint"]) + list(c.get("args", []))
+    # The one change to the rendered spec, and only because the host's ports are shared here.
+    argv, c = _on_a_free_metrics_port(argv, c)
     spec = {
         "mounts": mounts,
         "scratch": str(scratch / "overlays"),
@@ -254,6 +258,42 @@ def container_spec(
         "argv": argv,
     }
     return spec, c
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on right now, on any address (the daemons bind all of them)."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
+def _on_a_free_metrics_port(argv: list[str], c: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """``argv`` and container ``c`` with the metrics port moved to a free one; nothing else changes.
+
+    The manifests pin 9402/9410 (a pod has its own network namespace on a real node), but here the
+    daemon shares the host's: another process on those ports (a second test run, a local daemon)
+    would fail the test with "Address already in use". So the port in ``--metrics-port`` and the
+    ``metrics`` containerPort (which the probes name) move together to a free one.
+    """
+    old = _metrics_port(c)
+    port = _free_port()
+    moved: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == f"--metrics-port={old}":
+            moved.append(f"--metrics-port={port}")
+        elif arg == str(old) and i > 0 and argv[i - 1] == "--metrics-port":
+            moved.append(str(port))
+        else:
+            moved.append(arg)
+    assert sum(a != b for a, b in zip(argv, moved, strict=True)) == 1, f"no --metrics-port {old} in {argv}"
+    moved_c = {
+        **c,
+        "ports": [{**p, "containerPort": port} if p["name"] == "metrics" else p for p in c["ports"]],
+    }
+    for probe in PROBES:  # a probe naming the port follows it; one giving the number must too
+        if probe in c and c[probe]["httpGet"]["port"] == old:
+            moved_c[probe] = {**c[probe], "httpGet": {**c[probe]["httpGet"], "port": port}}
+    return moved, moved_c
 
 
 class Pod:
@@ -332,6 +372,15 @@ def _metrics_port(c: dict[str, Any]) -> int:
     return int({p["name"]: p["containerPort"] for p in c["ports"]}["metrics"])
 
 
+def _probe(c: dict[str, Any], probe: str) -> int:
+    """Status of the container's HTTP ``probe`` now, a named port resolved as kubelet does."""
+    get = c[probe]["httpGet"]
+    port = get["port"]
+    if isinstance(port, str):
+        port = {p["name"]: p["containerPort"] for p in c["ports"]}[port]
+    return _http(int(port), get["path"])
+
+
 def test_dra_kubelet_plugin_registers_advertises_and_prepares(
     scratch: Path, apiserver: FakeAPIServerHTTP
 ) -> None:
@@ -371,8 +420,8 @@ def test_dra_kubelet_plugin_registers_advertises_and_prepares(
         _wait(published, 60, "node ResourceSlice", pod)
         (slice_,) = [s for s in api.slices.values() if s.spec.node_name == NODE]
         assert slice_.spec.pool.name == NODE
-        _wait(lambda: _http(_metrics_port(container), "/readyz") == 200, 30, "readiness", pod)
-        assert _http(_metrics_port(container), "/healthz") == 200
+        _wait(lambda: _probe(container, "readinessProbe") == 200, 30, "readiness", pod)
+        assert _probe(container, "livenessProbe") == 200
         # prepare: CDI specs in the node's /var/run/cdi; the cloud QPU is a simulator, no Secret needed
         refs = [("qubelet-workloads", c.metadata.uid, c.metadata.name) for c in (onprem, cloud)]
         out = kubelet.prepare(refs)
@@ -436,7 +485,8 @@ def test_device_plugin_registers_advertises_and_allocates(scratch: Path) -> None
         )
         (response,) = kubelet.allocate(["apollo-cloud-r0"]).container_responses
         assert response.envs["QUBELET_QPU_NAME"] == "apollo-cloud" and list(response.mounts) == []
-        _wait(lambda: _http(_metrics_port(container), "/readyz") == 200, 30, "readiness", pod)
+        _wait(lambda: _probe(container, "readinessProbe") == 200, 30, "readiness", pod)
+        assert _probe(container, "livenessProbe") == 200
     finally:
         code = pod.stop()
         kubelet.stop()
@@ -476,7 +526,7 @@ def test_node_agent_chooses_by_what_the_cluster_serves(
                 lambda: bool(device_kubelet.registrations), START_TIMEOUT, "device plugin registration", pod
             )
             assert not any(registry.glob("*.sock"))
-        _wait(lambda: _http(port, "/readyz") == 200, 30, "readiness", pod)
+        _wait(lambda: _probe(container, "readinessProbe") == 200, 30, "readiness", pod)
         chosen = "dra" if dra else "device-plugin"
         assert f'qubelet_node_agent_mode{{mode="{chosen}"}} 1.0' in _metrics(port)
     finally:
