@@ -3,7 +3,9 @@
 Three probe kinds, chosen per QPU in the config:
 
 - ``fake``: the embedded IQM fake backend (a noisy simulator) can be imported and constructed.
-  It is constructed once and cached: the check is "this node can run it", not a benchmark.
+  It is constructed once and cached: the check is "this node can run it", not a benchmark. A
+  class iqm-client does not have fails at once, before the slow import
+  (:mod:`qubelet.inventory.fake_backends`).
 - ``http``: ``GET health.url`` with ``health.timeoutSeconds``; any 2xx is healthy. For a real IQM
   server. No token is sent: the health URL must not need one, and tokens are never logged.
 - ``file``: the file at ``health.path`` contains ``healthy`` (after stripping); anything else, or a
@@ -29,13 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from qubelet import klog
+from qubelet.inventory import fake_backends
 from qubelet.inventory.config import QPUConfig
 
 __all__ = ["HealthMonitor", "ProbeResult", "probe_once"]
 
 log = klog.get_logger("qubelet.inventory.health")
 
-FAKE_BACKENDS_MODULE = "iqm.qiskit_iqm.fake_backends"
+FAKE_BACKENDS_MODULE = fake_backends.MODULE
 
 _fake_cache: dict[str, object] = {}
 _fake_lock = threading.Lock()
@@ -52,6 +55,9 @@ class ProbeResult:
 
 def _probe_fake(qpu: QPUConfig) -> tuple[bool, str]:
     class_name = qpu.backend.split(":", 1)[1]
+    exported = fake_backends.exported_names()
+    if exported is not None and class_name not in exported:  # a typo: no import, no waiting
+        return False, f"no fake backend {class_name} in {FAKE_BACKENDS_MODULE}"
     with _fake_lock:
         if class_name not in _fake_cache:
             module = importlib.import_module(FAKE_BACKENDS_MODULE)
