@@ -123,6 +123,16 @@ def _run_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _add_inventory_flag(parser: argparse.ArgumentParser) -> None:
+    """``--inventory``: the cluster's qpus.yaml (render and the generate step both read it)."""
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        help="the cluster's qpus.yaml: a user circuit without --partition is cut to fit the widest "
+        "QPU (or GPU) it offers, unless --max-subcircuit-width says otherwise",
+    )
+
+
 def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     from pipeline.cluster.render import RenderOptions
 
@@ -164,12 +174,7 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pvc", default=d["pvc"])
     parser.add_argument("--retries", type=int, default=d["retries"], help="retryStrategy.limit of every step")
-    parser.add_argument(
-        "--inventory",
-        type=Path,
-        help="the cluster's qpus.yaml: a user circuit without --partition is cut to fit the widest "
-        "QPU (or GPU) it offers, unless --max-subcircuit-width says otherwise",
-    )
+    _add_inventory_flag(parser)
     parser.add_argument(
         "--pushgateway",
         default=None,
@@ -355,12 +360,7 @@ def _add_task_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep serving metrics this long after (s), when they could not be pushed",
     )
-    parser.add_argument(
-        "--inventory",
-        type=Path,
-        help="the cluster's qpus.yaml: a user circuit without --partition is cut to fit the widest "
-        "QPU (or GPU) it offers, unless --max-subcircuit-width says otherwise",
-    )
+    _add_inventory_flag(parser)
     parser.add_argument(
         "--pushgateway",
         default=None,
