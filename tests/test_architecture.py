@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("qubelet", "qpu_device_plugin", "dra_driver", "node_agent", "policy", "pipeline")
-COMPONENTS = ("qpu_device_plugin", "dra_driver", "node_agent", "policy", "pipeline")
+COMPONENTS = ("qpu_device_plugin", "dra_driver", "node_agent", "admission_check", "policy", "pipeline")
+PACKAGES = ("qubelet", *COMPONENTS)
 FIXED_NAMES = ("quantum.example.com/qpu", "qpu.quantum.example.com", "fake:IQMFakeApollo")
 #: qubelet modules that sit above every component on purpose: the verb dispatcher and the
 #: generator of docs/metrics.md (it lists every component's metrics).
@@ -63,6 +63,12 @@ def test_qubelet_base_imports_no_component() -> None:
         ("policy", "node_agent"),
         ("dra_driver", "node_agent"),
         ("qpu_device_plugin", "node_agent"),
+        ("admission_check", "dra_driver"),
+        ("admission_check", "qpu_device_plugin"),
+        ("admission_check", "node_agent"),
+        ("admission_check", "pipeline"),
+        ("dra_driver", "admission_check"),
+        ("pipeline", "admission_check"),
     ],
 )
 def test_import_direction(package: str, forbidden: str) -> None:
