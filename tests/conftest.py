@@ -83,6 +83,26 @@ def dra_kubelet(short_dir: Path) -> Iterator[TestKubeletDRA]:
         double.close()
 
 
+# --- admission_check and policy (Kueue, Prometheus) -----------------------------------------------
+
+
+@pytest.fixture
+def fake_kueue_api() -> Any:
+    """In-memory Kueue Workloads and AdmissionChecks, validated against the vendored CRDs."""
+    from doubles.fake_kueue_api import FakeKueueAPI
+
+    return FakeKueueAPI()
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[Any]:
+    """A Prometheus HTTP API answering the policy's and the admission check's queries."""
+    from doubles.fake_prometheus import FakePrometheus
+
+    with FakePrometheus() as double:
+        yield double
+
+
 # --- pipeline.cluster ----------------------------------------------------------------------------
 
 

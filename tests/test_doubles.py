@@ -52,3 +52,11 @@ def test_fake_argo_api_speaks_status_objects(fake_argo_api: FakeArgoApiServer) -
 def test_qpu_entry_is_a_valid_inventory_entry(qpu_entry: Callable[..., dict[str, Any]]) -> None:
     config = parse_config({"version": "v1", "qpus": [qpu_entry(), qpu_entry(name="b", replicas=3)]})
     assert [(q.name, q.replicas) for q in config.qpus] == [("adonis-onprem", 1), ("b", 3)]
+
+
+def test_fake_kueue_api_and_prometheus_fixtures(fake_kueue_api: Any, fake_prometheus: Any) -> None:
+    assert fake_kueue_api.workloads == {}
+    from policy.telemetry_sources import PrometheusSource
+
+    source = PrometheusSource(fake_prometheus.url, timeout=2.0)
+    assert source.snapshots() and source.last_error is None

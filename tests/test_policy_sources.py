@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,8 @@ GOOD_ROW = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def prometheus() -> Iterator[FakePrometheus]:
-    with FakePrometheus() as double:
-        yield double
-
-
-def test_prometheus_round_trip(prometheus: FakePrometheus) -> None:
-    source = PrometheusSource(prometheus.url, timeout=2.0)
+def test_prometheus_round_trip(fake_prometheus: FakePrometheus) -> None:
+    source = PrometheusSource(fake_prometheus.url, timeout=2.0)
     snaps = source.snapshots()
     assert source.last_error is None
     assert snaps["cpu"].mean_run_seconds == pytest.approx(0.004)
@@ -43,14 +36,14 @@ def test_prometheus_round_trip(prometheus: FakePrometheus) -> None:
     assert snaps["cpu"].up is True and snaps["qpu:apollo"].up is False
     assert source.unhealthy_devices() == 2
     assert source.kueue_pending() == {"cpu": 0.0, "qpu": 7.0}
-    sent = {q for _, q in prometheus.queries}
+    sent = {q for _, q in fake_prometheus.queries}
     assert PROMQL["mean_run_seconds"].format(window="5m") in sent
-    assert ("/api/v1/query_range", PROMQL["failure_ratio"].format(window="5m")) in prometheus.queries
+    assert ("/api/v1/query_range", PROMQL["failure_ratio"].format(window="5m")) in fake_prometheus.queries
     assert source.rows() == []
 
 
-def test_backend_down_in_prometheus_is_avoided(prometheus: FakePrometheus) -> None:
-    policy = TelemetryPolicy.from_sources([PrometheusSource(prometheus.url)], seed=0)
+def test_backend_down_in_prometheus_is_avoided(fake_prometheus: FakePrometheus) -> None:
+    policy = TelemetryPolicy.from_sources([PrometheusSource(fake_prometheus.url)], seed=0)
     qpu = BackendState(
         name="qpu:apollo", kind="qpu", max_qubits=20, fidelity_2q=0.999, readout_fidelity=0.999
     )
