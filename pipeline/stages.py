@@ -658,6 +658,9 @@ def execute_batch(
     in_memory = manifest.circuits
     circuits = [in_memory[k] if k in in_memory else store.get_circuit(k) for k in todo]
     seeds = [subexperiment_seed(config.seed, k) for k in todo]
+    use_job_journal = getattr(backend, "use_job_journal", None)
+    if use_job_journal is not None:  # a server QPU: a resumed run re-attaches to its jobs
+        use_job_journal(store.jobs_dir)
     counts = backend.run_batch(circuits, config.shots, seeds)
     finished = time.time()
     share = (finished - started) / len(todo)

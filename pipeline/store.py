@@ -10,6 +10,8 @@ an Argo workflow::
     results/<key>.json         sampled counts, backend, timing (written atomically, sealed
                                with a checksum: see pipeline.records)
     telemetry.jsonl            one row per executed task, for ``qubelet policy fit``
+    jobs/<fingerprint>.json    QPU server jobs submitted but not yet collected (re-attached on
+                               resume instead of being submitted again)
     summary.json, timeline.png
 
 Identical subexperiments of one partition share a key, so they are stored, run and resumed
@@ -124,6 +126,11 @@ class ArtifactStore:
     @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Server jobs submitted and not yet collected, one file each (see backends.iqm_remote)."""
+        return self.root / "jobs"
 
     def circuit_path(self, key: str) -> Path:
         return self.root / "subexperiments" / f"{key}.qpy"

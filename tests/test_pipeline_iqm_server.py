@@ -307,3 +307,34 @@ def test_sigterm_on_a_workflow_step_cancels_its_job(iqm: Env, tmp_path: Path) ->
     assert f"step execute stopped; cancelled job {job} on IQM server {iqm.double.url}/apollo" in err
     assert "Traceback" not in err
     iqm.assert_no_token(out, err)
+
+
+@pytest.mark.parametrize("faults", [Faults(stall_jobs=True)])
+def test_run_killed_outright_reattaches_to_its_job_on_resume(
+    iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 cannot cancel anything: the resumed run collects the job instead of paying twice."""
+    run_dir = tmp_path / "run"
+    args = [*ONE_BATCH, "--shots", "400", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qubelet.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not iqm.double.submitted and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert iqm.double.submitted, "the run never submitted a job"
+        time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert len(list((run_dir / "jobs").glob("*.json"))) == 1
+    iqm.double.finish_stalled_jobs()
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert len(iqm.double.submitted) == 1  # collected, not submitted again
+    assert not list((run_dir / "jobs").glob("*.json"))  # collected jobs leave the journal
+    iqm.assert_no_token(out, err)

@@ -17,7 +17,6 @@ the server has several), ``QUBELET_IQM_REQUEST_TIMEOUT`` (seconds per HTTP reque
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from qiskit import QuantumCircuit, qpy
+from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
 from pipeline.errors import BackendFailedError, BackendUnavailableError, RunTerminated
@@ -138,11 +137,19 @@ def describe_failure(exc: BaseException, server: str, tokens_file: Path | None, 
     return " ".join(f"IQM server {server}: {reason}".split())
 
 
-def _fingerprint(circuits: Sequence[QuantumCircuit], shots: int) -> str:
-    """Identity of a submission: the exact compiled circuits and shots (the retry sends the same)."""
-    buffer = io.BytesIO()
-    qpy.dump(list(circuits), buffer)
-    return hashlib.sha256(buffer.getvalue() + str(shots).encode()).hexdigest()
+def submission_fingerprint(circuits: Sequence[QuantumCircuit], shots: int, extra: str = "") -> str:
+    """Identity of a submission: what was asked for, not how it was compiled.
+
+    Built from the *input* circuits in canonical form (the run directory's content keys), the
+    shots and anything else that changes the job (``extra``: seeds, ZNE scales), so a retry in
+    this process and a resumed run in another one find the same job.
+    """
+    from pipeline.store import canonical_qpy
+
+    digest = hashlib.sha256(f"{shots}|{extra}|".encode())
+    for circuit in circuits:
+        digest.update(hashlib.sha256(canonical_qpy(circuit)).digest())
+    return digest.hexdigest()
 
 
 class RemoteIQM:
@@ -160,6 +167,8 @@ class RemoteIQM:
         self._lock = threading.Lock()
         #: submission fingerprint -> job id, for jobs not known to have finished well
         self._journal: dict[str, str] = {}
+        #: where submitted jobs are also recorded, so a run killed outright re-attaches on resume
+        self.journal_dir: Path | None = None
         self._in_flight: dict[str, Any] = {}
         base_url, quantum_computer = split_server_url(server_url, environ)
         try:
@@ -247,8 +256,12 @@ class RemoteIQM:
         return out
 
     # --- jobs ---------------------------------------------------------------------------------
-    def run(self, compiled: Sequence[QuantumCircuit], shots: int) -> list[Counts]:
+    def run(self, compiled: Sequence[QuantumCircuit], shots: int, fingerprint: str) -> list[Counts]:
         """Run device-transpiled circuits as one job; re-attach to it on a retry.
+
+        ``fingerprint`` identifies the submission (see :func:`submission_fingerprint`): a job
+        recorded under it is collected instead of being submitted again, unless the server
+        says it failed or was cancelled.
 
         Raises:
             BackendFailedError: the job failed, was cancelled, timed out, or the server could
@@ -256,7 +269,6 @@ class RemoteIQM:
         """
         from exa.common.errors.iqm_error import OperationTimeoutError
 
-        fingerprint = _fingerprint(compiled, shots)
         job: Any = None
         try:
             job = self._attach_or_submit(fingerprint, compiled, shots)
@@ -293,8 +305,7 @@ class RemoteIQM:
             raise
         except Exception as exc:
             raise BackendFailedError(self._describe(exc)) from None
-        with self._lock:
-            self._journal.pop(fingerprint, None)
+        self._forget(fingerprint)
         if len(measurements) != len(compiled):
             raise BackendFailedError(
                 f"IQM server {self.server}: job {job_id} returned {len(measurements)} results "
@@ -303,8 +314,7 @@ class RemoteIQM:
         return [counts_from_measurements(m, c, shots) for m, c in zip(measurements, compiled, strict=True)]
 
     def _attach_or_submit(self, fingerprint: str, compiled: Sequence[QuantumCircuit], shots: int) -> Any:
-        with self._lock:
-            known = self._journal.get(fingerprint)
+        known = self._recall(fingerprint)
         if known is not None:
             job = self.backend.retrieve_job(known)
             status = job.status().name
@@ -315,12 +325,44 @@ class RemoteIQM:
                 "IQM job ended without results, resubmitting", server=self.server, job=known, status=status
             )
         job = self.backend.run(list(compiled), shots=shots)
-        with self._lock:
-            self._journal[fingerprint] = job.job_id()
+        self._remember(fingerprint, job.job_id())
         log.info(
             "submitted IQM job", server=self.server, job=job.job_id(), circuits=len(compiled), shots=shots
         )
         return job
+
+    # --- the job journal: in memory, and one small file per job in ``journal_dir`` ---------------
+    def _journal_file(self, fingerprint: str) -> Path | None:
+        return self.journal_dir / f"{fingerprint}.json" if self.journal_dir is not None else None
+
+    def _recall(self, fingerprint: str) -> str | None:
+        with self._lock:
+            known = self._journal.get(fingerprint)
+        path = self._journal_file(fingerprint)
+        if known is None and path is not None:
+            try:
+                entry = json.loads(path.read_text())
+                if entry.get("server") == self.server:
+                    known = str(entry["job"])
+            except (OSError, ValueError, KeyError, AttributeError):
+                pass
+        return known
+
+    def _remember(self, fingerprint: str, job_id: str) -> None:
+        with self._lock:
+            self._journal[fingerprint] = job_id
+        path = self._journal_file(fingerprint)
+        if path is not None:
+            from pipeline.store import write_json
+
+            write_json(path, {"server": self.server, "job": job_id})
+
+    def _forget(self, fingerprint: str) -> None:
+        with self._lock:
+            self._journal.pop(fingerprint, None)
+        path = self._journal_file(fingerprint)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def cancel_in_flight(self) -> list[str]:
         """Cancel every job this process is waiting for (on SIGTERM); returns their ids."""

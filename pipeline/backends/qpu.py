@@ -183,8 +183,11 @@ class IQMBackend:
         if self.target.is_fake:
             raw = run_noisy_exact(jobs, self._backend.noise_model, shots, job_seeds)
         else:
+            from pipeline.backends.iqm_remote import submission_fingerprint
+
             assert self._remote is not None
-            raw = self._remote.run(jobs, shots)
+            extra = f"seeds={list(map(int, seeds))}|scales={list(scales)}|fold={self.mitigation.fold}"
+            raw = self._remote.run(jobs, shots, submission_fingerprint(circuits, shots, extra))
         calibration = self.readout_calibration()
         n = len(compiled)
         out = []
@@ -212,6 +215,11 @@ class IQMBackend:
             )
             self._readout_calibration = published or measured_readout_errors(self._backend, self.name)
         return self._readout_calibration
+
+    def use_job_journal(self, directory: Path) -> None:
+        """Record submitted server jobs in ``directory``, so a killed run re-attaches on resume."""
+        if self._remote is not None:
+            self._remote.journal_dir = directory
 
     def cancel_in_flight(self) -> list[str]:
         """Cancel the server jobs this backend is waiting for (a run stopped by SIGTERM)."""
