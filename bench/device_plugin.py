@@ -52,19 +52,23 @@ class TrivialServicer(api_pb2_grpc.DevicePluginServicer):
         self._allocate = allocate_response
 
     def GetDevicePluginOptions(self, request, context):  # type: ignore[no-untyped-def]
+        """Advertise no optional calls, like a minimal plugin."""
         return self._options
 
     def Allocate(self, request, context):  # type: ignore[no-untyped-def]
+        """Answer an empty allocation: the baseline does no work per call."""
         return self._allocate
 
 
 def percentile(samples: list[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``samples``, nearest rank."""
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
 
 
 def bench_config(directory: Path):  # type: ignore[no-untyped-def]
+    """An inventory of file-probed QPUs under ``directory`` for the benchmark plugin."""
     common = {"vendor": "IQM", "technology": "superconducting", "backend": "fake:IQMFakeAdonis"}
     return parse_config(
         {
@@ -100,6 +104,7 @@ def bench_config(directory: Path):  # type: ignore[no-untyped-def]
 
 
 def time_calls(call, n: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Wall time of each of ``n`` calls to ``call``, in seconds."""
     samples = []
     for _ in range(n):
         start = time.perf_counter()
@@ -109,6 +114,7 @@ def time_calls(call, n: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
+    """Run the device plugin benchmark and print its table; the exit status."""
     logging.disable(logging.WARNING)
     directory = Path(tempfile.mkdtemp(prefix="qdpb", dir="/tmp"))
     try:

@@ -48,11 +48,13 @@ NODE = "bench-node"
 
 
 def pct(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def inventory(qpus: int, replicas: int) -> object:
+    """A validated inventory of ``qpus`` on-prem QPUs with ``replicas`` devices each."""
     return parse_config(
         {
             "version": "v1",
@@ -83,19 +85,23 @@ class Floor(v1_grpc.DRAPluginServicer):
     """The cheapest possible DRAPlugin: the gRPC round trip alone."""
 
     def NodePrepareResources(self, request, context):
+        """Prepare nothing: the gRPC baseline without the driver's work."""
         return v1.NodePrepareResourcesResponse()
 
     def NodeUnprepareResources(self, request, context):
+        """Unprepare nothing: the gRPC baseline without the driver's work."""
         return v1.NodeUnprepareResourcesResponse()
 
 
 def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
 def bench_prepare(tmp: Path) -> dict[str, float]:
+    """NodePrepareResources latency through the real driver against the baseline servicer."""
     config = inventory(2, 100)
     api = FakeResourceAPI()
     devices = all_devices(config.qpus, NODE)  # type: ignore[attr-defined]
@@ -150,6 +156,7 @@ def bench_prepare(tmp: Path) -> dict[str, float]:
 
 
 def bench_reconcile() -> dict[str, float]:
+    """ResourceSlice reconcile time for a changed and an unchanged inventory."""
     config = inventory(10, 100)
     qpus = config.qpus  # type: ignore[attr-defined]
     api = FakeResourceAPI()
@@ -177,6 +184,7 @@ def bench_reconcile() -> dict[str, float]:
 
 
 def main() -> int:
+    """Run the DRA driver benchmark and print its table; the exit status."""
     tmp = Path(tempfile.mkdtemp(prefix="drab"))
     try:
         p = bench_prepare(tmp)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_subexperiments(directory: Path | None) -> list:  # type: ignore[type-arg]
+    """The stored subexperiments of a run directory, or freshly cut ones when None."""
     from qiskit import qpy
 
     if directory is None:
@@ -44,6 +45,7 @@ def load_subexperiments(directory: Path | None) -> list:  # type: ignore[type-ar
 
 
 def exact_probabilities(circuits: list, device: str) -> tuple[list[np.ndarray], float]:  # type: ignore[type-arg]
+    """Exact outcome probabilities of ``circuits`` on Aer ``device`` and the seconds it took."""
     from qiskit_aer import AerSimulator
 
     from pipeline.backends.deferred import add_save_probabilities, defer_measurements
@@ -84,6 +86,7 @@ def random_circuit_seconds(width: int, device: str, repeats: int = 3) -> float:
 
 
 def main() -> int:
+    """Compare the CPU and GPU backends on the same subexperiments; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subexperiments", type=Path, help="folder of *.qpy subexperiments")
     parser.add_argument("--widths", default="16,20,24,26,28")

@@ -47,7 +47,7 @@ def _config(qubits: int, cuts: int, shots: int, seed: int, run_dir: Path) -> Any
 
 
 def ours_in_process(qubits: int, cuts: int, shots: int, seed: int, run_dir: Path) -> dict[str, Any]:
-    """qubelet's pipeline in this process with the default flags: stage seconds and answers."""
+    """Qubelet's pipeline in this process with the default flags: stage seconds and answers."""
     from pipeline import api
 
     start = time.perf_counter()
@@ -149,6 +149,7 @@ def _ours_values(observables: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
+    """``rows`` as a text table: the first column left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
@@ -157,6 +158,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def main() -> int:
+    """Run both flows on the same circuit and print the ratio; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--qubits", type=int, default=10)
     parser.add_argument("--cuts", type=int, default=3)

@@ -95,6 +95,7 @@ def loop(case: dict[str, Any], rows: list[list[float]], shots: int, recut: bool)
 
 
 def main() -> int:
+    """Time both loops on both circuits and print the comparison; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--shots", type=int, default=1000)

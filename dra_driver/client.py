@@ -40,21 +40,29 @@ class ResourceAPI(Protocol):
 
     def list_resource_slices(
         self, label_selector: str = "", field_selector: str = ""
-    ) -> list[V1ResourceSlice]: ...
+    ) -> list[V1ResourceSlice]:
+        """ResourceSlices matching the label and field selectors."""
 
-    def create_resource_slice(self, body: V1ResourceSlice) -> V1ResourceSlice: ...
+    def create_resource_slice(self, body: V1ResourceSlice) -> V1ResourceSlice:
+        """Create a ResourceSlice (``Conflict`` if the name exists)."""
 
-    def replace_resource_slice(self, name: str, body: V1ResourceSlice) -> V1ResourceSlice: ...
+    def replace_resource_slice(self, name: str, body: V1ResourceSlice) -> V1ResourceSlice:
+        """Replace a ResourceSlice (``Conflict`` if ``resourceVersion`` is stale)."""
 
-    def delete_resource_slice(self, name: str) -> None: ...
+    def delete_resource_slice(self, name: str) -> None:
+        """Delete a ResourceSlice (``NotFound`` if it is gone)."""
 
-    def read_resource_claim(self, namespace: str, name: str) -> ResourceV1ResourceClaim: ...
+    def read_resource_claim(self, namespace: str, name: str) -> ResourceV1ResourceClaim:
+        """Read a ResourceClaim (``NotFound`` if it does not exist)."""
 
-    def read_lease(self, namespace: str, name: str) -> V1Lease: ...
+    def read_lease(self, namespace: str, name: str) -> V1Lease:
+        """Read a Lease (``NotFound`` if it does not exist)."""
 
-    def create_lease(self, namespace: str, body: V1Lease) -> V1Lease: ...
+    def create_lease(self, namespace: str, body: V1Lease) -> V1Lease:
+        """Create a Lease (``Conflict`` if another holder created it first)."""
 
-    def replace_lease(self, namespace: str, name: str, body: V1Lease) -> V1Lease: ...
+    def replace_lease(self, namespace: str, name: str, body: V1Lease) -> V1Lease:
+        """Replace a Lease (``Conflict`` if it changed since it was read)."""
 
 
 def _translated(method: _F) -> _F:
@@ -94,6 +102,7 @@ class KubeResourceAPI:
 
     @_translated
     def list_resource_slices(self, label_selector: str = "", field_selector: str = "") -> list[Any]:
+        """List ResourceSlices (``resource.k8s.io/v1``) by label and field selector."""
         return list(
             self._resource.list_resource_slice(
                 label_selector=label_selector,
@@ -104,36 +113,43 @@ class KubeResourceAPI:
 
     @_translated
     def create_resource_slice(self, body: Any) -> Any:
+        """Create a ResourceSlice."""
         return self._resource.create_resource_slice(body, _request_timeout=self.request_timeout)
 
     @_translated
     def replace_resource_slice(self, name: str, body: Any) -> Any:
+        """Replace a ResourceSlice, guarded by its ``resourceVersion``."""
         return self._resource.replace_resource_slice(name, body, _request_timeout=self.request_timeout)
 
     @_translated
     def delete_resource_slice(self, name: str) -> None:
+        """Delete a ResourceSlice."""
         self._resource.delete_resource_slice(name, _request_timeout=self.request_timeout)
 
     @_translated
     def read_resource_claim(self, namespace: str, name: str) -> Any:
+        """Read a namespaced ResourceClaim."""
         return self._resource.read_namespaced_resource_claim(
             name, namespace, _request_timeout=self.request_timeout
         )
 
     @_translated
     def read_lease(self, namespace: str, name: str) -> Any:
+        """Read a namespaced Lease."""
         return self._coordination.read_namespaced_lease(
             name, namespace, _request_timeout=self.request_timeout
         )
 
     @_translated
     def create_lease(self, namespace: str, body: Any) -> Any:
+        """Create a namespaced Lease."""
         return self._coordination.create_namespaced_lease(
             namespace, body, _request_timeout=self.request_timeout
         )
 
     @_translated
     def replace_lease(self, namespace: str, name: str, body: Any) -> Any:
+        """Replace a namespaced Lease, guarded by its ``resourceVersion``."""
         return self._coordination.replace_namespaced_lease(
             name, namespace, body, _request_timeout=self.request_timeout
         )

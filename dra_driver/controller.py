@@ -102,7 +102,7 @@ class CloudController:
         return ""
 
     def readiness_problem(self) -> str:
-        """ "" while holding the lease or waiting for it; else why the API server was not reached."""
+        """Empty while holding the lease or waiting for it; else why the API server was not reached."""
         if self.elector.last_error is None or self.last_error is None:
             return "no leader election attempt yet"
         if self.elector.last_error:
@@ -159,6 +159,7 @@ class CloudController:
             self._wake.wait(period)
 
     def stop(self) -> None:
+        """Stop reconciling and probing, and give up leadership (bounded wait)."""
         self._stop.set()
         self._wake.set()
         self.monitor.stop()

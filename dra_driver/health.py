@@ -43,6 +43,7 @@ class HealthBroadcaster:
         self._listeners.append(fn)
 
     def snapshot(self) -> dict[str, bool]:
+        """Health of every device, by device name."""
         with self._lock:
             return dict(self._health)
 
@@ -82,12 +83,14 @@ class HealthBroadcaster:
         return health_pb2.NodeWatchResourcesResponse(devices=out)
 
     def subscribe(self) -> queue.SimpleQueue[None]:
+        """A queue that gets an item on every health change (one per stream)."""
         q: queue.SimpleQueue[None] = queue.SimpleQueue()
         with self._lock:
             self._subscribers.append(q)
         return q
 
     def unsubscribe(self, q: queue.SimpleQueue[None]) -> None:
+        """Stop delivering changes to ``q`` (its stream ended)."""
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
@@ -102,6 +105,7 @@ class HealthService(health_grpc.DRAResourceHealthServicer):
     def NodeWatchResources(
         self, request: health_pb2.NodeWatchResourcesRequest, context: grpc.ServicerContext
     ) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
+        """Stream the devices' health to kubelet: all at once, then on every change."""
         q = self.broadcaster.subscribe()
         try:
             yield self.broadcaster.message()

@@ -52,13 +52,16 @@ class SliceLoop:
         self.errors = 0
 
     def start(self) -> None:
+        """Start the reconcile thread (it publishes at once)."""
         if not self._thread.is_alive():
             self._thread.start()
 
     def wake(self) -> None:
+        """Reconcile now instead of at the next resync (health changed)."""
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop the reconcile thread and wait (bounded) for it."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():

@@ -33,6 +33,7 @@ class ReconcileResult:
 
     @property
     def changed(self) -> bool:
+        """Whether this pass wrote anything to the API server."""
         return bool(self.created or self.updated or self.deleted)
 
 

@@ -32,6 +32,7 @@ class RegistrationService(reg_grpc.RegistrationServicer):
         self.last_error = ""
 
     def GetInfo(self, request: reg_pb2.InfoRequest, context: grpc.ServicerContext) -> reg_pb2.PluginInfo:
+        """Tell kubelet who we are: driver name, DRA endpoint and the service versions we serve."""
         return reg_pb2.PluginInfo(
             type=PLUGIN_TYPE,
             name=DRIVER_NAME,
@@ -42,6 +43,7 @@ class RegistrationService(reg_grpc.RegistrationServicer):
     def NotifyRegistrationStatus(
         self, request: reg_pb2.RegistrationStatus, context: grpc.ServicerContext
     ) -> reg_pb2.RegistrationStatusResponse:
+        """Record kubelet's verdict on our registration (logged; a refusal is an error)."""
         self.registered = request.plugin_registered
         self.last_error = request.error
         if request.plugin_registered:

@@ -57,11 +57,13 @@ class DRAPluginV1(v1_grpc.DRAPluginServicer):
     def NodePrepareResources(
         self, request: v1.NodePrepareResourcesRequest, context: grpc.ServicerContext
     ) -> v1.NodePrepareResourcesResponse:
+        """Prepare the claims kubelet lists (DRA v1); each claim succeeds or fails alone."""
         return _prepare(self.driver, request, v1, with_share_id=True)
 
     def NodeUnprepareResources(
         self, request: v1.NodeUnprepareResourcesRequest, context: grpc.ServicerContext
     ) -> v1.NodeUnprepareResourcesResponse:
+        """Unprepare the claims kubelet lists (DRA v1); unknown claims are already done."""
         return _unprepare(self.driver, request, v1)
 
 
@@ -74,9 +76,11 @@ class DRAPluginV1Beta1(v1beta1_grpc.DRAPluginServicer):
     def NodePrepareResources(
         self, request: v1beta1.NodePrepareResourcesRequest, context: grpc.ServicerContext
     ) -> v1beta1.NodePrepareResourcesResponse:
+        """Prepare the claims kubelet lists (DRA v1beta1, same semantics as v1)."""
         return _prepare(self.driver, request, v1beta1, with_share_id=False)
 
     def NodeUnprepareResources(
         self, request: v1beta1.NodeUnprepareResourcesRequest, context: grpc.ServicerContext
     ) -> v1beta1.NodeUnprepareResourcesResponse:
+        """Unprepare the claims kubelet lists (DRA v1beta1, same semantics as v1)."""
         return _unprepare(self.driver, request, v1beta1)

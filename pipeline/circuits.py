@@ -1,5 +1,7 @@
-"""The circuits a run cuts: a hardware-efficient ansatz with a known number of cut gates, or
-a user's QPY / OpenQASM 3 file, plus the observables to estimate.
+"""The circuits a run cuts, and the observables to estimate.
+
+A run cuts a hardware-efficient ansatz with a known number of cut gates, or a user's QPY /
+OpenQASM 3 file.
 
 The ansatz is built so that exactly ``cuts`` two-qubit gates cross the A|B boundary: every other
 entangler stays inside its half. Cutting those gates with qiskit-addon-cutting then yields

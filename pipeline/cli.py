@@ -194,16 +194,19 @@ class TqdmProgress:
         self._bar: Any = None
 
     def start(self, total: int) -> None:
+        """Show the bar for ``total`` subexperiments."""
         if self.enabled:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="subexp", desc="executing", file=sys.stderr, leave=False)
 
     def advance(self, done: int) -> None:
+        """Move the bar to ``done`` finished subexperiments."""
         if self._bar is not None:
             self._bar.update(done)
 
     def close(self) -> None:
+        """Remove the bar."""
         if self._bar is not None:
             self._bar.close()
 
@@ -343,6 +346,7 @@ def _print_sweep(results: list[Any], run_dir: Path) -> int:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``run`` verb to the top-level parser."""
     parser = subparsers.add_parser(
         "run",
         help="run the hybrid circuit-cutting job locally",

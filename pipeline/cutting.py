@@ -77,9 +77,11 @@ class CutResult:
         return list(seen)
 
     def counts_per_partition(self) -> dict[str, int]:
+        """Subexperiments per partition label (duplicates counted)."""
         return {label: len(keys) for label, keys in sorted(self.keys.items())}
 
     def distinct_per_partition(self) -> dict[str, int]:
+        """Distinct subexperiments per partition label."""
         return {label: len(set(keys)) for label, keys in sorted(self.keys.items())}
 
 

@@ -49,21 +49,29 @@ UNHEALTHY_AFTER = 2
 class ProgressSink(Protocol):
     """Where progress goes (a tqdm bar in the CLI, nothing in tests)."""
 
-    def start(self, total: int) -> None: ...
+    def start(self, total: int) -> None:
+        """Start showing progress for ``total`` subexperiments."""
 
-    def advance(self, done: int) -> None: ...
+    def advance(self, done: int) -> None:
+        """Report ``done`` finished subexperiments."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop showing progress."""
 
 
 class NoProgress:
+    """Progress that shows nothing (no terminal, tests)."""
+
     def start(self, total: int) -> None:
+        """Ignore the total."""
         pass
 
     def advance(self, done: int) -> None:
+        """Ignore progress."""
         pass
 
     def close(self) -> None:
+        """Nothing to close."""
         pass
 
 
@@ -88,6 +96,8 @@ class _BackendHealth:
 
 @dataclass
 class ExecutionReport:
+    """What the executor did: per backend the tasks and seconds, and what failed or was skipped."""
+
     events: list[TimelineEvent] = field(default_factory=list)
     retried: int = 0
     moved: int = 0
@@ -146,6 +156,7 @@ class LocalExecutor:
 
     # --- planning -------------------------------------------------------------------------
     def plan(self, manifest: Manifest) -> list[Batch]:
+        """Decide a backend for each subexperiment and group the decisions into batches."""
         states = [backend.state() for backend in self.backends.values()]
         for name in self.backends:
             metrics.BACKEND_UP.labels(name).set(1)
@@ -181,6 +192,7 @@ class LocalExecutor:
         )
 
     def execute(self, batches: Sequence[Batch]) -> ExecutionReport:
+        """Run ``batches`` on their backends' worker pools, retrying failed ones elsewhere."""
         report = ExecutionReport()
         pools = {
             name: ThreadPoolExecutor(max_workers=max(1, b.state().workers), thread_name_prefix=name)

@@ -53,6 +53,7 @@ class Plan:
     invalid: dict[str, str] = field(default_factory=dict)
 
     def batch(self, batch_id: str) -> Batch:
+        """The batch called ``batch_id`` (KeyError naming a few known ones if absent)."""
         for batch in self.batches:
             if batch.id == batch_id:
                 return batch

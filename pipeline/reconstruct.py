@@ -39,6 +39,8 @@ from pipeline.mitigation.moments import RAW
 
 @dataclass(frozen=True)
 class PauliEstimate:
+    """One Pauli's reconstructed expectation value with its standard error."""
+
     value: float
     stderr: float
 

@@ -62,6 +62,7 @@ def mitigation_line(summary: dict[str, Any]) -> str | None:
 
 
 def backends_table(summary: dict[str, Any]) -> str:
+    """The per-backend table of a summary: tasks and seconds, and why a backend was unavailable."""
     lines = ["backend  tasks  seconds"]
     for kind, usage in summary["backends"].items():
         lines.append(f"{kind:<8} {usage['tasks']:>5}  {usage['seconds']:.3f}")
@@ -193,5 +194,6 @@ def plot_timeline(
 
 
 def load_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The batch events a run recorded (``timeline.json``), empty if none; for the Gantt chart."""
     path = run_dir / "timeline.json"
     return json.loads(path.read_text()) if path.exists() else []

@@ -376,6 +376,7 @@ class Manifest:
         return self.observable_weights.get(name) or [1.0] * len(self.observable_terms[name])
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest as stored in ``manifest.json``."""
         return {
             "version": MANIFEST_VERSION,
             "run_id": self.run_id,
@@ -398,6 +399,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: Path) -> Manifest:
+        """Read ``manifest.json`` data; a malformed or foreign file is a one-line PipelineError."""
         if data.get("version") != MANIFEST_VERSION:
             raise PipelineError(f"{source}: manifest version {data.get('version')!r} is not supported")
         try:
@@ -423,15 +425,18 @@ class Manifest:
 
 
 def load_manifest(run_dir: Path) -> Manifest:
+    """The manifest of the run in ``run_dir``."""
     store = ArtifactStore(run_dir)
     return Manifest.from_json(read_json(store.manifest_path), store.manifest_path)
 
 
 def load_config(run_dir: Path) -> RunConfig:
+    """The RunConfig recorded in the run's manifest."""
     return load_manifest(run_dir).config
 
 
 def load_plan(run_dir: Path) -> Plan:
+    """The plan of the run in ``run_dir``."""
     store = ArtifactStore(run_dir)
     return Plan.from_json(read_json(store.plan_path))
 
@@ -614,6 +619,8 @@ def generate(config: RunConfig, *, probe_backends: bool = True) -> Plan:
 
 @dataclass
 class BatchOutcome:
+    """The result of executing one batch: which keys ran, which were skipped, and the time."""
+
     batch_id: str
     backend: str
     started: float

@@ -91,10 +91,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temp file and rename)."""
     atomic_write(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
+    """Read a JSON file; a missing or corrupt file is a one-line PipelineError."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -113,18 +115,22 @@ class ArtifactStore:
     # layout
     @property
     def manifest_path(self) -> Path:
+        """``manifest.json`` of the run."""
         return self.root / "manifest.json"
 
     @property
     def plan_path(self) -> Path:
+        """``plan.json`` of the run."""
         return self.root / "plan.json"
 
     @property
     def telemetry_path(self) -> Path:
+        """``telemetry.jsonl`` of the run."""
         return self.root / "telemetry.jsonl"
 
     @property
     def summary_path(self) -> Path:
+        """``summary.json`` of the run."""
         return self.root / "summary.json"
 
     @property
@@ -133,9 +139,11 @@ class ArtifactStore:
         return self.root / "jobs"
 
     def circuit_path(self, key: str) -> Path:
+        """Where the subexperiment with content key ``key`` is stored (QPY)."""
         return self.root / "subexperiments" / f"{key}.qpy"
 
     def result_path(self, key: str) -> Path:
+        """Where the result of subexperiment ``key`` is stored (JSON)."""
         return self.root / "results" / f"{key}.json"
 
     # circuits
@@ -154,6 +162,7 @@ class ArtifactStore:
         return key
 
     def get_circuit(self, key: str) -> QuantumCircuit:
+        """Load the subexperiment with content key ``key``."""
         path = self.circuit_path(key)
         try:
             with path.open("rb") as handle:
@@ -169,6 +178,7 @@ class ArtifactStore:
 
     # results
     def has_result(self, key: str) -> bool:
+        """Whether a result file for ``key`` exists (``result_problem`` says if it is reusable)."""
         return self.result_path(key).exists()
 
     def put_result(self, key: str, counts: Counts, **info: Any) -> None:
@@ -199,6 +209,7 @@ class ArtifactStore:
         return aside
 
     def get_result(self, key: str) -> Counts:
+        """Load the stored counts of ``key``."""
         return Counts.from_json(read_json(self.result_path(key)))
 
     def get_result_record(self, key: str) -> dict[str, Any]:
@@ -207,6 +218,7 @@ class ArtifactStore:
         return record
 
     def missing_results(self, keys: Iterable[str]) -> list[str]:
+        """The keys among ``keys`` without a stored result file, in order."""
         return [key for key in keys if not self.has_result(key)]
 
     # telemetry

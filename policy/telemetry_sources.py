@@ -156,6 +156,7 @@ class LocalHistory:
         self.torn_lines = 0
 
     def rows(self) -> list[TelemetryRow]:
+        """Every valid telemetry row of the files, in file order."""
         if self._rows is None:
             self._rows = []
             for path in self.paths:
@@ -163,6 +164,7 @@ class LocalHistory:
         return list(self._rows)
 
     def snapshots(self) -> dict[str, BackendSnapshot]:
+        """Per-backend summaries computed from the files' rows."""
         return summarise(self.rows())
 
     def _read(self, path: Path) -> list[TelemetryRow]:
@@ -268,9 +270,11 @@ class PrometheusSource:
         self.last_error: str | None = None
 
     def rows(self) -> list[TelemetryRow]:
+        """No rows: Prometheus holds aggregates, not per-task records."""
         return []
 
     def snapshots(self) -> dict[str, BackendSnapshot]:
+        """Per backend the recent queue wait, failure ratio and run time from Prometheus."""
         out: dict[str, BackendSnapshot] = {}
 
         def snap(name: str) -> BackendSnapshot:

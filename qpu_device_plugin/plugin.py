@@ -203,7 +203,7 @@ class DevicePlugin:
         return ""
 
     def readiness_problem(self) -> str:
-        """ "" while registered with the kubelet.sock that exists now; else what we wait for."""
+        """Empty while registered with the kubelet.sock that exists now; else what we wait for."""
         kubelet_id = _file_id(self.kubelet_socket)
         if kubelet_id is None:
             return f"waiting for kubelet ({self.kubelet_socket} absent)"

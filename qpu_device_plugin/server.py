@@ -87,6 +87,7 @@ class DeviceState:
         self._publish()
 
     def qpu_healthy(self, qpu_name: str) -> bool:
+        """Whether QPU ``qpu_name`` passed its last probe."""
         with self.cond:
             return self._health.get(qpu_name, False)
 
@@ -136,11 +137,13 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     def GetDevicePluginOptions(
         self, request: api_pb2.Empty, context: grpc.ServicerContext
     ) -> api_pb2.DevicePluginOptions:
+        """Tell kubelet we implement GetPreferredAllocation (and not PreStartContainer)."""
         return options()
 
     def ListAndWatch(
         self, request: api_pb2.Empty, context: grpc.ServicerContext
     ) -> Iterator[api_pb2.ListAndWatchResponse]:
+        """Send the device list now and on every health change, until kubelet or we stop."""
         cond = self.state.cond
         context.add_callback(lambda: _notify(cond))  # wake the wait below when kubelet hangs up
         watch = _Watch()
@@ -175,6 +178,7 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     def GetPreferredAllocation(
         self, request: api_pb2.PreferredAllocationRequest, context: grpc.ServicerContext
     ) -> api_pb2.PreferredAllocationResponse:
+        """Prefer healthy devices, spread over the least used QPUs."""
         if not request.container_requests:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no container_requests")
         responses = []
@@ -195,6 +199,7 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     def Allocate(
         self, request: api_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> api_pb2.AllocateResponse:
+        """Give each container its QPU's env, token mount and CDI device; refuse unknown devices."""
         try:
             responses = [
                 self._allocate_container(index, list(creq.devices_ids))
@@ -216,6 +221,7 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     ) -> api_pb2.PreStartContainerResponse:
         # Nothing to reset on a QPU (pre_start_required is false); still check the ids so a
         # caller that does use it gets a useful answer.
+        """Nothing to do before a container starts (not requested in the options)."""
         for device_id in request.devices_ids:
             if device_id not in self.state.devices:
                 _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown device id {device_id[:80]!r}")

@@ -32,6 +32,7 @@ COMPONENT_CLIS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qubelet`` parser with every installed component's verbs."""
     parser = argparse.ArgumentParser(
         prog="qubelet",
         description="QPUs as Kubernetes resources and a hybrid circuit-cutting pipeline.",

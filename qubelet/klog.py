@@ -36,6 +36,7 @@ class KlogFormatter(logging.Formatter):
     """Formats records as klog structured lines; ``extra={"kv": {...}}`` carries key/values."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One klog-style line: severity, time, source, message and key=value pairs."""
         letter = _LEVEL_LETTER.get(record.levelno, "I")
         ts = time.gmtime(record.created)
         micros = int((record.created % 1) * 1_000_000)
@@ -59,15 +60,19 @@ class StructuredLogger:
         self._logger = logging.getLogger(name)
 
     def info(self, msg: str, **kv: Any) -> None:
+        """Log ``msg`` with structured ``kv`` at info level."""
         self._logger.info(msg, extra={"kv": kv}, stacklevel=2)
 
     def debug(self, msg: str, **kv: Any) -> None:
+        """Log ``msg`` with structured ``kv`` at debug level (``-v``)."""
         self._logger.debug(msg, extra={"kv": kv}, stacklevel=2)
 
     def warning(self, msg: str, **kv: Any) -> None:
+        """Log ``msg`` with structured ``kv`` at warning level."""
         self._logger.warning(msg, extra={"kv": kv}, stacklevel=2)
 
     def error(self, msg: str, err: BaseException | str | None = None, **kv: Any) -> None:
+        """Log ``msg`` at error level, with ``err`` as its one-line cause."""
         if err is not None:
             kv = {"err": str(err), **kv}
         self._logger.error(msg, extra={"kv": kv}, stacklevel=2)

@@ -21,8 +21,10 @@ __all__ = ["api_error", "api_errors", "load_kube_client"]
 
 
 def load_kube_client(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> Any:
-    """A ``kubernetes.client.ApiClient`` for ``kubeconfig``, else the pod's service account, else
-    ``$KUBECONFIG`` / ``~/.kube/config`` (client-go's order for a daemon).
+    """A ``kubernetes.client.ApiClient`` for a daemon or ``qubelet submit``.
+
+    ``kubeconfig`` wins, else the pod's service account, else ``$KUBECONFIG`` /
+    ``~/.kube/config`` (client-go's order for a daemon).
 
     Raises:
         UsageError: no usable configuration was found (one line, no credentials in it).

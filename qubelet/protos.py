@@ -55,6 +55,7 @@ def generate(out_dir: Path, root: Path = REPO_ROOT) -> list[Path]:
 
 
 def main() -> int:
+    """Regenerate the committed stubs; the exit status."""
     for path in generate(REPO_ROOT):
         print(path.relative_to(REPO_ROOT))
     return 0

@@ -35,6 +35,7 @@ class Counts:
 
     @property
     def shots(self) -> int:
+        """Total shots the counts add up to."""
         return int(self.counts.sum())
 
     @classmethod

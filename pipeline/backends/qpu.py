@@ -44,6 +44,7 @@ class QPUTarget:
 
     @property
     def is_fake(self) -> bool:
+        """Whether the target is an embedded fake backend (no server, no token)."""
         return self.spec.startswith(FAKE_PREFIX)
 
 
@@ -164,6 +165,7 @@ class IQMBackend:
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
+        """Transpile and run ``circuits`` as one job; counts per circuit, in order."""
         too_wide = [c.num_qubits for c in circuits if c.num_qubits > self._backend.num_qubits]
         if too_wide:
             raise PipelineError(
@@ -315,7 +317,7 @@ def folded_seed(seed: int, scale: int) -> int:
 
 
 def _measured_physical_qubits(circuit: QuantumCircuit) -> dict[int, int]:
-    """clbit index → the qubit last measured into it."""
+    """Map each clbit index to the qubit last measured into it."""
     mapping: dict[int, int] = {}
     for inst in circuit.data:
         if inst.operation.name == "measure":

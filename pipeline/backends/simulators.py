@@ -58,6 +58,7 @@ class AerStatevectorBackend:
         self._device = "GPU" if kind == "gpu" else "CPU"
 
     def state(self) -> BackendState:
+        """What the policy sees of this simulator: qubits and workers."""
         return BackendState(
             name=self.name,
             kind=self.kind,
@@ -78,6 +79,7 @@ class AerStatevectorBackend:
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
+        """Sample ``shots`` outcomes of each circuit from its exact (deferred-measurement) distribution."""
         simulator = self._simulator()
         # Seeded although the saved probabilities are exact: Aer may still draw random numbers
         # (e.g. for its single shot), and a run must be reproducible bit for bit.
