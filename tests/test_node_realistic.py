@@ -75,6 +75,9 @@ PROBES = ("livenessProbe", "readinessProbe")
 
 
 def _missing_feature() -> str | None:
+    if Path(sys.prefix).absolute().is_relative_to("/tmp"):
+        # The DaemonSets mount an emptyDir at /tmp, which hides a checkout (and its .venv) there.
+        return f"the environment ({sys.prefix}) is under /tmp, which the pods' /tmp emptyDir hides"
     if os.geteuid() != 0:
         return "needs root (kubelet's directories are root-owned 0750; mounts need CAP_SYS_ADMIN)"
     for tool in ("unshare", "setpriv", "kubectl", "openssl", "mount"):
