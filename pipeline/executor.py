@@ -38,6 +38,7 @@ from pipeline.stages import (
 from pipeline.store import ArtifactStore, write_json
 from pipeline.termination import terminate_on_sigterm
 from pipeline.timing import StageClock
+from policy import metrics as policy_metrics
 from qubelet import klog
 
 log = klog.get_logger("qubelet.pipeline")
@@ -144,6 +145,7 @@ class LocalExecutor:
         for name, backend in self.backends.items():
             metrics.DEFAULT.init_backend(name, backend.kind)
         metrics.DEFAULT.init_run()
+        policy_metrics.init_decisions(config.policy, {b.kind for b in self.backends.values()})
         self.progress: ProgressSink = progress or NoProgress()
         self._lock = threading.Lock()
         #: keys whose stored result was invalid and is recomputed by this run -> why

@@ -6,6 +6,8 @@ policy instance in a process (tests start many) shares these objects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Histogram
 
 from qubelet import exposition
@@ -32,6 +34,16 @@ ERROR_BUDGET_BREACHES = Counter(
 
 #: Every policy metric (what a pushing step sends along with the pipeline's).
 ALL = (DECISIONS, PREDICTION_ERROR, ERROR_BUDGET_BREACHES)
+
+
+def init_decisions(policy: str, backend_kinds: Iterable[str]) -> None:
+    """Create the decision series of ``policy`` at zero, one per backend class.
+
+    Why: ``rate()`` needs a sample before the first decision. A run that plans and finishes
+    between two scrapes would otherwise show its decisions only at their final value.
+    """
+    for kind in backend_kinds:
+        DECISIONS.labels(policy=policy, backend_kind=kind)
 
 
 def record_decision(policy: str, backend_kind: str) -> None:
