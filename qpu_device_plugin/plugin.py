@@ -159,7 +159,10 @@ class DevicePlugin:
 
     def step(self, now: float) -> None:
         """One pass of the watch loop: follow kubelet restarts and (re)register when due."""
-        if self._server is None or _file_id(self.socket_path) != self._socket_id:
+        socket_id = _file_id(self.socket_path)
+        # ``_socket_id`` is None when the socket vanished between bind and stat in start_server
+        # (kubelet deleting plugin sockets as it starts): None == None must not pass for "ours".
+        if self._server is None or socket_id is None or socket_id != self._socket_id:
             log.warning("device plugin socket gone, restarting server", socket=str(self.socket_path))
             self.start_server()
             self._registered_with = None

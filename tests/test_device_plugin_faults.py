@@ -14,16 +14,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import yaml
+from doubles.kubelet_deviceplugin import TestKubelet
 from test_device_plugin_server import Running, file_probe_config, start_plugin
 
+from qpu_device_plugin import plugin as plugin_module
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
 from qpu_device_plugin.constants import PLUGIN_SOCKET
+from qpu_device_plugin.metrics import PluginMetrics
 from qpu_device_plugin.server import MAX_WATCH_STREAMS, DeviceState
 from qubelet.errors import ConfigError
 from qubelet.inventory import parse_config
@@ -128,6 +132,41 @@ def test_restart_storm_ends_registered_with_the_last_kubelet(running: Running) -
     after = len(kubelet.updates)
     (running.dir / "onprem").write_text("down\n")
     kubelet.wait_for_health("onprem-r0", "Unhealthy", timeout=5, after=after)
+
+
+def test_socket_deleted_between_bind_and_stat_is_served_again(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubelet deletes plugin sockets as it starts; in a restart storm that can land between the
+    plugin's bind and its stat of the new socket. The plugin then took "no file" as its socket's
+    identity, saw nothing wrong while the file stayed absent, and registered an endpoint kubelet
+    could not dial: registered, never connected (the restart storm test's rare failure)."""
+    for name in ("onprem", "cloud"):
+        (short_dir / name).write_text("healthy\n")
+    (short_dir / "tokens.json").write_text("{}")
+    kubelet = TestKubelet(short_dir).start()
+    plugin = plugin_module.DevicePlugin(file_probe_config(short_dir), short_dir, metrics=PluginMetrics())
+    real_file_id = plugin_module._file_id
+    armed = [True]
+
+    def kubelet_deletes_it_first(path: Path) -> tuple[int, int] | None:
+        if armed[0] and path == plugin.socket_path:  # the stat right after start_server's bind
+            armed[0] = False
+            path.unlink()
+        return real_file_id(path)
+
+    monkeypatch.setattr(plugin_module, "_file_id", kubelet_deletes_it_first)
+    try:
+        plugin.start()
+        assert not armed[0] and not plugin.socket_path.exists()
+        plugin.step(time.monotonic())
+        kubelet.wait_for_registrations(1, timeout=10)
+        kubelet.wait_connected(timeout=10)
+        assert plugin.socket_path.is_socket()
+        assert kubelet.allocate(["onprem-r0"]).container_responses[0].envs["QUBELET_QPU_NAME"] == "onprem"
+    finally:
+        plugin.close()
+        kubelet.stop()
 
 
 # -- configuration ---------------------------------------------------------------------------
