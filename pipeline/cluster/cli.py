@@ -13,7 +13,7 @@ from typing import Any
 
 from qubelet import klog, serde
 from qubelet.daemon import add_kubeconfig_flag, metrics_port
-from qubelet.inventory.names import DEFAULT_QPU_SPEC, RESOURCE_NAME
+from qubelet.inventory.names import RESOURCE_NAME
 
 log = klog.get_logger("qubelet.cluster.cli")
 
@@ -33,14 +33,6 @@ _PASSTHROUGH = (
     ("zne_extrapolation", "--zne-extrapolation"),
     ("zne_fold", "--zne-fold"),
 )
-#: Passthrough flags left out of the rendered step while they hold the run flags' defaults.
-_IMPLICIT = {
-    "qpu_backend": DEFAULT_QPU_SPEC,
-    "mitigation": "readout",
-    "zne_scales": "1,3",
-    "zne_extrapolation": "linear",
-    "zne_fold": "all",
-}
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -96,8 +88,15 @@ def _config(args: argparse.Namespace, run_dir: Path) -> Any:
 
 def _run_args(args: argparse.Namespace) -> Any:
     """The run flags as the rendered generate step will repeat them."""
+    from pipeline.cli import RUN_DEFAULTS
     from pipeline.cluster.render import RunArgs
 
+    # Passthrough flags are left out of the rendered step while they hold RunConfig's defaults,
+    # spelled as the flags spell them.
+    implicit = {
+        attr: RUN_DEFAULTS[attr] for attr in ("qpu_backend", "mitigation", "zne_extrapolation", "zne_fold")
+    }
+    implicit["zne_scales"] = ",".join(map(str, RUN_DEFAULTS["zne_scales"]))
     config = _config(args, Path("unused"))
     extra = []
     for attr, flag in _PASSTHROUGH:
@@ -109,7 +108,7 @@ def _run_args(args: argparse.Namespace) -> Any:
             extra.append(f"{flag}={config.max_subcircuit_width}")
         elif attr in ("observables", "observables_file", "max_subcircuit_width") or value is None:
             continue
-        elif value != _IMPLICIT.get(attr):
+        elif value != implicit.get(attr):
             extra.append(f"{flag}={value}")
     return RunArgs(
         qubits=config.qubits,

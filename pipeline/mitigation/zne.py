@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from qiskit import QuantumCircuit
+
+if TYPE_CHECKING:  # run configs import the defaults below; they must not pay for qiskit
+    from qiskit import QuantumCircuit
 
 EXTRAPOLATIONS = ("linear", "richardson")
 DEFAULT_SCALES: tuple[int, ...] = (1, 3)
