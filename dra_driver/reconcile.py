@@ -5,6 +5,14 @@ publisher owns), and per pool: leaves it alone when nothing changed, otherwise b
 generation (so the scheduler never mixes old and new slices of a pool) and creates/replaces
 its slices; slices of pools or chunks no longer wanted are deleted. Slice names are
 deterministic, so running it twice never duplicates anything.
+
+"Changed" is decided the way the upstream publisher (k8s.io/dynamic-resource-allocation
+``resourceslice`` controller, ``DevicesDeepEqual``) decides it: fields the API server fills in
+are not differences. A device taint's ``timeAdded`` is defaulted by the server on every write,
+and empty lists and maps come back omitted; comparing them would rewrite a tainted or empty
+pool, and bump its generation, on every pass. When a pool is rewritten anyway, each taint that
+is still there keeps the ``timeAdded`` the server gave it (upstream ``copyTaintTimeAdded``), so
+the time a device became unhealthy survives an unrelated change elsewhere in the pool.
 """
 
 from __future__ import annotations
@@ -37,11 +45,48 @@ class ReconcileResult:
         return bool(self.created or self.updated or self.deleted)
 
 
+def _omitempty(value: Any) -> Any:
+    """Drop None, empty lists and empty maps from maps: the server omits them (Go ``omitempty``)."""
+    if isinstance(value, dict):
+        out = {k: _omitempty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_omitempty(v) for v in value]
+    return value
+
+
 def _comparable(s: k8s.V1ResourceSlice) -> Any:
-    """What decides "changed": spec without the pool generation, plus our labels."""
-    spec = to_dict(s.spec) or {}
+    """What decides "changed": spec without the pool generation and server-filled fields.
+
+    Plus our labels and owner references. Taints are compared by key, value and effect only:
+    we never set ``timeAdded``, so any value there is the server's.
+    """
+    spec = _omitempty(to_dict(s.spec) or {})
     spec.get("pool", {}).pop("generation", None)
-    return {"labels": (s.metadata.labels or {}) if s.metadata else {}, "spec": spec}
+    for device in spec.get("devices", []):
+        for taint in device.get("taints", []):
+            taint.pop("timeAdded", None)
+    meta = _omitempty(to_dict(s.metadata) or {})
+    return {
+        "labels": meta.get("labels", {}),
+        "ownerReferences": meta.get("ownerReferences", []),
+        "spec": spec,
+    }
+
+
+def _keep_time_added(old: k8s.V1ResourceSlice | None, new: k8s.V1ResourceSlice) -> None:
+    """Give each taint of ``new`` the ``timeAdded`` of the same taint (key/value/effect) in ``old``."""
+    if old is None or not old.spec.devices:
+        return
+    before = {d.name: d.taints or [] for d in old.spec.devices}
+    for device in new.spec.devices or []:
+        for taint in device.taints or []:
+            if taint.time_added is not None:
+                continue
+            for was in before.get(device.name, []):
+                if (was.key, was.value, was.effect) == (taint.key, taint.value, taint.effect):
+                    taint.time_added = was.time_added
+                    break
 
 
 def _pool(s: k8s.V1ResourceSlice) -> str:
@@ -95,6 +140,7 @@ class SliceReconciler:
                     self.api.create_resource_slice(body)
                     result.created.append(name)
                 else:
+                    _keep_time_added(current, body)
                     body.metadata.resource_version = current.metadata.resource_version
                     self.api.replace_resource_slice(name, body)
                     result.updated.append(name)

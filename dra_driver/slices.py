@@ -103,6 +103,14 @@ def pool_devices(
 
 #: Upper bound of devices in one ResourceSlice (resource.k8s.io/v1 ResourceSliceMaxDevices).
 MAX_DEVICES_PER_SLICE = 128
+#: The bound when any device of the slice carries taints (resource.k8s.io/v1
+#: ResourceSliceMaxDevicesWithAdvancedFeatures; enforced by the API server's validation).
+MAX_TAINTED_DEVICES_PER_SLICE = 64
+
+
+def slice_capacity(devices: Iterable[k8s.V1Device]) -> int:
+    """How many of ``devices`` one slice may hold: 64 when any carries taints, else 128."""
+    return MAX_TAINTED_DEVICES_PER_SLICE if any(d.taints for d in devices) else MAX_DEVICES_PER_SLICE
 
 
 def slice_name(pool: str, index: int = 0) -> str:
@@ -139,12 +147,15 @@ def build_pool(
     node_names: Iterable[str] = (),
     generation: int = 1,
 ) -> list[k8s.V1ResourceSlice]:
-    """The slices of one pool (128 devices each); exactly one of nodeName/nodeSelector/allNodes.
+    """The slices of one pool; exactly one of nodeName/nodeSelector/allNodes.
 
+    Slices hold 128 devices each, or 64 when any device of the pool carries taints (the whole
+    pool is cut the same way, so no slice can exceed the limit whichever device gets tainted).
     An empty pool still gets one (empty) slice, so the scheduler learns that the devices are
     gone rather than keeping an outdated list.
     """
-    chunks = [devices[i : i + MAX_DEVICES_PER_SLICE] for i in range(0, len(devices), MAX_DEVICES_PER_SLICE)]
+    size = slice_capacity(devices)
+    chunks = [devices[i : i + size] for i in range(0, len(devices), size)]
     chunks = chunks or [[]]
     out = []
     for index, chunk in enumerate(chunks):

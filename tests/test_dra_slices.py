@@ -275,3 +275,69 @@ def test_controller_probes_ready_as_leader_or_standby_not_when_api_is_down() -> 
         for c in (leader, standby, down):
             c.stop()
     assert leader.liveness_problem() == "controller loop is not running"
+
+
+def test_taint_mode_is_stable_when_the_server_fills_time_added() -> None:
+    """Issue 19 (2): the server stamps ``timeAdded`` on every taint; that alone is no change."""
+    api = FakeResourceAPI()
+    rec = node_reconciler(api)
+    cfg = config(qpu("adonis-onprem", "onprem", replicas=3), qpu("deneb-onprem", "onprem"))
+    health = {"adonis-onprem": False, "deneb-onprem": True}
+    rec.reconcile(node_slices(cfg.qpus, NODE, health, mode="taint"))
+    (s,) = api.slices.values()
+    stamped = [t.time_added for d in s.spec.devices for t in d.taints or []]
+    assert len(stamped) == 3 and all(stamped)  # the double stamps them as the API server does
+    writes = api.calls["create_resource_slice"] + api.calls["replace_resource_slice"]
+    for _ in range(10):
+        assert not rec.reconcile(node_slices(cfg.qpus, NODE, health, mode="taint")).changed
+    assert api.calls["create_resource_slice"] + api.calls["replace_resource_slice"] == writes
+    (s,) = api.slices.values()
+    assert s.spec.pool.generation == 1
+
+
+def test_taint_keeps_its_time_added_when_another_device_changes() -> None:
+    """A replace carries the old ``timeAdded`` of an unchanged taint (upstream copyTaintTimeAdded)."""
+    api = FakeResourceAPI()
+    rec = node_reconciler(api)
+    cfg = config(qpu("adonis-onprem", "onprem"), qpu("deneb-onprem", "onprem"))
+    rec.reconcile(node_slices(cfg.qpus, NODE, {"adonis-onprem": False, "deneb-onprem": True}, mode="taint"))
+    first = {d.name: d.taints for d in next(iter(api.slices.values())).spec.devices}
+    api.clock = lambda: dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    result = rec.reconcile(
+        node_slices(cfg.qpus, NODE, {"adonis-onprem": False, "deneb-onprem": False}, mode="taint")
+    )
+    assert result.updated
+    (s,) = api.slices.values()
+    now = {d.name: d.taints for d in s.spec.devices}
+    assert now["adonis-onprem-r0"][0].time_added == first["adonis-onprem-r0"][0].time_added
+    assert now["deneb-onprem-r0"][0].time_added.year == 2031
+    assert s.spec.pool.generation == 2
+
+
+def test_empty_pool_is_stable_when_the_server_omits_empty_lists() -> None:
+    """The server drops ``devices: []`` (omitempty); an empty pool must not be rewritten each pass."""
+    api = FakeResourceAPI()
+    rec = node_reconciler(api)
+    cfg = config(qpu("adonis-onprem", "onprem"))
+    rec.reconcile(node_slices(cfg.qpus, NODE, {}))
+    for _ in range(3):
+        assert not rec.reconcile(node_slices(cfg.qpus, NODE, {})).changed
+
+
+@pytest.mark.parametrize("size", [1, 64, 65, 128, 1000])
+def test_tainted_pools_are_cut_at_64_devices(size: int) -> None:
+    """Issue 19 (3): 128 devices per slice, but 64 when any device carries taints."""
+    api = FakeResourceAPI()
+    cfg = config(qpu("big-onprem", "onprem", replicas=size))
+    slices = node_slices(cfg.qpus, NODE, {"big-onprem": False}, mode="taint")
+    assert all(len(s.spec.devices) <= 64 for s in slices)
+    assert sum(len(s.spec.devices) for s in slices) == size
+    assert len(slices) == -(-size // 64)
+    result = node_reconciler(api).reconcile(slices)  # the double rejects > 64 tainted devices
+    assert len(result.created) == len(slices)
+    published = sorted(dev for _, _, dev in api.scheduler_devices())
+    assert published == sorted(f"big-onprem-r{i}" for i in range(size))
+    for _ in range(10):
+        again = node_slices(cfg.qpus, NODE, {"big-onprem": False}, mode="taint")
+        assert not node_reconciler(api).reconcile(again).changed
+    assert {s.spec.pool.generation for s in api.slices.values()} == {1}

@@ -12,6 +12,9 @@ Every write is validated as the API server would (``apiserver_validation``): the
 schema in strict mode, then the ResourceSlice rules no schema expresses (128 devices per slice,
 attribute name/value formats, exactly one of nodeName/nodeSelector/allNodes, immutable pool).
 An invalid object is rejected with the server's 422 and message, and nothing is stored.
+A stored slice is what the server stores: each device taint without ``timeAdded`` gets the
+current time, truncated to seconds (``SetDefaults_DeviceTaint``; ``clock`` is settable), and
+empty lists and maps are dropped (every list and map of a ResourceSlice is ``omitempty``).
 ``scheduler_devices`` is the scheduler's view of the stored slices: per pool, only the slices of
 the newest ``generation``, and only when all ``resourceSliceCount`` of them are present.
 
@@ -22,10 +25,12 @@ the real client pays for deserialization (not a deep copy of model objects).
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiClient, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
@@ -64,6 +69,16 @@ def _with_kind(data: dict[str, Any], api_version: str, kind: str) -> dict[str, A
     return data
 
 
+def _omitempty(value: Any) -> Any:
+    """Drop None, empty lists and empty maps from every map, as Go's ``omitempty`` encodes them."""
+    if isinstance(value, dict):
+        out = {k: _omitempty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_omitempty(v) for v in value]
+    return value
+
+
 def _decode(data: dict[str, Any], klass: str) -> Any:
     return _CODEC._ApiClient__deserialize(data, klass)  # type: ignore[attr-defined]
 
@@ -78,6 +93,16 @@ class FakeResourceAPI:
         self._claims: dict[tuple[str, str], dict[str, Any]] = {}
         self._leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
+        #: the server's clock for defaulted taint ``timeAdded`` (tests move it)
+        self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def _defaulted_slice(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The slice as the server stores it: taints get ``timeAdded``, empty fields go."""
+        now = self.clock().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for device in data.get("spec", {}).get("devices") or []:
+            for taint in device.get("taints") or []:
+                taint.setdefault("timeAdded", now)
+        return _omitempty(data)  # type: ignore[no-any-return]
 
     # -- helpers ---------------------------------------------------------------------------
     def _stamp(self, obj: Any, uid: str | None = None) -> dict[str, Any]:
@@ -153,6 +178,7 @@ class FakeResourceAPI:
         self.calls["create_resource_slice"] += 1
         data = _with_kind(_encode(body), "resource.k8s.io/v1", "ResourceSlice")
         validate(data)
+        data = self._defaulted_slice(data)
         with self._lock:
             name = data["metadata"]["name"]
             if name in self._slices:
@@ -174,7 +200,7 @@ class FakeResourceAPI:
                 raise Conflict(
                     f'Operation cannot be fulfilled on "{name}": conflict', status=409, reason="Conflict"
                 )
-            data = self._stamp(data, uid=current["metadata"]["uid"])
+            data = self._stamp(self._defaulted_slice(data), uid=current["metadata"]["uid"])
             self._slices[name] = data
         return _decode(data, "V1ResourceSlice")
 
