@@ -2,6 +2,11 @@
 
 Both versions are thin translations between their generated messages and :class:`QPUDriver`;
 kubelet 1.34 prefers v1 and still speaks v1beta1, so serving both keeps older kubelets working.
+
+Request names go out as the claim's top-level request: an allocation from a ``firstAvailable``
+list is for ``qpu/<subrequest>``, but kubelet matches a container's ``resources.claims[].request``
+(which can only name ``qpu``) against these names, so the upstream kubeletplugin helper strips the
+subrequest (``stripSubrequestNames``) and so do we. The checkpoint keeps the full reference.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ def _refs(claims: Any) -> list[ClaimRef]:
     return [ClaimRef(namespace=c.namespace, uid=c.uid, name=c.name) for c in claims]
 
 
+def base_request(reference: str) -> str:
+    """The top-level request of a request reference (``qpu/model-apollo`` → ``qpu``)."""
+    return reference.split("/", 1)[0]
+
+
 def _prepare(driver: QPUDriver, request: Any, pb: Any, with_share_id: bool) -> Any:
     results = driver.prepare(_refs(request.claims))
     response = pb.NodePrepareResourcesResponse()
@@ -31,7 +41,7 @@ def _prepare(driver: QPUDriver, request: Any, pb: Any, with_share_id: bool) -> A
             continue
         for d in result.devices:
             device = entry.devices.add(
-                request_names=list(d.request_names),
+                request_names=[base_request(name) for name in d.request_names],
                 pool_name=d.pool_name,
                 device_name=d.device_name,
                 cdi_device_ids=list(d.cdi_device_ids),

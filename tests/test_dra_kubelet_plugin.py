@@ -95,8 +95,15 @@ class Env:
             self.config, NODE, self.plugins, self.registry, self.cdi, self.api, metrics=DRAMetrics(), **kw
         )
 
-    def claim(self, name: str, device: str, pool: str = ONPREM_POOL, driver: str = DRIVER_NAME) -> tuple:
-        c = self.api.put_claim(allocated_claim("team-a", name, [(driver, pool, device, "qpu")]))
+    def claim(
+        self,
+        name: str,
+        device: str,
+        pool: str = ONPREM_POOL,
+        driver: str = DRIVER_NAME,
+        request: str = "qpu",
+    ) -> tuple:
+        c = self.api.put_claim(allocated_claim("team-a", name, [(driver, pool, device, request)]))
         return ("team-a", c.metadata.uid, name)
 
 
@@ -202,6 +209,25 @@ def test_prepare_writes_cdi_and_returns_ids(running: Running) -> None:
     assert mount["hostPath"] == str(env.tokens)
     assert mount["containerPath"] == TOKENS_MOUNT_PATH
     assert "ro" in mount["options"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1"])
+def test_container_naming_its_request_gets_the_subrequest_device(running: Running, version: str) -> None:
+    """Issue 19 (4): a ``firstAvailable`` allocation is for ``qpu/<subrequest>``; kubelet matches a
+    container's ``resources.claims[].request`` (``qpu``) against the request names we return, so
+    they carry the parent request, as the upstream kubeletplugin helper strips them."""
+    env, _, kubelet = running
+    ref = env.claim("ranked", "apollo-cloud-r0", pool=CLOUD_POOL, request="qpu/model-apollo")
+    entry: Any = kubelet.prepare([ref], version=version)[ref[1]]
+    assert entry.error == ""
+    assert [list(d.request_names) for d in entry.devices] == [["qpu"]]
+    ids = kubelet.container_cdi_devices(entry, request="qpu")
+    assert ids == [f"{CDI_KIND}={ref[1]}-apollo-cloud-r0"]
+    (dev,) = json.loads(spec_path(env.cdi, ref[1]).read_text())["devices"]
+    assert f"{CDI_KIND}={dev['name']}" == ids[0]
+    assert "QUBELET_QPU_NAME=apollo-cloud" in dev["containerEdits"]["env"]
+    assert dev["containerEdits"]["mounts"][0]["containerPath"] == TOKENS_MOUNT_PATH
+    assert kubelet.container_cdi_devices(entry, request="other") == []
 
 
 def test_onprem_device_has_no_token_mount(running: Running) -> None:

@@ -101,6 +101,21 @@ class TestKubeletDRA:
         response = stub_cls(self._dra_channel()).NodePrepareResources(request, timeout=self.timeout)
         return dict(response.claims)
 
+    @staticmethod
+    def container_cdi_devices(claim: Any, request: str = "") -> list[str]:
+        """The CDI ids kubelet gives a container that names ``request`` of a prepared claim.
+
+        kubelet's ``ClaimInfo.cdiDevicesAsList``: a container naming no request gets every
+        device; otherwise only devices whose ``request_names`` contain the name exactly (a
+        container's ``resources.claims[].request`` names the claim's top-level request).
+        """
+        return [
+            cdi_id
+            for device in claim.devices
+            if not request or not device.request_names or request in device.request_names
+            for cdi_id in device.cdi_device_ids
+        ]
+
     def unprepare(self, claims: Iterable[ClaimTuple], version: str = "v1") -> dict[str, Any]:
         """NodeUnprepareResources; returns uid → per-claim response."""
         pb, stub_cls = (
