@@ -32,6 +32,7 @@ from qiskit.quantum_info import SparsePauliOp
 
 from pipeline.circuits import observables_from_json
 from pipeline.config import RunConfig
+from pipeline.cutgates import fresh_cut_gates
 from pipeline.errors import PipelineError
 from pipeline.executor import ExecutionReport, LocalExecutor, ProgressSink
 from pipeline.stages import CostEstimate, CutTemplate, make_template, save_inputs
@@ -184,6 +185,8 @@ def execute(
             from pipeline.circuits import load_circuit_file
 
             circuit = load_circuit_file(Path(config.circuit_file))
+        if circuit is not None:  # cutting must neither mutate the caller's object nor depend on its past
+            circuit = fresh_cut_gates(circuit)
         resuming = (Path(config.run_dir) / "manifest.json").exists()
         template = None if resuming else cut_template(config, circuit, announce)
     values = None
@@ -192,7 +195,7 @@ def execute(
             from pipeline.validate import check_bound
 
             check_bound(circuit)
-        values = parameter_dict(circuit, parameter_values or [])
+        values = parameter_dict(circuit, [] if parameter_values is None else parameter_values)
     after_cut = time.perf_counter()
     with clock.stage("plan"):  # probing the backends is part of deciding where work runs
         executor = LocalExecutor(

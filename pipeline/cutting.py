@@ -29,6 +29,7 @@ from qiskit import QuantumCircuit
 from qiskit.quantum_info import PauliList
 
 from pipeline.circuits import CutTarget
+from pipeline.cutgates import fresh_cut_gates
 from pipeline.errors import PipelineError
 from pipeline.store import ArtifactStore, circuit_key
 from policy.interface import CircuitFeatures
@@ -248,7 +249,7 @@ def plan_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 0)
     from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
 
     target = locate_cuts(target, max_width=max_width, seed=seed)
-    circuit = target.circuit
+    circuit = fresh_cut_gates(target.circuit)  # the library relabels cut gates: never the caller's
     observables = target.observables
     wire_markers = sum(1 for inst in circuit.data if inst.operation.name == "cut_wire")
     if wire_markers:

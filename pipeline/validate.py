@@ -13,6 +13,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Gate, Instruction
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
+from pipeline.cutgates import check_cut_gates
 from pipeline.errors import PipelineError
 
 #: Non-gate instructions the cutting library and the backends understand by name.
@@ -118,6 +119,7 @@ def non_unitary_reason(circuit: QuantumCircuit) -> str | None:
 
 def validate_circuit(circuit: QuantumCircuit, partition: str | None, *, allow_parameters: bool) -> None:
     """All of the above, in the order a user would fix them."""
+    check_cut_gates(circuit)
     check_instructions(circuit)
     if not allow_parameters:
         check_bound(circuit)
