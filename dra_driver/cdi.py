@@ -189,6 +189,22 @@ class CDIWriter:
             if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
         }
 
+    def spec_device_names(self, claim_uid: str) -> list[str] | None:
+        """The device names a claim's spec on disk carries; None when it cannot be read as ours."""
+        try:
+            doc = json.loads(spec_path(self.cdi_dir, claim_uid).read_text(encoding="utf-8"))
+            names = [str(d["name"]) for d in doc["devices"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        prefix = f"{claim_uid}-"
+        if not all(n.startswith(prefix) for n in names):
+            return None
+        return [n[len(prefix) :] for n in names]
+
+    def has_spec(self, claim_uid: str) -> bool:
+        """Whether the claim's spec file exists."""
+        return spec_path(self.cdi_dir, claim_uid).exists()
+
     def sweep(self, owned: set[str]) -> list[str]:
         """Delete the specs of claims not in ``owned``, and temp files a kill left behind.
 

@@ -79,7 +79,8 @@ def _api(args: argparse.Namespace) -> Any:
     from dra_driver.client import KubeResourceAPI
     from qubelet.kube import load_kube_client
 
-    return KubeResourceAPI(api_client=load_kube_client(args.kubeconfig))
+    # No urllib3 retries: every caller has its own (the slice loop, the prepare deadline).
+    return KubeResourceAPI(api_client=load_kube_client(args.kubeconfig, retries=False))
 
 
 def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:

@@ -10,10 +10,12 @@ existing or changed one :class:`qubelet.errors.Conflict`, any other refusal
 :class:`qubelet.errors.ApiError`. :class:`KubeResourceAPI` translates the client's
 ``ApiException`` here (:mod:`qubelet.kube`), so callers catch meaning instead of HTTP statuses.
 
-Every real call carries a request timeout (``request_timeout``, 5 s by default, applied to the
-connect and to each read): without one, a single API read that never answers holds its caller
-forever. urllib3 retries an idempotent read up to 3 times, so a hung read ends after about 20 s,
-well inside the 45 s kubelet allows NodePrepareResources (docs/reliability.md).
+Every real call carries a request timeout (``request_timeout``, 5 s by default, for the whole
+request): without one, a single API read that never answers holds its caller forever. The
+daemons build their client with urllib3's retries off (``load_kube_client(retries=False)``), so
+a hung read ends after one timeout, says "timed out", and is not repeated behind the caller's
+back; NodePrepareResources reads its claims in parallel under one deadline
+(:data:`dra_driver.driver.PREPARE_DEADLINE_SECONDS`), inside kubelet's 45 s (docs/reliability.md).
 """
 
 from __future__ import annotations

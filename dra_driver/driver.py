@@ -21,12 +21,14 @@ does not own for longer than the next start-up sweep:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dra_driver.cdi import DEFAULT_TOKENS_SECRET, CDIWriter, MissingTokenError
+from dra_driver.cdi import DEFAULT_TOKENS_SECRET, CDIWriter, MissingTokenError, cdi_device_id
 from dra_driver.checkpoint import PreparedClaim, PreparedDevice
 from dra_driver.claim_locks import ClaimLocks
 from dra_driver.client import ResourceAPI
@@ -38,6 +40,12 @@ from qubelet.errors import ApiError, NotFound, QubeletError
 from qubelet.inventory.names import DRIVER_NAME
 
 log = klog.get_logger("qubelet.dra.driver")
+
+#: One NodePrepareResources call answers within this many seconds, whatever the API does
+#: (kubelet gives up after 45 s; the margin covers writing the specs and the checkpoint).
+PREPARE_DEADLINE_SECONDS = 30.0
+#: A claim whose read did not answer by the deadline.
+_UNREAD = object()
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class QPUDriver:
         metrics: DRAMetrics | None = None,
         tokens_dir: str | Path | None = None,
         tokens_secret: str = DEFAULT_TOKENS_SECRET,
+        prepare_deadline: float = PREPARE_DEADLINE_SECONDS,
     ) -> None:
         self.api = api
         self.devices = {(d.pool, d.name): d for d in devices}
@@ -85,15 +94,58 @@ class QPUDriver:
         self.metrics = metrics or DRAMetrics()
         self.claim_locks = ClaimLocks()
         self.metrics.prepared_claims.set(len(self.state.uids()))
+        self.prepare_deadline = prepare_deadline
+        #: set when the plugin stops: a prepare waiting on the API answers at once
+        self.stopping = threading.Event()
 
-    def _prepare_one(self, ref: ClaimRef) -> PreparedClaim:
+    def _read_claims(self, refs: list[ClaimRef], deadline: float) -> dict[str, Any]:
+        """Read the claims in parallel, once each; uid → claim or the exception its read raised.
+
+        A claim whose read has not answered by ``deadline`` (``time.monotonic``), or when the
+        plugin is stopping, is absent from the result. The reads run in daemon threads: one the
+        deadline left behind ends at its request timeout and never holds the process at exit.
+        """
+        results: dict[str, Any] = {}
+        answered = threading.Condition()
+
+        def read(ref: ClaimRef) -> None:
+            value: Any
+            try:
+                value = self.api.read_resource_claim(ref.namespace, ref.name)
+            except Exception as exc:
+                value = exc
+            with answered:
+                results[ref.uid] = value
+                answered.notify_all()
+
+        for ref in refs:
+            threading.Thread(target=read, args=(ref,), name=f"read-claim-{ref.uid}", daemon=True).start()
+        with answered:
+            while len(results) < len(refs) and not self.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                answered.wait(min(left, 0.2))
+            return dict(results)
+
+    def _prepare_one(self, ref: ClaimRef, read: Any) -> PreparedClaim:
+        """Prepare one claim from its read (a claim object, the read's exception, or ``_UNREAD``)."""
         where = f"{ref.namespace}/{ref.name}"
-        try:
-            claim = self.api.read_resource_claim(ref.namespace, ref.name)
-        except NotFound as exc:
-            raise PrepareError("not_found", f"resourceclaim {where} not found") from exc
-        except ApiError as exc:
-            raise PrepareError("api_error", f"read resourceclaim {where}: {api_error_text(exc)}") from exc
+        if read is _UNREAD:
+            if self.stopping.is_set():
+                raise PrepareError("shutting_down", f"read resourceclaim {where}: plugin is shutting down")
+            raise PrepareError(
+                "timeout",
+                f"read resourceclaim {where}: API request timed out "
+                f"(no answer within the {self.prepare_deadline:g} s prepare deadline)",
+            )
+        if isinstance(read, NotFound):
+            raise PrepareError("not_found", f"resourceclaim {where} not found") from read
+        if isinstance(read, ApiError):
+            raise PrepareError("api_error", f"read resourceclaim {where}: {api_error_text(read)}") from read
+        if isinstance(read, Exception):
+            raise read
+        claim = read
         uid = claim.metadata.uid if claim.metadata else None
         if uid != ref.uid:
             raise PrepareError(
@@ -138,19 +190,24 @@ class QPUDriver:
     def prepare(self, claims: Iterable[ClaimRef]) -> dict[str, PrepareResult]:
         """NodePrepareResources: one result per claim uid."""
         start = time.perf_counter()
+        deadline = time.monotonic() + self.prepare_deadline
         refs = list(claims)
         out: dict[str, PrepareResult] = {}
         new: list[PreparedClaim] = []
+        to_read: list[ClaimRef] = []
         with self.claim_locks.hold(ref.uid for ref in refs):
             for ref in refs:
-                if ref.uid in out:
+                if ref.uid in out or any(r.uid == ref.uid for r in to_read):
                     continue  # the same claim twice in one call
                 known = self.state.get(ref.uid)
-                if known is not None:
+                if known is not None and not known.recovered:
                     out[ref.uid] = PrepareResult(devices=known.devices)
                     continue
+                to_read.append(ref)
+            reads = self._read_claims(to_read, deadline)
+            for ref in to_read:
                 try:
-                    claim = self._prepare_one(ref)
+                    claim = self._prepare_one(ref, reads.get(ref.uid, _UNREAD))
                 except PrepareError as exc:
                     self.metrics.prepare_errors.labels(reason=exc.reason).inc()
                     log.warning(
@@ -177,7 +234,8 @@ class QPUDriver:
                 # Not persisted means not prepared: kubelet retries, and no orphan spec stays.
                 why = f"write checkpoint: {exc.strerror or exc}"
                 for claim in new:
-                    self._remove_spec_quietly(claim.uid)
+                    if self.state.get(claim.uid) is None:  # a recovered claim's spec stays live
+                        self._remove_spec_quietly(claim.uid)
                     self.metrics.prepare_errors.labels(reason="checkpoint_error").inc()
                     out[claim.uid] = PrepareResult(error=why)
                 log.error("prepare failed: checkpoint not written", claims=len(new), err=why)
@@ -192,6 +250,97 @@ class QPUDriver:
             )
         self.metrics.prepare_duration.observe(time.perf_counter() - start)
         return out
+
+    def restore(self) -> None:
+        """Start-up, before serving: make checkpoint and device files agree again, losing nothing.
+
+        - The checkpoint was unusable (set aside) or is absent while specs exist: every spec of
+          this driver may belong to a running pod, and kubelet will not prepare those claims
+          again, so the checkpoint is rebuilt from the specs (entries marked ``recovered``).
+        - Otherwise specs the checkpoint does not own are orphans of a kill -9: swept.
+        - Checkpointed claims whose spec is gone (``/var/run/cdi`` is a tmpfs: a reboot) get it
+          written again, from the inventory, so restarted containers find their CDI devices.
+        """
+        on_disk = self._spec_uids()
+        rebuilt_ok = True
+        if self.state.checkpoint_lost or (self.state.checkpoint_missing and on_disk):
+            rebuilt_ok = self._rebuild_from_specs(on_disk)
+        if rebuilt_ok:
+            self.sweep_orphan_specs()
+        self._recreate_missing_specs()
+        self.metrics.prepared_claims.set(len(self.state.uids()))
+
+    def _spec_uids(self) -> list[str]:
+        try:
+            return sorted(self.cdi.claim_specs())
+        except OSError as exc:
+            log.error("could not list CDI specs", dir=str(self.cdi.cdi_dir), err=exc.strerror or str(exc))
+            return []
+
+    def _rebuild_from_specs(self, uids: list[str]) -> bool:
+        """Checkpoint every spec on disk as a recovered claim; False when that could not be saved."""
+        by_name = {d.name: d for d in self.devices.values()}
+        rebuilt = []
+        for uid in uids:
+            if self.state.get(uid) is not None:
+                continue
+            names = self.cdi.spec_device_names(uid) or []
+            devices = tuple(
+                PreparedDevice((), by_name[n].pool, n, (cdi_device_id(uid, n),))
+                for n in names
+                if n in by_name
+            )
+            rebuilt.append(PreparedClaim(namespace="", name="", uid=uid, devices=devices, recovered=True))
+        try:
+            self.state.add_many(rebuilt)
+        except OSError as exc:
+            log.error(
+                "could not rebuild checkpoint from CDI specs; keeping every spec",
+                specs=len(rebuilt),
+                err=exc.strerror or str(exc),
+            )
+            return False
+        if rebuilt:
+            log.warning(
+                "rebuilt checkpoint from CDI specs",
+                claims=len(rebuilt),
+                uids=",".join(c.uid for c in rebuilt),
+            )
+        return True
+
+    def _recreate_missing_specs(self) -> None:
+        """Write again the spec of every checkpointed claim that has none (after a reboot)."""
+        recreated = []
+        for uid in self.state.uids():
+            claim = self.state.get(uid)
+            if claim is None or claim.recovered or self.cdi.has_spec(uid):
+                continue
+            picked = [self.devices.get((d.pool_name, d.device_name)) for d in claim.devices]
+            missing = [
+                f"{d.pool_name}/{d.device_name}"
+                for d, p in zip(claim.devices, picked, strict=True)
+                if p is None
+            ]
+            if missing:
+                log.error(
+                    "cannot recreate CDI spec: device no longer in the inventory",
+                    claim=f"{claim.namespace}/{claim.name}",
+                    uid=uid,
+                    devices=",".join(missing),
+                )
+                continue
+            try:
+                self.cdi.write_claim(uid, [p for p in picked if p is not None])
+            except (MissingTokenError, OSError) as exc:
+                log.error(
+                    "cannot recreate CDI spec", claim=f"{claim.namespace}/{claim.name}", uid=uid, err=str(exc)
+                )
+                continue
+            recreated.append(uid)
+        if recreated:
+            log.warning(
+                "recreated CDI specs of checkpointed claims", count=len(recreated), uids=",".join(recreated)
+            )
 
     def sweep_orphan_specs(self) -> list[str]:
         """Remove CDI specs that no checkpointed claim owns (start-up, before serving)."""

@@ -164,14 +164,14 @@ class KubeletPlugin:
         health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(self.broadcaster), server)
 
     def start(self, stop: threading.Event | None = None) -> None:
-        """Sweep orphan CDI specs, probe once, serve DRA, register with kubelet, start the loops.
+        """Restore specs and checkpoint (``QPUDriver.restore``), probe, serve, register, loop.
 
         ``stop`` (the daemon's SIGTERM event) ends the start-up probe at once; nothing is served
         then, and :meth:`stop` still cleans up.
         """
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self.cdi_dir.mkdir(parents=True, exist_ok=True)
-        self.driver.sweep_orphan_specs()
+        self.driver.restore()
         health = self.monitor.check_now(stop=stop)
         if stop is not None and stop.is_set():
             return
@@ -215,6 +215,7 @@ class KubeletPlugin:
 
     def stop(self) -> None:
         """Unregister first (remove the registration socket), then stop serving."""
+        self.driver.stopping.set()  # a prepare waiting on a hung API answers now
         if self.publish_slices:
             self.loop.stop()
         self.monitor.stop()

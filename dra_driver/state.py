@@ -24,6 +24,10 @@ class PreparedClaims:
         self._checkpoint = Checkpoint(checkpoint_path)
         self._lock = threading.Lock()
         self._claims: dict[str, PreparedClaim] = self._checkpoint.load()
+        #: the checkpoint on disk could not be used (set aside): what was prepared is unknown
+        self.checkpoint_lost = self._checkpoint.unusable
+        #: there was no checkpoint file at all (first start, or someone removed it)
+        self.checkpoint_missing = not self._checkpoint.unusable and not self._checkpoint.path.exists()
 
     def get(self, uid: str) -> PreparedClaim | None:
         """The prepared claim with this uid, or None."""

@@ -20,11 +20,16 @@ from qubelet.errors import ApiError, Conflict, NotFound, UsageError
 __all__ = ["api_error", "api_errors", "load_kube_client"]
 
 
-def load_kube_client(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> Any:
+def load_kube_client(
+    kubeconfig: str | None = None, env: Mapping[str, str] | None = None, *, retries: bool | None = None
+) -> Any:
     """A ``kubernetes.client.ApiClient`` for a daemon or ``qubelet submit``.
 
     ``kubeconfig`` wins, else the pod's service account, else ``$KUBECONFIG`` /
-    ``~/.kube/config`` (client-go's order for a daemon).
+    ``~/.kube/config`` (client-go's order for a daemon). ``retries=False`` turns urllib3's own
+    retries off: a caller with a deadline (the DRA kubelet plugin) must not have each request
+    silently repeated, which stacks request timeouts (5 s x 4 = 20 s per read) and turns a timeout
+    into ``MaxRetryError``.
 
     Raises:
         UsageError: no usable configuration was found (one line, no credentials in it).
@@ -33,13 +38,16 @@ def load_kube_client(kubeconfig: str | None = None, env: Mapping[str, str] | Non
 
     env = os.environ if env is None else env
     try:
+        configuration = client.Configuration()
         if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig)
-        if env.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        elif env.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        return config.new_client_from_config()
+        else:
+            config.load_kube_config(client_configuration=configuration)
+        if retries is not None:
+            configuration.retries = retries
+        return client.ApiClient(configuration)
     except (config.ConfigException, OSError, TypeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"no Kubernetes configuration (use --kubeconfig or KUBECONFIG): {first}") from None
