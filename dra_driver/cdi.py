@@ -10,7 +10,9 @@ pod's start, so they are written atomically (tmp + fsync + rename).
 The runtime bind-mounts a *host* path. When the plugin runs in a pod the token file usually
 comes from a Secret mounted into the plugin's container, which the runtime cannot see; with
 ``tokens_dir`` set (a hostPath such as the plugin's data directory) the token is staged there
-(copied when it changed, mode 0644 inside a 0700 directory) and that copy is mounted instead.
+(copied when it changed, mode 0440 for the step pods' group, inside a 0700 directory) and that
+copy is mounted instead. The token file resolves only inside the tokens Secret's mount, and a
+QPU with ``tenantTokens`` gives each namespace its own token (:mod:`qubelet.inventory.tokens`).
 The token's content is never logged.
 
 The mount never names a file that does not exist (the runtime would fail the container): a
@@ -33,6 +35,7 @@ from qubelet.errors import QubeletError
 from qubelet.inventory import qpu_env
 from qubelet.inventory.health import needs_no_token
 from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
+from qubelet.inventory.tokens import TOKENS_ROOT, TokenRefused, confine, stage
 
 #: The Secret the manifests mount at the tokens path (``<namespace>/<name>``, key tokens.json).
 DEFAULT_TOKENS_SECRET = "qubelet-system/qubelet-iqm-tokens"
@@ -124,55 +127,60 @@ class CDIWriter:
         cdi_dir: str | Path,
         tokens_dir: str | Path | None = None,
         tokens_secret: str = DEFAULT_TOKENS_SECRET,
+        tokens_root: str | Path = TOKENS_ROOT,
+        tokens_gid: int | None = None,
     ) -> None:
         self.cdi_dir = Path(cdi_dir)
         self.tokens_dir = Path(tokens_dir) if tokens_dir else None
         self.tokens_secret = tokens_secret
+        #: token files resolve only inside this directory (the tokens Secret's mount)
+        self.tokens_root = Path(tokens_root)
+        #: group of the staged copies (the step pods' group); None: left as created
+        self.tokens_gid = tokens_gid
 
-    def stage_token(self, device: QPUDevice) -> str | None:
-        """The host path to mount the QPU's token from (staged when ``tokens_dir`` is set).
+    def stage_token(self, device: QPUDevice, namespace: str = "") -> str | None:
+        """The host path to mount the QPU's token from, for a claim in ``namespace``.
 
-        None when the QPU has no ``tokensFile``, or a fake backend's file is absent. A real
-        backend's absent file raises :class:`MissingTokenError`; other read errors are OSError.
+        None when the QPU has no token file, or a fake backend's file is absent. The file is the
+        namespace's ``tenantTokens`` entry when the QPU lists tenants (a namespace it does not
+        list is refused), else ``tokensFile``; it must resolve inside ``tokens_root``
+        (:func:`qubelet.inventory.tokens.confine`). Staged when ``tokens_dir`` is set.
+
+        Raises:
+            TokenRefused: outside the Secret's mount, or no token for this namespace.
+            MissingTokenError: a real backend's file is absent (names the Secret).
+            OSError: other read or write errors.
         """
-        source = device.qpu.tokens_file
+        qpu = device.qpu
+        source = qpu.token_for(namespace)
+        if source is None and qpu.tenant_tokens:
+            listed = ", ".join(ns for ns, _ in qpu.tenant_tokens)
+            raise TokenRefused(
+                f"QPU {qpu.name} has no token for namespace {namespace} (tenantTokens lists {listed})"
+            )
         if not source:
             return None
+        real = confine(source, self.tokens_root, what=f"QPU {qpu.name} tokensFile")
         try:
-            data = Path(source).read_bytes()
+            data = real.read_bytes()
         except FileNotFoundError:
-            if needs_no_token(device.qpu):
+            if needs_no_token(qpu):
                 return None  # a simulator: nothing to authenticate, prepare without a token
-            namespace, _, name = self.tokens_secret.rpartition("/")
+            secret_ns, _, name = self.tokens_secret.rpartition("/")
             raise MissingTokenError(
-                f"QPU {device.qpu.name} needs its token file {source}, which is absent: "
-                f"create Secret {name} in namespace {namespace or 'default'} (key tokens.json)"
+                f"QPU {qpu.name} needs its token file {source}, which is absent: "
+                f"create Secret {name} in namespace {secret_ns or 'default'} (key tokens.json)"
             ) from None
         if self.tokens_dir is None:
-            return source  # the plugin runs on the host: the runtime can mount the file itself
-        target = self.tokens_dir / f"{device.qpu.name}.json"
-        try:
-            current = target.read_bytes()
-        except FileNotFoundError:
-            current = None
-        if current != data:
-            self.tokens_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=self.tokens_dir)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            return str(real)  # the plugin runs on the host: the runtime can mount the file itself
+        suffix = f".{namespace}" if qpu.tenant_tokens else ""
+        target = self.tokens_dir / f"{qpu.name}{suffix}.json"
+        stage(data, target, self.tokens_gid)
         return str(target)
 
-    def write_claim(self, claim_uid: str, devices: list[QPUDevice]) -> list[str]:
+    def write_claim(self, claim_uid: str, devices: list[QPUDevice], namespace: str = "") -> list[str]:
         """Write the claim's spec; returns the CDI device ids, in the order of ``devices``."""
-        staged = {d.qpu.name: p for d in devices if (p := self.stage_token(d)) is not None}
+        staged = {d.qpu.name: p for d in devices if (p := self.stage_token(d, namespace)) is not None}
         atomic_write_json(spec_path(self.cdi_dir, claim_uid), build_spec(claim_uid, devices, staged))
         return [cdi_device_id(claim_uid, d.name) for d in devices]
 

@@ -38,6 +38,7 @@ from dra_driver.state import PreparedClaims
 from qubelet import klog
 from qubelet.errors import ApiError, NotFound, QubeletError
 from qubelet.inventory.names import DRIVER_NAME
+from qubelet.inventory.tokens import TOKENS_ROOT, TokenRefused
 
 log = klog.get_logger("qubelet.dra.driver")
 
@@ -86,10 +87,12 @@ class QPUDriver:
         tokens_dir: str | Path | None = None,
         tokens_secret: str = DEFAULT_TOKENS_SECRET,
         prepare_deadline: float = PREPARE_DEADLINE_SECONDS,
+        tokens_root: str | Path = TOKENS_ROOT,
+        tokens_gid: int | None = None,
     ) -> None:
         self.api = api
         self.devices = {(d.pool, d.name): d for d in devices}
-        self.cdi = CDIWriter(cdi_dir, tokens_dir, tokens_secret)
+        self.cdi = CDIWriter(cdi_dir, tokens_dir, tokens_secret, tokens_root, tokens_gid)
         self.state = PreparedClaims(checkpoint_path)
         self.metrics = metrics or DRAMetrics()
         self.claim_locks = ClaimLocks()
@@ -175,9 +178,11 @@ class QPUDriver:
                 )
             )
         try:
-            ids = self.cdi.write_claim(ref.uid, picked)
+            ids = self.cdi.write_claim(ref.uid, picked, ref.namespace)
         except MissingTokenError as exc:
             raise PrepareError("missing_token", f"resourceclaim {where}: {exc}") from exc
+        except TokenRefused as exc:
+            raise PrepareError("token_refused", f"resourceclaim {where}: {exc}") from exc
         except OSError as exc:
             what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
             raise PrepareError("cdi_error", f"write CDI spec for {where}: {what}") from exc
@@ -330,8 +335,8 @@ class QPUDriver:
                 )
                 continue
             try:
-                self.cdi.write_claim(uid, [p for p in picked if p is not None])
-            except (MissingTokenError, OSError) as exc:
+                self.cdi.write_claim(uid, [p for p in picked if p is not None], claim.namespace)
+            except (MissingTokenError, TokenRefused, OSError) as exc:
                 log.error(
                     "cannot recreate CDI spec", claim=f"{claim.namespace}/{claim.name}", uid=uid, err=str(exc)
                 )

@@ -36,6 +36,7 @@ from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, UnhealthyMode, node_slic
 from qubelet import klog
 from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
 from qubelet.inventory.names import DRIVER_NAME
+from qubelet.inventory.tokens import TOKENS_ROOT
 
 log = klog.get_logger("qubelet.dra.kubelet_plugin")
 
@@ -100,6 +101,8 @@ class KubeletPlugin:
         tokens_dir: str | Path | None = None,
         tokens_secret: str = DEFAULT_TOKENS_SECRET,
         calibration: CalibrationSource | None = None,
+        tokens_root: str | Path = TOKENS_ROOT,
+        tokens_gid: int | None = None,
     ) -> None:
         self.config = config
         #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
@@ -121,6 +124,8 @@ class KubeletPlugin:
             self.metrics,
             tokens_dir=tokens_dir,
             tokens_secret=tokens_secret,
+            tokens_root=tokens_root,
+            tokens_gid=tokens_gid,
         )
         self.broadcaster = HealthBroadcaster(self.devices.values())
         mine = {d.qpu.name for d in self.devices.values()}

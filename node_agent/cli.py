@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             resync_seconds=args.resync_seconds,
             stage_tokens_dir=tokens,
             tokens_secret=args.tokens_secret,
+            tokens_root=args.tokens_root,
+            tokens_gid=args.tokens_gid,
         )
         return run_kubelet_plugin(dra_args, metrics=dra_metrics)
     from qpu_device_plugin.cli import run as run_device_plugin

@@ -91,6 +91,7 @@ class Env:
 
     def plugin(self, **kw: Any) -> KubeletPlugin:
         kw.setdefault("resync_seconds", 0.2)
+        kw.setdefault("tokens_root", self.root)  # the tokens Secret's mount: tokens.json is in it
         return KubeletPlugin(
             self.config, NODE, self.plugins, self.registry, self.cdi, self.api, metrics=DRAMetrics(), **kw
         )
@@ -407,12 +408,12 @@ def test_token_staged_into_host_dir(env: Env) -> None:
     secret.write_text('{"access_token": "s3cr3t"}')
     cloud = replace(env.config.qpu("apollo-cloud"), tokens_file=str(secret))
     device = all_devices([cloud], NODE)["apollo-cloud-r0"]
-    writer = CDIWriter(env.cdi, tokens_dir=env.root / "tokens")
+    writer = CDIWriter(env.cdi, tokens_dir=env.root / "tokens", tokens_root=env.root)
     (cdi_id,) = writer.write_claim("uid-1", [device])
     assert cdi_id == f"{CDI_KIND}=uid-1-apollo-cloud-r0"
     staged = env.root / "tokens" / "apollo-cloud.json"
     assert staged.read_text() == secret.read_text()
-    assert oct(staged.stat().st_mode & 0o777) == "0o644"
+    assert oct(staged.stat().st_mode & 0o777) == "0o440"  # never world-readable (issue 23)
     assert oct((env.root / "tokens").stat().st_mode & 0o777) == "0o700"
     (dev,) = json.loads(spec_path(env.cdi, "uid-1").read_text())["devices"]
     assert dev["containerEdits"]["mounts"][0]["hostPath"] == str(staged)
@@ -454,11 +455,13 @@ def test_real_backend_without_secret_fails_that_claim_naming_the_secret(env: Env
 
     real = replace(env.config.qpu("apollo-cloud"), backend="iqm", tokens_file=str(env.root / "absent.json"))
     device = all_devices([real], NODE)["apollo-cloud-r0"]
-    writer = CDIWriter(env.cdi, tokens_dir=env.root / "staged", tokens_secret="qpu-ns/iqm-tokens")
+    writer = CDIWriter(
+        env.cdi, tokens_dir=env.root / "staged", tokens_secret="qpu-ns/iqm-tokens", tokens_root=env.root
+    )
     with pytest.raises(MissingTokenError, match="Secret iqm-tokens in namespace qpu-ns"):
         writer.write_claim("uid-4", [device])
     assert not spec_path(env.cdi, "uid-4").exists()
-    plain = CDIWriter(env.cdi)  # on the host (no staging) the rule is the same: never a dangling mount
+    plain = CDIWriter(env.cdi, tokens_root=env.root)  # on the host (no staging) the rule is the same: never a dangling mount
     with pytest.raises(MissingTokenError, match=r"absent\.json"):
         plain.write_claim("uid-5", [device])
     assert not spec_path(env.cdi, "uid-5").exists()

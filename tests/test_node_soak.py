@@ -246,6 +246,7 @@ def test_both_daemons_survive_mixed_faults(root: Path) -> None:
             *(sys.executable, str(TESTS / "doubles" / "dra_plugin_process.py"), str(root / "claims.json")),
             *("--config", str(config), "--node-name", NODE, "--plugins-dir", str(plugins)),
             *("--registry-dir", str(registry), "--cdi-dir", str(cdi), "--resync-seconds", "0.5"),
+            *("--tokens-root", str(root)),
         ],
         logs,
     )

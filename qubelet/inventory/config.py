@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
@@ -77,7 +78,12 @@ _QPU_KEYS = {
     "replicas",
     "nodeSelector",
     "nodes",
+    "tenantTokens",
 }
+#: A ResourceSlice device attribute's string value may be at most this many bytes (API limit).
+MAX_ATTRIBUTE_STRING_BYTES = 64
+#: A label name or value (without a prefix): what a node selector in a slice must match.
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _CALIBRATION_KEYS = {"fidelity2q", "readoutFidelity", "time"}
 _HEALTH_KEYS = {"probe", "url", "path", "intervalSeconds", "timeoutSeconds"}
 
@@ -116,6 +122,15 @@ class QPUConfig:
     calibration_time: int | None = None
     #: Names of the nodes that reach this QPU (see :mod:`qubelet.inventory.binding`).
     nodes: tuple[str, ...] = ()
+    #: (namespace, token file) pairs: a claim from that namespace gets that token, and a claim
+    #: from any other namespace none (``tenantTokens``; set, it replaces ``tokensFile``).
+    tenant_tokens: tuple[tuple[str, str], ...] = ()
+
+    def token_for(self, namespace: str | None) -> str | None:
+        """The token file a claim from ``namespace`` gets (None: this namespace gets none)."""
+        if self.tenant_tokens:
+            return dict(self.tenant_tokens).get(namespace or "")
+        return self.tokens_file
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,28 @@ class _Ctx:
         if "\n" in value:
             raise self.fail(field_name, "must be a single line")
         return value
+
+    def attribute(self, value: object, field_name: str) -> str:
+        """A string published as a ResourceSlice attribute: at most 64 bytes (UTF-8)."""
+        text = self.string(value, field_name)
+        size = len(text.encode("utf-8"))
+        if size > MAX_ATTRIBUTE_STRING_BYTES:
+            raise self.fail(
+                field_name,
+                f"too long: {size} bytes, a ResourceSlice attribute holds at most "
+                f"{MAX_ATTRIBUTE_STRING_BYTES} ({_show(text)})",
+            )
+        return text
+
+    def token_path(self, value: object, field_name: str) -> str:
+        """A token file path: no ``..`` (it must resolve inside the tokens Secret's mount)."""
+        text = self.string(value, field_name)
+        if ".." in PurePosixPath(text).parts:
+            raise self.fail(
+                field_name,
+                f"must not contain '..' (token files live in the tokens Secret), got {_show(text)}",
+            )
+        return text
 
     def boolean(self, value: object, field_name: str) -> bool:
         if not isinstance(value, bool):
@@ -274,7 +311,22 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
     endpoint = ctx.url(data["endpoint"], "endpoint") if data.get("endpoint") is not None else None
     if backend == "iqm" and endpoint is None:
         raise ctx.fail("endpoint", "required when backend is 'iqm'")
-    tokens_file = ctx.string(data["tokensFile"], "tokensFile") if data.get("tokensFile") is not None else None
+    tokens_file = (
+        ctx.token_path(data["tokensFile"], "tokensFile") if data.get("tokensFile") is not None else None
+    )
+    tenant_raw = data.get("tenantTokens")
+    tenant_tokens: list[tuple[str, str]] = []
+    if tenant_raw is not None:
+        if not isinstance(tenant_raw, Mapping) or not tenant_raw:
+            raise ctx.fail(
+                "tenantTokens", f"must be a mapping of namespace to token file, got {_show(tenant_raw)}"
+            )
+        for ns, path in tenant_raw.items():
+            if not isinstance(ns, str) or len(ns) > 63 or not DNS1123_LABEL.match(ns):
+                raise ctx.fail(
+                    "tenantTokens", f"key must be a namespace name (DNS-1123 label), got {_show(ns)}"
+                )
+            tenant_tokens.append((ns, ctx.token_path(path, f"tenantTokens.{ns}")))
     calibration = ctx.mapping(data.get("calibration") or {}, "calibration", _CALIBRATION_KEYS)
     fidelity_2q = (
         ctx.fraction(calibration["fidelity2q"], "calibration.fidelity2q")
@@ -294,7 +346,24 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         raise ctx.fail("nodeSelector", f"must be a mapping of strings, got {_show(selector_raw)}")
     node_selector: dict[str, str] = {}
     for key, value in selector_raw.items():
-        node_selector[ctx.string(key, "nodeSelector")] = ctx.string(value, f"nodeSelector.{key}")
+        key_text = ctx.string(key, "nodeSelector")
+        prefix, _, label = key_text.rpartition("/")
+        if (
+            not LABEL_NAME.match(label)
+            or len(label) > 63
+            or (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)))
+        ):
+            raise ctx.fail(
+                "nodeSelector",
+                f"key must be a label key ([prefix/]name, name at most 63 characters), got {_show(key_text)}",
+            )
+        value_text = ctx.string(value, f"nodeSelector.{key}")
+        if len(value_text) > 63 or not LABEL_NAME.match(value_text):
+            raise ctx.fail(
+                f"nodeSelector.{key}",
+                f"must be a label value (at most 63 of A-Z a-z 0-9 - _ .), got {_show(value_text)}",
+            )
+        node_selector[key_text] = value_text
     nodes_raw = data.get("nodes")
     nodes: list[str] = []
     if nodes_raw is not None:
@@ -320,12 +389,12 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         )
     return QPUConfig(
         name=name,
-        vendor=ctx.string(data["vendor"], "vendor"),
-        model=ctx.string(data["model"], "model"),
+        vendor=ctx.attribute(data["vendor"], "vendor"),
+        model=ctx.attribute(data["model"], "model"),
         qubits=ctx.positive_int(data["qubits"], "qubits"),
-        technology=ctx.string(data["technology"], "technology"),
+        technology=ctx.attribute(data["technology"], "technology"),
         location=cast(Literal["onprem", "cloud"], ctx.enum(data["location"], "location", LOCATIONS)),
-        topology=ctx.string(data["topology"], "topology") if "topology" in data else "unknown",
+        topology=ctx.attribute(data["topology"], "topology") if "topology" in data else "unknown",
         backend=backend,
         endpoint=endpoint,
         tokens_file=tokens_file,
@@ -336,6 +405,7 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         node_selector=node_selector,
         calibration_time=calibration_time,
         nodes=tuple(nodes),
+        tenant_tokens=tuple(sorted(tenant_tokens)),
     )
 
 
