@@ -461,7 +461,8 @@ def test_real_backend_without_secret_fails_that_claim_naming_the_secret(env: Env
     with pytest.raises(MissingTokenError, match="Secret iqm-tokens in namespace qpu-ns"):
         writer.write_claim("uid-4", [device])
     assert not spec_path(env.cdi, "uid-4").exists()
-    plain = CDIWriter(env.cdi, tokens_root=env.root)  # on the host (no staging) the rule is the same: never a dangling mount
+    # on the host (no staging) the rule is the same: never a dangling mount
+    plain = CDIWriter(env.cdi, tokens_root=env.root)
     with pytest.raises(MissingTokenError, match=r"absent\.json"):
         plain.write_claim("uid-5", [device])
     assert not spec_path(env.cdi, "uid-5").exists()
