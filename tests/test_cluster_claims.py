@@ -155,3 +155,17 @@ def test_the_scheduler_would_take_the_first_alternative_a_device_satisfies() -> 
     assert first_match(_device("Apollo", 20, 0.98)) is None  # drifted below the budget's floor
     assert first_match(_device("Adonis", 4, 0.999)) is None  # too small
     assert first_match(_device("Apollo", 20, None)) is None  # no calibration: not an error, no match
+
+
+def test_subrequest_names_are_unique_dns_labels_whatever_the_model_names() -> None:
+    """Issue 19 (6): "Apollo" and "apollo" both became ``model-apollo``; a cut could end in ``-``."""
+    models = ["Apollo", "apollo", "APOLLO!", "x" * 39 + " tail", "Crystal 54"]
+    choices = [{"model": m, "backend": f"qpu:{i}"} for i, m in enumerate(models)]
+    alts = claims.alternatives(choices, 5, 0.99)
+    names = [a.name for a in alts]
+    assert len(set(names)) == len(names) == len(models) + 1
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    assert all(label.match(n) and len(n) <= 63 for n in names), names
+    assert names[0] == "model-apollo" and names[-1] == "any"
+    again = [a.name for a in claims.alternatives(choices, 5, 0.99)]
+    assert again == names  # deterministic: the same ranking renders the same template

@@ -58,7 +58,25 @@ def _floor(min_qubits: int | None, min_fidelity_2q: float | None) -> list[str]:
 
 
 def _dns_label(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+    """At most 40 characters of ``text`` as a DNS label part (cut first, so no trailing ``-``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or "x"
+
+
+def _subrequest_name(model: str, taken: set[str]) -> str:
+    """``model-<label>``, unique among ``taken``.
+
+    Models that differ only in case or punctuation ("Apollo", "apollo") get a suffix from a
+    hash of the exact name, so names stay deterministic.
+    """
+    name = f"model-{_dns_label(model)}"
+    if name in taken:
+        name = f"{name}-{hashlib.sha256(model.encode()).hexdigest()[:6]}"
+    index = 2
+    base = name
+    while name in taken:
+        name = f"{base}-{index}"
+        index += 1
+    return name
 
 
 def alternatives(
@@ -68,6 +86,7 @@ def alternatives(
     floor = _floor(min_qubits, min_fidelity_2q)
     out: list[Alternative] = []
     seen: set[str] = set()
+    names: set[str] = {"any"}
     for choice in choices:
         model = str(choice.get("model") or "")
         if not model or model in seen or len(out) >= MAX_ALTERNATIVES - 1:
@@ -75,7 +94,9 @@ def alternatives(
         seen.add(model)
         named = _test("model", f"== {json.dumps(model)}")
         why = f"policy's choice {choice.get('backend')}"
-        out.append(Alternative(f"model-{_dns_label(model)}", " && ".join([named, *floor]), why))
+        name = _subrequest_name(model, names)
+        names.add(name)
+        out.append(Alternative(name, " && ".join([named, *floor]), why))
     generic = " && ".join(floor) or "true"
     floor_text = f"at least {min_qubits or 1} qubits" + (
         f" and 2q fidelity >= {min_fidelity_2q:g}" if min_fidelity_2q is not None else ""
