@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from qubelet.kube import api_errors, load_kube_client
 
 if TYPE_CHECKING:
-    from kubernetes.client import ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
+    from kubernetes.client import ResourceV1ResourceClaim, V1Lease, V1Node, V1ResourceSlice
 
 __all__ = ["KubeResourceAPI", "ResourceAPI"]
 
@@ -35,7 +35,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class ResourceAPI(Protocol):
-    """ResourceSlices (write), ResourceClaims (read), Leases (election).
+    """ResourceSlices (write), ResourceClaims (read), Leases (election), Nodes (slice owner).
 
     Every method raises ``qubelet.errors.NotFound`` (404), ``Conflict`` (409) or ``ApiError``.
     """
@@ -56,6 +56,9 @@ class ResourceAPI(Protocol):
 
     def read_resource_claim(self, namespace: str, name: str) -> ResourceV1ResourceClaim:
         """Read a ResourceClaim (``NotFound`` if it does not exist)."""
+
+    def read_node(self, name: str) -> V1Node:
+        """Read a Node (``NotFound`` if it does not exist)."""
 
     def read_lease(self, namespace: str, name: str) -> V1Lease:
         """Read a Lease (``NotFound`` if it does not exist)."""
@@ -101,6 +104,7 @@ class KubeResourceAPI:
         self.api_client = api_client
         self._resource = client.ResourceV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
 
     @_translated
     def list_resource_slices(self, label_selector: str = "", field_selector: str = "") -> list[Any]:
@@ -134,6 +138,11 @@ class KubeResourceAPI:
         return self._resource.read_namespaced_resource_claim(
             name, namespace, _request_timeout=self.request_timeout
         )
+
+    @_translated
+    def read_node(self, name: str) -> Any:
+        """Read a Node (the owner of the node's ResourceSlices)."""
+        return self._core.read_node(name, _request_timeout=self.request_timeout)
 
     @_translated
     def read_lease(self, namespace: str, name: str) -> Any:

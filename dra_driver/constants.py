@@ -12,13 +12,21 @@ from qubelet.inventory.names import DRIVER_NAME
 #: CDI spec version written (the version the upstream kubeletplugin helper writes for its specs).
 CDI_VERSION = "0.5.0"
 
-#: Service names as kubelet 1.34 expects them in PluginInfo.supported_versions
+#: Service names as kubelet expects them in PluginInfo.supported_versions
 #: (k8s.io/kubelet/pkg/apis/dra/v1.DRAPluginService, v1beta1.DRAPluginService, and the
-#: v1alpha1.DRAResourceHealth service name, listed the way kubeletplugin.Start lists them).
+#: dra-health v1 and v1alpha1 DRAResourceHealthService names, listed the way the 1.37
+#: kubeletplugin.Start lists them). kubelet 1.37 watches the newest health service listed
+#: (v1); 1.34-1.36 know only v1alpha1, which 1.37-1.39 keep as a transition.
 DRA_V1_SERVICE = "v1.DRAPlugin"
 DRA_V1BETA1_SERVICE = "v1beta1.DRAPlugin"
-DRA_HEALTH_SERVICE = "v1alpha1.DRAResourceHealth"
-SUPPORTED_VERSIONS: tuple[str, ...] = (DRA_V1_SERVICE, DRA_V1BETA1_SERVICE, DRA_HEALTH_SERVICE)
+DRA_HEALTH_V1_SERVICE = "v1.DRAResourceHealth"
+DRA_HEALTH_V1ALPHA1_SERVICE = "v1alpha1.DRAResourceHealth"
+SUPPORTED_VERSIONS: tuple[str, ...] = (
+    DRA_V1_SERVICE,
+    DRA_V1BETA1_SERVICE,
+    DRA_HEALTH_V1_SERVICE,
+    DRA_HEALTH_V1ALPHA1_SERVICE,
+)
 
 #: PluginInfo.type for DRA drivers (k8s.io/kubelet/pkg/apis/pluginregistration/v1.DRAPlugin).
 PLUGIN_TYPE = "DRAPlugin"

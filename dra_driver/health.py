@@ -4,6 +4,10 @@ The device plugin's :class:`HealthMonitor` probes QPUs; this module turns its pe
 transitions into per-device ``DeviceHealth`` messages for every open ``NodeWatchResources``
 stream (kubelet shows them in pod status) and wakes the slice reconciler so unhealthy devices
 leave (or get tainted in) the ResourceSlice and come back when healthy.
+
+The stream is served in dra-health v1 (kubelet 1.37 prefers it) and v1alpha1 (kubelet
+1.34-1.36); the two protos are the same messages in different packages, so one servicer,
+given the generated module of its version, serves both.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 
+from dra_driver.api.dra_health.v1 import api_pb2 as health_v1
+from dra_driver.api.dra_health.v1 import api_pb2_grpc as health_v1_grpc
 from dra_driver.api.dra_health.v1alpha1 import api_pb2 as health_pb2
 from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from dra_driver.devices import QPUDevice
@@ -60,27 +67,25 @@ class HealthBroadcaster:
         for fn in self._listeners:
             fn()
 
-    def message(self) -> health_pb2.NodeWatchResourcesResponse:
-        """The full device health list as kubelet wants it."""
+    def message(self, pb: Any = health_pb2) -> Any:
+        """The full device health list as kubelet wants it, in the messages of module ``pb``."""
         with self._lock:
             health = dict(self._health)
             updated = dict(self._updated)
         out = []
         for d in self.devices:
             state = health.get(d.qpu.name)
-            status = (
-                health_pb2.UNKNOWN if state is None else health_pb2.HEALTHY if state else health_pb2.UNHEALTHY
-            )
+            status = pb.UNKNOWN if state is None else pb.HEALTHY if state else pb.UNHEALTHY
             out.append(
-                health_pb2.DeviceHealth(
-                    device=health_pb2.DeviceIdentifier(pool_name=d.pool, device_name=d.name),
+                pb.DeviceHealth(
+                    device=pb.DeviceIdentifier(pool_name=d.pool, device_name=d.name),
                     health=status,
                     last_updated_time=updated.get(d.qpu.name, int(time.time())),
                     health_check_timeout_seconds=int(max(1.0, d.qpu.health.interval_seconds * 3)),
                     message=f"QPU {d.qpu.name} {_word(state)}",
                 )
             )
-        return health_pb2.NodeWatchResourcesResponse(devices=out)
+        return pb.NodeWatchResourcesResponse(devices=out)
 
     def subscribe(self) -> queue.SimpleQueue[None]:
         """A queue that gets an item on every health change (one per stream)."""
@@ -97,23 +102,28 @@ class HealthBroadcaster:
 
 
 class HealthService(health_grpc.DRAResourceHealthServicer):
-    """``v1alpha1.DRAResourceHealth``: the current state first, then one message per change."""
+    """``DRAResourceHealth`` of module ``pb``: the current state first, then one message per change."""
 
-    def __init__(self, broadcaster: HealthBroadcaster) -> None:
+    def __init__(self, broadcaster: HealthBroadcaster, pb: Any = health_pb2) -> None:
         self.broadcaster = broadcaster
+        self.pb = pb
 
-    def NodeWatchResources(
-        self, request: health_pb2.NodeWatchResourcesRequest, context: grpc.ServicerContext
-    ) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
+    def NodeWatchResources(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         """Stream the devices' health to kubelet: all at once, then on every change."""
         q = self.broadcaster.subscribe()
         try:
-            yield self.broadcaster.message()
+            yield self.broadcaster.message(self.pb)
             while context.is_active():
                 try:
                     q.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
                     continue
-                yield self.broadcaster.message()
+                yield self.broadcaster.message(self.pb)
         finally:
             self.broadcaster.unsubscribe(q)
+
+
+def add_health_services(broadcaster: HealthBroadcaster, server: grpc.Server) -> None:
+    """Serve ``v1.DRAResourceHealth`` and ``v1alpha1.DRAResourceHealth`` from ``broadcaster``."""
+    health_v1_grpc.add_DRAResourceHealthServicer_to_server(HealthService(broadcaster, health_v1), server)
+    health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(broadcaster, health_pb2), server)

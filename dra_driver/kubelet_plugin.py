@@ -18,7 +18,6 @@ import grpc
 
 from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc
 from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
-from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 from dra_driver.calibration import CalibrationSource
 from dra_driver.cdi import DEFAULT_TOKENS_SECRET
@@ -27,7 +26,7 @@ from dra_driver.constants import CHECKPOINT_FILE, DRA_SOCKET, PUBLISHER_LABEL, R
 from dra_driver.devices import all_devices
 from dra_driver.driver import QPUDriver
 from dra_driver.grpc_server import serve_unix, stop_unix
-from dra_driver.health import HealthBroadcaster, HealthService
+from dra_driver.health import HealthBroadcaster, add_health_services
 from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
 from dra_driver.registration import RegistrationService
@@ -139,6 +138,7 @@ class KubeletPlugin:
             field_selector=f"spec.driver={DRIVER_NAME},spec.nodeName={node_name}",
         )
         self.publish_slices = publish_slices
+        self._node_uid: str | None = None
         self.loop = SliceLoop(self.reconcile_slices, resync_seconds, "dra-node-slices")
         self.broadcaster.add_listener(self.loop.wake)
         self._dra_server: grpc.Server | None = None
@@ -148,7 +148,9 @@ class KubeletPlugin:
         """Publish this node's pool from the current health (one pass)."""
         health = self.broadcaster.snapshot()
         qpus = self.calibration.current(self.config.qpus) if self.calibration else self.config.qpus
-        desired = node_slices(qpus, self.node_name, health, self.unhealthy_mode)
+        if self._node_uid is None:  # the slices' owner; read once, as the upstream helper does
+            self._node_uid = str(self.api.read_node(self.node_name).metadata.uid)
+        desired = node_slices(qpus, self.node_name, health, self.unhealthy_mode, self._node_uid)
         try:
             result = self.reconciler.reconcile(desired)
         except Exception:
@@ -166,7 +168,7 @@ class KubeletPlugin:
     def _add_dra(self, server: grpc.Server) -> None:
         v1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1(self.driver), server)
         v1beta1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1Beta1(self.driver), server)
-        health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(self.broadcaster), server)
+        add_health_services(self.broadcaster, server)
 
     def start(self, stop: threading.Event | None = None) -> None:
         """Restore specs and checkpoint (``QPUDriver.restore``), probe, serve, register, loop.

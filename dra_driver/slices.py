@@ -146,6 +146,7 @@ def build_pool(
     node_selector: Mapping[str, str] | None = None,
     node_names: Iterable[str] = (),
     generation: int = 1,
+    owner: k8s.V1OwnerReference | None = None,
 ) -> list[k8s.V1ResourceSlice]:
     """The slices of one pool; exactly one of nodeName/nodeSelector/allNodes.
 
@@ -174,26 +175,45 @@ def build_pool(
             k8s.V1ResourceSlice(
                 api_version="resource.k8s.io/v1",
                 kind="ResourceSlice",
-                metadata=k8s.V1ObjectMeta(name=slice_name(pool, index), labels={PUBLISHER_LABEL: publisher}),
+                metadata=k8s.V1ObjectMeta(
+                    name=slice_name(pool, index),
+                    labels={PUBLISHER_LABEL: publisher},
+                    owner_references=[owner] if owner else None,
+                ),
                 spec=spec,
             )
         )
     return out
 
 
+def node_owner(node_name: str, node_uid: str) -> k8s.V1OwnerReference:
+    """The controller reference to the Node that the upstream helper puts on node-local slices.
+
+    With it the garbage collector deletes a node's slices when the Node object goes, so a node
+    removed for good does not leave its devices offered to the scheduler.
+    """
+    return k8s.V1OwnerReference(api_version="v1", kind="Node", name=node_name, uid=node_uid, controller=True)
+
+
 def node_slices(
-    qpus: Iterable[QPUConfig], node_name: str, health: Mapping[str, bool], mode: UnhealthyMode = "remove"
+    qpus: Iterable[QPUConfig],
+    node_name: str,
+    health: Mapping[str, bool],
+    mode: UnhealthyMode = "remove",
+    node_uid: str | None = None,
 ) -> list[k8s.V1ResourceSlice]:
     """The node pool (QPUs bound to this node alone), published by the node's kubelet plugin.
 
     No slice at all when no QPU is bound to this node (a node that only prepares claims for
     shared QPUs); an empty slice when they are all unhealthy, so the scheduler drops their devices.
+    With ``node_uid`` the slices are owned by the Node (:func:`node_owner`).
     """
     qpus = tuple(qpus)
     if not local_qpus(qpus, node_name):
         return []
     devices = pool_devices(node_devices(qpus, node_name), health, mode)
-    return build_pool(node_name, devices, KUBELET_PLUGIN_PUBLISHER, node_name=node_name)
+    owner = node_owner(node_name, node_uid) if node_uid else None
+    return build_pool(node_name, devices, KUBELET_PLUGIN_PUBLISHER, node_name=node_name, owner=owner)
 
 
 def network_slices(

@@ -22,6 +22,7 @@ from dra_driver.cdi import spec_path
 from dra_driver.constants import SUPPORTED_VERSIONS
 from dra_driver.kubelet_plugin import KubeletPlugin
 from dra_driver.metrics import DRAMetrics
+from dra_driver.slices import node_slices
 from qubelet.inventory import Config, parse_config
 from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, TOKENS_MOUNT_PATH
 
@@ -137,11 +138,13 @@ def test_registration_fields(running: Running) -> None:
     assert info.name == DRIVER_NAME
     assert info.endpoint == str(env.plugins / DRIVER_NAME / "dra.sock")
     assert list(info.supported_versions) == list(SUPPORTED_VERSIONS)
-    assert list(info.supported_versions) == [
+    assert list(info.supported_versions) == [  # as kubeletplugin.Start lists them (1.37)
         "v1.DRAPlugin",
         "v1beta1.DRAPlugin",
+        "v1.DRAResourceHealth",
         "v1alpha1.DRAResourceHealth",
     ]
+    assert kubelet.health_service == "v1.DRAResourceHealth"  # what a 1.37 kubelet picks
     assert (env.registry / f"{DRIVER_NAME}-reg.sock").is_socket()
     assert plugin.registration.registered is True
 
@@ -356,9 +359,11 @@ def test_corrupt_checkpoint_starts_empty(env: Env, capsys: pytest.CaptureFixture
         plugin.stop()
 
 
-def test_health_stream_reports_changes(running: Running) -> None:
+@pytest.mark.parametrize("version", ["v1", "v1alpha1"])
+def test_health_stream_reports_changes(running: Running, version: str) -> None:
+    """Issue 19 (6): kubelet 1.37 prefers dra-health v1, 1.34-1.36 speak v1alpha1; both served."""
     env, _, kubelet = running
-    stream = kubelet.watch_health(timeout=10)
+    stream = kubelet.watch_health(timeout=10, version=version)
     first = next(stream)
     status = {(d.device.pool_name, d.device.device_name): d.health for d in first.devices}
     assert status[(ONPREM_POOL, "adonis-onprem-r0")] == 1  # HEALTHY
@@ -548,3 +553,24 @@ def test_cli_daemon_serves_without_api_server(env: Env, qpu_entry: Callable[...,
     assert "resource slice reconcile failed" in stderr
     assert "sekrit-token-123" not in stderr
     assert not (env.registry / f"{DRIVER_NAME}-reg.sock").exists()
+
+
+def test_node_slices_are_owned_by_their_node(env: Env) -> None:
+    """Issue 19 (6): like the upstream helper, node slices carry a controller ownerReference to
+    the Node (uid looked up once), so the garbage collector removes them with the node; a slice
+    published before, without one, is updated to carry it."""
+    uid = env.api.put_node(NODE)
+    plugin = env.plugin(publish_slices=False)
+    for name in ("adonis", "apollo"):
+        plugin.broadcaster.set(f"{name}-{'onprem' if name == 'adonis' else 'cloud'}", True)
+    legacy = node_slices(env.config.qpus, NODE, plugin.broadcaster.snapshot())
+    env.api.create_resource_slice(legacy[0])
+    result = plugin.reconcile_slices()
+    assert result.updated and not result.created
+    (s,) = env.api.slices.values()
+    (owner,) = s.metadata.owner_references
+    assert (owner.api_version, owner.kind, owner.name, owner.uid) == ("v1", "Node", NODE, uid)
+    assert owner.controller is True
+    reads = env.api.calls["read_node"]
+    assert not plugin.reconcile_slices().changed
+    assert env.api.calls["read_node"] == reads  # the uid is cached

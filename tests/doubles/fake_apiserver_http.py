@@ -23,6 +23,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ class FakeAPIServerHTTP:
             return {
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": name},
+                "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name))},
                 "status": {"nodeInfo": _node_info(self.nodes[name])},
             }
         if path == SLICES and method == "GET":

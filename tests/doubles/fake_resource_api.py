@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client import ApiClient, ResourceV1ResourceClaim, V1Lease, V1ResourceSlice
+from kubernetes.client import ApiClient, ResourceV1ResourceClaim, V1Lease, V1Node, V1ResourceSlice
 
 from doubles.apiserver_validation import validate
 from qubelet.errors import ApiError, Conflict, NotFound
@@ -92,6 +92,10 @@ class FakeResourceAPI:
         self._slices: dict[str, dict[str, Any]] = {}
         self._claims: dict[tuple[str, str], dict[str, Any]] = {}
         self._leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}
+        #: when True, a Node nobody put is read as existing (kubelet registers its Node before
+        #: any plugin runs); tests of a missing Node set it False
+        self.every_node_exists = True
         self.calls: Counter[str] = Counter()
         #: the server's clock for defaulted taint ``timeAdded`` (tests move it)
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
@@ -229,6 +233,28 @@ class FakeResourceAPI:
         if data is None:
             raise self._not_found("resourceclaims", name)
         return _decode(data, "ResourceV1ResourceClaim")
+
+    # -- Nodes (kubelet's side) -----------------------------------------------------------
+    def put_node(self, name: str) -> str:
+        """Store a Node as kubelet registers it; returns its uid."""
+        with self._lock:
+            data = self._stamp(_with_kind({"metadata": {"name": name}}, "v1", "Node"))
+            self._nodes[name] = data
+        return str(data["metadata"]["uid"])
+
+    def read_node(self, name: str) -> V1Node:
+        self.calls["read_node"] += 1
+        with self._lock:
+            data = self._nodes.get(name)
+        if data is None and self.every_node_exists:
+            data = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name))},
+            }
+        if data is None:
+            raise self._not_found("nodes", name)
+        return _decode(data, "V1Node")
 
     # -- Leases ----------------------------------------------------------------------------
     def read_lease(self, namespace: str, name: str) -> V1Lease:

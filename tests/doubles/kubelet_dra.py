@@ -21,13 +21,17 @@ from dra_driver.api.dra.v1 import api_pb2 as v1
 from dra_driver.api.dra.v1 import api_pb2_grpc as v1_grpc
 from dra_driver.api.dra.v1beta1 import api_pb2 as v1beta1
 from dra_driver.api.dra.v1beta1 import api_pb2_grpc as v1beta1_grpc
-from dra_driver.api.dra_health.v1alpha1 import api_pb2 as health_pb2
-from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_grpc
+from dra_driver.api.dra_health.v1 import api_pb2 as health_v1
+from dra_driver.api.dra_health.v1 import api_pb2_grpc as health_v1_grpc
+from dra_driver.api.dra_health.v1alpha1 import api_pb2 as health_v1alpha1
+from dra_driver.api.dra_health.v1alpha1 import api_pb2_grpc as health_v1alpha1_grpc
 from dra_driver.api.pluginregistration.v1 import api_pb2 as reg_pb2
 from dra_driver.api.pluginregistration.v1 import api_pb2_grpc as reg_grpc
 
 #: Services kubelet 1.34 knows how to use, in its order of preference.
 KUBELET_KNOWN_SERVICES = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+#: Health services kubelet 1.37 knows, newest first (``healthServicesSupportedByKubelet``).
+KUBELET_HEALTH_SERVICES = ("v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth")
 
 ClaimTuple = tuple[str, str, str]  # namespace, uid, name
 
@@ -78,6 +82,8 @@ class TestKubeletDRA:
             timeout=self.timeout,
         )
         self.info = info
+        #: the health service kubelet 1.37 would watch (``pickHealthService``; "" for none)
+        self.health_service = next((v for v in KUBELET_HEALTH_SERVICES if v in info.supported_versions), "")
         if ok:
             endpoint = info.endpoint
             if self.node_root is not None:
@@ -127,12 +133,13 @@ class TestKubeletDRA:
         response = stub_cls(self._dra_channel()).NodeUnprepareResources(request, timeout=self.timeout)
         return dict(response.claims)
 
-    def watch_health(self, timeout: float | None = None) -> Any:
-        """The NodeWatchResources stream (cancelled when ``timeout`` passes)."""
-        stub = health_grpc.DRAResourceHealthStub(self._dra_channel())
-        return stub.NodeWatchResources(
-            health_pb2.NodeWatchResourcesRequest(), timeout=timeout or self.timeout
+    def watch_health(self, timeout: float | None = None, version: str = "v1") -> Any:
+        """The NodeWatchResources stream of dra-health ``version`` (cancelled after ``timeout``)."""
+        pb, grpc_mod = (
+            (health_v1, health_v1_grpc) if version == "v1" else (health_v1alpha1, health_v1alpha1_grpc)
         )
+        stub = grpc_mod.DRAResourceHealthStub(self._dra_channel())
+        return stub.NodeWatchResources(pb.NodeWatchResourcesRequest(), timeout=timeout or self.timeout)
 
     def close(self) -> None:
         for channel in self._channels:

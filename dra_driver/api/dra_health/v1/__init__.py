@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the kubelet plugin APIs (see the api.proto next to them)."""
