@@ -136,5 +136,6 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         node_name=args.node_name,
         node_labels=args.node_labels,
+        cdi_dir=args.cdi_dir,
     )
     return run_device_plugin(dp_args, metrics=dp_metrics)

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from qpu_device_plugin.cdi import DEFAULT_CDI_DIR
 from qpu_device_plugin.constants import DEVICE_PLUGIN_PATH
 from qubelet import daemon
 from qubelet.inventory.names import RESOURCE_NAME
@@ -25,6 +26,11 @@ def register(subparsers: Any) -> None:
         "--kubelet-dir",
         default=DEFAULT_KUBELET_DIR,
         help=f"kubelet's device-plugins directory (default {DEFAULT_KUBELET_DIR})",
+    )
+    parser.add_argument(
+        "--cdi-dir",
+        default=DEFAULT_CDI_DIR,
+        help=f"where the CDI spec goes with flags.cdiEnabled (default {DEFAULT_CDI_DIR})",
     )
     add_node_flags(parser)
     daemon.add_metrics_port_flag(parser)
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace, metrics: Any = None) -> int:
         configured=all_qpus,
     )
     metrics = metrics if metrics is not None else PluginMetrics()
-    plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics)
+    plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics, cdi_dir=getattr(args, "cdi_dir", None))
     daemon.stop_on_signals(on_stop=plugin.shutdown)
     daemon.serve_metrics(
         args.metrics_port,

@@ -57,6 +57,7 @@ class DevicePlugin:
         poll_interval: float = 0.5,
         register_timeout: float = 5.0,
         max_backoff: float = 10.0,
+        cdi_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config
         self.dir = Path(kubelet_dir)
@@ -67,6 +68,8 @@ class DevicePlugin:
         self.monitor = monitor or HealthMonitor(
             config.qpus, on_change=self.state.set_health, on_probe=self.metrics.observe_probe
         )
+        #: where the CDI spec goes with ``flags.cdiEnabled`` (no CDI names without it)
+        self.cdi_dir = cdi_dir
         self.poll_interval = poll_interval
         self.register_timeout = register_timeout
         self.max_backoff = max_backoff
@@ -155,7 +158,26 @@ class DevicePlugin:
         if unhealthy:
             log.warning("QPUs unhealthy at start-up, advertising them as Unhealthy", qpus=why)
         self.monitor.start()
+        self._write_cdi_spec()
         self.start_server()
+
+    def _write_cdi_spec(self) -> None:
+        """With ``cdiEnabled``, define the CDI devices Allocate names; name none if that fails."""
+        if not (self.config.flags.cdi_enabled and self.cdi_dir):
+            return
+        from qpu_device_plugin.cdi import write_spec
+
+        try:
+            path = write_spec(self.cdi_dir, self.config)
+        except OSError as exc:
+            log.error(
+                "cannot write the CDI spec; allocating without CDI devices",
+                dir=str(self.cdi_dir),
+                err=exc.strerror or str(exc),
+            )
+            return
+        self.state.cdi_names = True
+        log.info("wrote CDI spec", path=str(path), devices=len(self.config.qpus))
 
     def step(self, now: float) -> None:
         """One pass of the watch loop: follow kubelet restarts and (re)register when due."""

@@ -18,12 +18,13 @@ from typing import NoReturn
 import grpc
 
 from qpu_device_plugin.api.v1beta1 import api_pb2, api_pb2_grpc
+from qpu_device_plugin.cdi import cdi_name
 from qpu_device_plugin.constants import HEALTHY, UNHEALTHY
 from qpu_device_plugin.metrics import PluginMetrics
 from qubelet import klog
 from qubelet.inventory import MAX_DEVICE_ID_LENGTH, Config, Device, devices_for, qpu_env
 from qubelet.inventory.health import token_to_mount
-from qubelet.inventory.names import CDI_KIND, ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
+from qubelet.inventory.names import ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
 
 log = klog.get_logger("qubelet.device_plugin.server")
 
@@ -57,6 +58,8 @@ class DeviceState:
     def __init__(self, config: Config, metrics: PluginMetrics | None = None) -> None:
         self.config = config
         self.devices: dict[str, Device] = {d.id: d for d in devices_for(config)}
+        #: whether Allocate names CDI devices: only once the spec defining them is written
+        self.cdi_names = False
         self._health: dict[str, bool] = {qpu.name: False for qpu in config.qpus}
         self._metrics = metrics
         self.cond = threading.Condition()
@@ -261,11 +264,7 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             mounts.append(api_pb2.Mount(container_path=TOKENS_MOUNT_PATH, host_path=token, read_only=True))
         else:  # a fake backend without its token file: run without one, never a dangling mount
             envs.pop(ENV_IQM_TOKENS_FILE, None)
-        cdi = (
-            [api_pb2.CDIDevice(name=f"{CDI_KIND}={name}") for name in qpus]
-            if self.state.config.flags.cdi_enabled
-            else []
-        )
+        cdi = [api_pb2.CDIDevice(name=cdi_name(name)) for name in qpus] if self.state.cdi_names else []
         return api_pb2.ContainerAllocateResponse(envs=envs, mounts=mounts, cdi_devices=cdi)
 
     def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:

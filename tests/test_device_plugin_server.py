@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import threading
 import time
@@ -94,7 +95,7 @@ def running(short_dir: Path) -> Iterator[Running]:
     for name in ("onprem", "cloud"):
         (short_dir / name).write_text("healthy\n")
     (short_dir / "tokens.json").write_text("{}")  # the cloud QPU is unhealthy without its tokensFile
-    run = start_plugin(file_probe_config(short_dir), short_dir)
+    run = start_plugin(file_probe_config(short_dir), short_dir, cdi_dir=short_dir / "cdi")
     yield run
     run.plugin.shutdown()
     run.thread.join(timeout=10)
@@ -155,6 +156,21 @@ def test_allocate_env_mount_and_cdi(running: Running) -> None:
     assert [d.name for d in cloud.cdi_devices] == ["qpu.quantum.example.com/qpu=cloud"]
     assert dict(onprem.envs) == {"QUBELET_QPU_NAME": "onprem", "QUBELET_QPU_BACKEND": "fake:IQMFakeAdonis"}
     assert list(onprem.mounts) == []  # no tokens file, no mount
+
+
+def test_every_cdi_name_is_defined_by_a_spec(running: Running) -> None:
+    """Issue 19 (6): with ``cdiEnabled`` the names in Allocate must be devices a CDI spec defines,
+    or the runtime fails the container; the plugin writes that spec into its CDI directory."""
+    response = running.kubelet.allocate(["cloud-r1"], ["onprem-r0"])
+    names = [d.name for c in response.container_responses for d in c.cdi_devices]
+    assert names == ["qpu.quantum.example.com/qpu=cloud", "qpu.quantum.example.com/qpu=onprem"]
+    defined: dict[str, Any] = {}
+    for path in (running.dir / "cdi").glob("*.json"):
+        doc = json.loads(path.read_text())
+        assert doc["cdiVersion"] and doc["kind"] == "qpu.quantum.example.com/qpu"
+        defined.update({f"{doc['kind']}={d['name']}": d["containerEdits"] for d in doc["devices"]})
+    assert set(names) <= set(defined)
+    assert "QUBELET_QPU_NAME=cloud" in defined["qpu.quantum.example.com/qpu=cloud"]["env"]
 
 
 def test_bad_requests_get_status_codes_and_server_keeps_serving(running: Running) -> None:

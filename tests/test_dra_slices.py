@@ -337,7 +337,7 @@ def test_tainted_pools_are_cut_at_64_devices(size: int) -> None:
     assert len(result.created) == len(slices)
     published = sorted(dev for _, _, dev in api.scheduler_devices())
     assert published == sorted(f"big-onprem-r{i}" for i in range(size))
-    for _ in range(10):
+    for _ in range(10 if size <= 128 else 1):  # 10 passes of 1000 devices: tests/e2e/test_slices.py
         again = node_slices(cfg.qpus, NODE, {"big-onprem": False}, mode="taint")
         assert not node_reconciler(api).reconcile(again).changed
     assert {s.spec.pool.generation for s in api.slices.values()} == {1}
