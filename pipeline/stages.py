@@ -43,6 +43,7 @@ from pipeline.cutting import (
     store_subexperiments,
 )
 from pipeline.errors import PipelineError
+from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.moments import RAW
 from pipeline.mitigation.observed import batch_observed_error
@@ -575,7 +576,23 @@ def nominal_backend_states(config: RunConfig) -> list[BackendState]:
     return states
 
 
-def plan_from_cut(config: RunConfig) -> Plan:
+@dataclass
+class Preview:
+    """A run planned from its cut alone, with what it will cost (nothing stored or executed)."""
+
+    plan: Plan
+    cost: CostEstimate
+    estimate: RunEstimate
+    cut_seconds: float
+
+
+def plan_from_cut(
+    config: RunConfig,
+    *,
+    states: Sequence[BackendState] | None = None,
+    template: CutTemplate | None = None,
+    parameter_values: dict[str, float] | None = None,
+) -> Plan:
     """The plan a cluster run of ``config`` will make, from the cut's metadata alone.
 
     Nothing is written and nothing is executed: the subexperiments are cut, keyed and described
@@ -584,28 +601,70 @@ def plan_from_cut(config: RunConfig) -> Plan:
     that it does), so ``qubelet render`` needs neither a scratch run directory nor the exact
     reference values.
     """
-    template = make_template(config)
-    problem, subexperiments, coefficients = expand_for(template, {}, config.num_samples, config.seed)
+    return preview(config, states=states, template=template, parameter_values=parameter_values).plan
+
+
+def preview(
+    config: RunConfig,
+    *,
+    states: Sequence[BackendState] | None = None,
+    template: CutTemplate | None = None,
+    parameter_values: dict[str, float] | None = None,
+) -> Preview:
+    """:func:`plan_from_cut` and the cost estimate of that plan (:mod:`pipeline.estimate`).
+
+    ``states`` are the backends to plan for (default: the nominal cluster classes); a
+    ``template`` (a parametrised circuit's cut) is bound to ``parameter_values`` first.
+    """
+    template = template or make_template(config)
+    problem, subexperiments, coefficients = expand_for(
+        template, parameter_values or {}, config.num_samples, config.seed
+    )
     cut, features = store_subexperiments(problem, subexperiments, coefficients, None, config.num_samples)
     tasks = [CircuitFeatures(**{**features[k].__dict__, "shots": config.shots}) for k in cut.unique_keys()]
-    states = nominal_backend_states(config)
+    states = list(states) if states is not None else nominal_backend_states(config)
     decisions = policy_for(config).select(tasks, states) if tasks else []
     workers = {state.name: state.workers for state in states}
-    return Plan(
+    batches = batch_decisions(decisions, config.batch_size, workers, states=states)
+    plan = Plan(
         run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         policy=config.policy,
-        batches=batch_decisions(decisions, config.batch_size, workers, states=states),
+        batches=batches,
         decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
     )
+    jobs: dict[str, int] = {}
+    for batch in batches:
+        jobs[batch.backend] = jobs.get(batch.backend, 0) + 1
+    try:
+        estimate = estimate_run(
+            subexperiments=template.estimate.subexperiments,
+            tasks=tasks,
+            assignment={d.key: d.backend for d in decisions},
+            batches=jobs,
+            states=states,
+            shots=config.shots,
+            mitigation=config.mitigation_config(),
+            model_path=config.policy_model,
+        )
+    except ValueError as exc:  # an unreadable model file: one line
+        raise PipelineError(str(exc)) from None
+    return Preview(plan=plan, cost=template.estimate, estimate=estimate, cut_seconds=template.seconds)
 
 
-def generate(config: RunConfig, *, probe_backends: bool = True) -> Plan:
+def generate(
+    config: RunConfig,
+    *,
+    probe_backends: bool = True,
+    template: CutTemplate | None = None,
+    parameter_values: dict[str, float] | None = None,
+) -> Plan:
     """Stage 1: cut (or reuse the cut), then plan the pending subexperiments.
 
     With ``probe_backends`` the plan uses only backends this machine can run (the local
-    executor); without, it plans for every requested class (a cluster run).
+    executor); without, it plans for every requested class (a cluster run). A ``template``
+    with ``parameter_values`` is one set of a sweep (:func:`prepare`).
     """
-    manifest = prepare(config)
+    manifest = prepare(config, template=template, parameter_values=parameter_values)
     if not probe_backends:
         return plan_pending(manifest, nominal_backend_states(config))
     backends, unavailable = available_backends(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,19 @@ def _config(args: argparse.Namespace, run_dir: Path) -> Any:
     return config
 
 
-def _run_args(args: argparse.Namespace) -> Any:
-    """The run flags as the rendered generate step will repeat them."""
+#: Passthrough flags whose values are laptop files: they travel in the inputs ConfigMap instead.
+_INPUT_FLAGS = frozenset({"circuit", "policy_model", "observables", "observables_file"})
+
+
+def _run_args(args: argparse.Namespace, inputs: Any = None) -> Any:
+    """The run flags as the rendered generate step will repeat them.
+
+    Files (``--circuit``, ``--policy-model``, observables, ``--parameters``) are named by their
+    path in the step's inputs volume (``inputs``, a :class:`~pipeline.cluster.inputs.RunInputs`),
+    never by a laptop path.
+    """
     from pipeline.cli import RUN_DEFAULTS
+    from pipeline.cluster import inputs as run_inputs
     from pipeline.cluster.render import RunArgs
 
     # Passthrough flags are left out of the rendered step while they hold RunConfig's defaults,
@@ -98,21 +109,31 @@ def _run_args(args: argparse.Namespace) -> Any:
     }
     implicit["zne_scales"] = ",".join(map(str, RUN_DEFAULTS["zne_scales"]))
     config = _config(args, Path("unused"))
+    files = inputs.files if inputs is not None else {}
     extra = []
+    for name, flag in (
+        (run_inputs.CIRCUIT, "--circuit"),
+        (run_inputs.POLICY_MODEL, "--policy-model"),
+        (run_inputs.OBSERVABLES, "--observables-file"),
+    ):
+        if name in files:
+            extra.append(f"{flag}={inputs.path(name)}")
+    if run_inputs.OBSERVABLES not in files and config.observables:
+        extra.append(f"--observables={','.join(config.observables)}")
     for attr, flag in _PASSTHROUGH:
         value = getattr(args, attr, None)
-        if attr == "observables" and config.observables:
-            # Specs from --observables and --observables-file alike: the file is not on the PVC.
-            extra.append(f"{flag}={','.join(config.observables)}")
-        elif attr == "max_subcircuit_width" and config.max_subcircuit_width is not None:
+        if attr == "max_subcircuit_width" and config.max_subcircuit_width is not None:
             extra.append(f"{flag}={config.max_subcircuit_width}")
-        elif attr in ("observables", "observables_file", "max_subcircuit_width") or value is None:
+        elif attr in _INPUT_FLAGS or attr == "max_subcircuit_width" or value is None:
             continue
         elif value != implicit.get(attr):
             extra.append(f"{flag}={value}")
+    if getattr(args, "error_budget", None) is not None:
+        extra.append(f"--error-budget={args.error_budget}")
+    user_circuit = config.circuit_file is not None
     return RunArgs(
-        qubits=config.qubits,
-        cuts=config.cuts,
+        qubits=None if user_circuit else config.qubits,
+        cuts=None if user_circuit else config.cuts,
         shots=config.shots,
         seed=config.seed,
         policy=config.policy,
@@ -120,6 +141,25 @@ def _run_args(args: argparse.Namespace) -> Any:
         batch_size=config.batch_size,
         extra=tuple(extra),
     )
+
+
+def _inputs(args: argparse.Namespace, config: Any, parameter_rows: list[Any] | None) -> Any:
+    """The run's laptop files, read for the inputs ConfigMap (size-checked, one-line errors)."""
+    from pipeline.cluster import inputs as run_inputs
+    from pipeline.errors import PipelineError
+    from qubelet.errors import UsageError
+
+    # Observables given as a file travel as a file; plain --observables stay on the command line.
+    observables = config.observables if getattr(args, "observables_file", None) is not None else None
+    try:
+        return run_inputs.collect(
+            circuit=config.circuit_file,
+            observables=observables,
+            parameters=parameter_rows,
+            policy_model=config.policy_model,
+        )
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _add_inventory_flag(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +177,13 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
 
     d = serde.defaults(RenderOptions)  # the flag defaults are RenderOptions' declared ones
     _add_run_flags(parser)
-    parser.add_argument("--namespace", default=d["namespace"])
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        default=d["namespace"],
+        help=f"namespace of the Workflow, its claims and inputs (default {d['namespace']}; "
+        "the Kueue LocalQueues must be there)",
+    )
     parser.add_argument("--image", default=d["image"], help="pipeline image for every step")
     parser.add_argument(
         "--qpu-request",
@@ -171,9 +217,30 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-id", default=None, help="run directory name on the PVC (default: the plan's id)"
     )
-    parser.add_argument("--pvc", default=d["pvc"])
+    parser.add_argument(
+        "--pvc",
+        default=d["pvc"],
+        help=f"PersistentVolumeClaim every step mounts at /runs: run directories, results "
+        f"(default {d['pvc']})",
+    )
     parser.add_argument("--retries", type=int, default=d["retries"], help="retryStrategy.limit of every step")
     _add_inventory_flag(parser)
+    parser.add_argument(
+        "--cluster-profile",
+        type=Path,
+        help="the target cluster's capabilities as YAML (gpus, qpus, deviceClasses, localQueues) "
+        "when --kubeconfig cannot reach it: plan only for the backends it has",
+    )
+    parser.add_argument(
+        "--parameters",
+        type=Path,
+        help="JSON or NPZ parameter sets for --circuit: one Workflow runs the sweep, sets/NNNN each",
+    )
+    parser.add_argument(
+        "--estimate-only",
+        action="store_true",
+        help="print what the cluster lacks and the cost estimate, then stop",
+    )
     parser.add_argument(
         "--pushgateway",
         default=None,
@@ -218,30 +285,120 @@ def _options(args: argparse.Namespace) -> Any:
     )
 
 
-def render_documents(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Plan the run from the cut's metadata and render its objects (claim templates, then Workflow).
+@dataclass
+class Rendered:
+    """What ``render`` and ``submit`` make: the objects to create and what to tell the author."""
 
-    The plan is made for the cluster's backend classes without executing or storing anything;
-    the cluster's generate step re-plans with the same flags and checks it gets no batch the
-    Workflow lacks.
+    docs: list[dict[str, Any]]
+    #: lines for the author: what the cluster lacks, assumptions made, the cost estimate
+    messages: list[str] = field(default_factory=list)
+    estimate: Any = None
+
+    @property
+    def workflow(self) -> dict[str, Any]:
+        """The Workflow (always the last document)."""
+        return self.docs[-1]
+
+
+def cluster_capabilities(args: argparse.Namespace, api_client: Any = None) -> Any:
+    """The target cluster's capabilities: ``--cluster-profile``, else the cluster itself, else None."""
+    from pipeline.cluster import capabilities
+
+    profile = getattr(args, "cluster_profile", None)
+    if profile is not None:
+        return capabilities.load_profile(profile)
+    if api_client is None and getattr(args, "kubeconfig", None):
+        from qubelet.kube import load_kube_client
+
+        api_client = load_kube_client(args.kubeconfig)
+    if api_client is None:
+        return None
+    source = f"kubeconfig {args.kubeconfig}" if getattr(args, "kubeconfig", None) else "the cluster"
+    return capabilities.read_cluster(api_client, args.namespace, source)
+
+
+def render_documents(args: argparse.Namespace, api_client: Any = None) -> Rendered:
+    """Plan the run from the cut's metadata and render its objects (claim templates, inputs, Workflow).
+
+    The plan is made for the backend classes the target cluster has (:mod:`.capabilities`)
+    without executing or storing anything; the cluster's generate step re-plans with the same
+    flags and checks it gets no batch the Workflow lacks. The run's files travel in an inputs
+    ConfigMap (:mod:`.inputs`). With ``--parameters`` every set is planned and the Workflow
+    runs them all (one chain per set).
     """
-    from pipeline import stages
-    from pipeline.cluster import render
+    from pipeline import api, stages
+    from pipeline.circuits import load_circuit_file
+    from pipeline.cluster import capabilities, render
     from pipeline.errors import PipelineError
     from qubelet.errors import UsageError
 
     opts = _options(args)
-    run = _run_args(args)
+    requested = tuple(b.strip() for b in str(args.backends).split(",") if b.strip())
+    fitted = capabilities.fit(requested, cluster_capabilities(args, api_client), opts.qpu_request)
+    messages = fitted.lines()
+    if not fitted.kept:
+        raise UsageError(
+            f"no backend of --backends {','.join(requested)} runs on this cluster: "
+            + "; ".join(f"{k}: {why}" for k, why in fitted.left_out.items())
+        )
+    args = argparse.Namespace(**{**vars(args), "backends": ",".join(fitted.kept)})
     try:
-        plan: Any = stages.plan_from_cut(_config(args, Path("unused")))
+        config = _config(args, Path("unused"))
+        rows = None
+        parameters = getattr(args, "parameters", None)
+        if parameters is not None:
+            if config.circuit_file is None:
+                raise UsageError("--parameters needs --circuit (a circuit with unbound parameters)")
+            rows = api.load_parameter_sets(parameters)
+        inputs = _inputs(args, config, rows)
+        run = _run_args(args, inputs)
+        if rows is not None:
+            circuit = load_circuit_file(Path(config.circuit_file))
+            if not circuit.parameters:
+                raise UsageError("--parameters given, but the circuit has no unbound parameters")
+            template = api.cut_template(config, circuit)
+            previews: list[Any] = [
+                stages.preview(config, template=template, parameter_values=api.parameter_dict(circuit, row))
+                for row in rows
+            ]
+        else:
+            previews = [stages.preview(config)]
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
-    run_id = args.run_id or plan.run_id
+    first = previews[0]
+    run_id = args.run_id or first.plan.run_id
+    every = [b for p in previews for b in p.plan.batches]
     try:
-        workflow = render.build_workflow(run, run_id, plan.batches, opts)
+        workflow = render.build_workflow(
+            run,
+            run_id,
+            first.plan.batches,
+            opts,
+            inputs_configmap=inputs.configmap_name if inputs else None,
+            sweep=[p.plan.batches for p in previews] if rows is not None else None,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return [*render.claim_templates(plan.batches, opts), workflow]
+    sets = f" per parameter set, {len(previews)} sets" if rows is not None else ""
+    messages.append(f"{first.estimate.describe()}{sets}")
+    inputs_docs = [inputs.configmap(opts.namespace, render.PART_OF)] if inputs else []
+    if inputs:
+        messages.append(
+            f"inputs: ConfigMap {inputs.configmap_name} ({', '.join(sorted(inputs.files))}; "
+            f"{inputs.size / 1024:.1f} KiB), mounted into the generate step at {run_inputs_mount()}"
+        )
+    return Rendered(
+        docs=[*render.claim_templates(every, opts), *inputs_docs, workflow],
+        messages=messages,
+        estimate=first.estimate,
+    )
+
+
+def run_inputs_mount() -> str:
+    """Where the generate step sees the run's input files."""
+    from pipeline.cluster.inputs import INPUTS_MOUNT
+
+    return INPUTS_MOUNT
 
 
 def _dump(docs: list[dict[str, Any]], out: str, header: str = "") -> None:
@@ -262,6 +419,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         # Fail before the (seconds-long) planning.
         raise UsageError(f"-o {args.output}: directory {Path(args.output).parent} does not exist")
 
+    # Messages go to stderr when the YAML goes to stdout.
+    say = print if args.output != "-" else (lambda text: print(text, file=sys.stderr))
     if args.workflow_template:
         run = _run_args(args)
         docs = [render.build_workflow_template(_options(args), run)]
@@ -269,7 +428,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
             "# Generated by `qubelet render --workflow-template`: edit pipeline/cluster/render.py instead.\n"
         )
     else:
-        docs = render_documents(args)
+        rendered = render_documents(args)
+        for line in rendered.messages:
+            say(line)
+        if args.estimate_only:
+            return 0
+        docs = rendered.docs
         header = ""
     try:
         _dump(docs, args.output, header)
@@ -279,33 +443,54 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.output != "-":
         templates = wf["spec"]["templates"]
         dag = next(t for t in templates if t["name"] == "main")["dag"]["tasks"]
-        print(f"wrote {wf['kind']} with {len(dag)} DAG tasks to {args.output}")
+        extra = f" (and {len(docs) - 1} more objects)" if len(docs) > 1 else ""
+        print(f"wrote {wf['kind']} with {len(dag)} DAG tasks{extra} to {args.output}")
     return 0
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from pipeline.cluster import submit
+    from pipeline.cluster import inputs as run_inputs
+    from pipeline.cluster import runs, submit
     from qubelet.kube import load_kube_client
 
     api_client = load_kube_client(args.kubeconfig)
-    docs = render_documents(args)
-    workflow, claims = docs[-1], docs[:-1]
+    rendered = render_documents(args, api_client)
+    for line in rendered.messages:
+        print(line)
+    if args.estimate_only:
+        return 0
+    docs = rendered.docs
+    workflow = rendered.workflow
+    configmaps = [d for d in docs[:-1] if d["kind"] == "ConfigMap"]
+    claims = [d for d in docs[:-1] if d["kind"] != "ConfigMap"]
     try:
-        created = submit.create(api_client, workflow, claims, dry_run=args.dry_run)
+        created = submit.create(api_client, workflow, claims, dry_run=args.dry_run, configmaps=configmaps)
         name = created["metadata"].get("name") or created["metadata"].get("generateName", "")
         print(f"workflow {args.namespace}/{name} {'validated (dry run)' if args.dry_run else 'created'}")
+        if configmaps and not args.dry_run:
+            cm_name = configmaps[0]["metadata"]["name"]
+            print(f"inputs: ConfigMap {cm_name} (mounted at {run_inputs.INPUTS_MOUNT})")
         if args.dry_run or args.no_follow:
+            if not args.dry_run:
+                print(f"follow it: qubelet runs get {name} -n {args.namespace}")
             return 0
-        phase = submit.follow(
-            api_client,
-            args.namespace,
-            name,
-            timeout_seconds=args.timeout,
-            on_change=lambda phase, status: print(f"{name}: {phase} {status.get('progress', '')}".rstrip()),
-        )
+        if args.watch:
+            phase = runs.watch(api_client, args.namespace, name, timeout_seconds=args.timeout, out=print)
+        else:
+            phase = submit.follow(
+                api_client,
+                args.namespace,
+                name,
+                timeout_seconds=args.timeout,
+                on_change=lambda phase, status: print(
+                    f"{name}: {phase} {status.get('progress', '')}".rstrip()
+                ),
+            )
     except submit.SubmitError as exc:
         print(f"qubelet: error: {exc}", file=sys.stderr)
         return 1
+    if phase == "Succeeded":
+        print(f"results: qubelet runs fetch {name} -n {args.namespace}")
     return 0 if phase == "Succeeded" else 1
 
 
@@ -314,7 +499,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError, RunTerminated
     from pipeline.push import Pusher
     from pipeline.termination import EXIT_TERMINATED
-    from qubelet.errors import UsageError
+    from qubelet.errors import BackendUnavailableError, UsageError
 
     run_dir = Path(args.run_dir)
     port = args.metrics_port if args.metrics_port is not None else tasks.env_number("QUBELET_METRICS_PORT")
@@ -329,7 +514,14 @@ def _cmd_task(args: argparse.Namespace) -> int:
         with tasks.step_metrics(int(port), float(linger), pusher):
             if args.step == "generate":
                 expect = [b for b in args.expect_batches.split(",") if b] if args.expect_batches else None
-                tasks.generate(_config(args, run_dir), expect, args.write_batch_lists, pusher)
+                tasks.generate(
+                    _config(args, run_dir),
+                    expect,
+                    args.write_batch_lists,
+                    pusher,
+                    parameters=args.parameters,
+                    parameter_set=args.parameter_set,
+                )
             elif args.step == "execute":
                 tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok, pusher=pusher)
             else:
@@ -340,7 +532,8 @@ def _cmd_task(args: argparse.Namespace) -> int:
         cancelled = "; cancelled " + ", ".join(exc.cancelled) if exc.cancelled else ""
         print(f"qubelet: {exc}: step {args.step} stopped{cancelled}", file=sys.stderr)
         return EXIT_TERMINATED
-    except (tasks.TaskError, PipelineError) as exc:
+    except (tasks.TaskError, PipelineError, BackendUnavailableError) as exc:
+        # A backend this node cannot run (no GPU here) is a wrong placement, not a crash: one line.
         raise UsageError(str(exc)) from None
     return 0
 
@@ -370,7 +563,7 @@ def _add_task_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``task``, ``render`` and ``submit``."""
+    """Add ``task``, ``render``, ``submit`` and ``runs``."""
     task = subparsers.add_parser("task", help="run one step of a cluster workflow (container entry point)")
     steps = task.add_subparsers(dest="step", metavar="STEP", required=True)
     gen = steps.add_parser("generate", help="cut the circuit, store subexperiments and plan.json")
@@ -380,6 +573,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--expect-batches", default=None, help="comma list of batch ids the workflow was rendered for"
     )
     gen.add_argument("--write-batch-lists", action="store_true", help="write argo/batches-<kind>.json")
+    gen.add_argument("--parameters", type=Path, help="parameter sets of a sweep (JSON, as qubelet run takes)")
+    gen.add_argument(
+        "--parameter-set", type=int, default=None, metavar="I", help="with --parameters: bind row I"
+    )
     gen.set_defaults(func=_cmd_task)
     exe = steps.add_parser("execute", help="run one batch of the plan on its backend")
     _add_task_common(exe)
@@ -390,16 +587,111 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _add_task_common(rec)
     rec.set_defaults(func=_cmd_task)
 
-    render = subparsers.add_parser("render", help="write the Argo Workflow for a run")
+    render = subparsers.add_parser(
+        "render",
+        help="write the Argo Workflow for a run",
+        description="Plan a run for the target cluster and write its objects: ResourceClaimTemplates, "
+        "the inputs ConfigMap (circuit, observables, parameter sets, policy model) and the Workflow. "
+        "Prints what the cluster lacks and the cost estimate. See docs/bring-your-own-circuit.md.",
+    )
     _add_render_flags(render)
+    render.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="read the target cluster's capabilities through this kubeconfig (default: none read; "
+        "the assumptions made are printed)",
+    )
     render.add_argument("--workflow-template", action="store_true", help="write the WorkflowTemplate instead")
     render.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     render.set_defaults(func=_cmd_render)
 
-    submit = subparsers.add_parser("submit", help="render and create the Workflow, then follow it")
+    submit = subparsers.add_parser(
+        "submit",
+        help="render and create the Workflow, then follow it",
+        description="Render the run for the cluster --kubeconfig reaches (planning only for the "
+        "backends it has), create its objects and follow the Workflow. Manage it afterwards with "
+        "`qubelet runs`.",
+    )
     _add_render_flags(submit)
     add_kubeconfig_flag(submit)
     submit.add_argument("--dry-run", action="store_true", help="server-side dry run only")
-    submit.add_argument("--no-follow", action="store_true")
+    submit.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="return once the Workflow is created (then: qubelet runs get|logs|cancel|fetch NAME)",
+    )
+    submit.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow every step: Kueue admission, QPU claim allocation, execution (like argo submit --watch)",
+    )
     submit.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to follow before giving up")
     submit.set_defaults(func=_cmd_submit)
+    _register_runs(subparsers)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from pipeline.cluster import runs
+    from qubelet.kube import load_kube_client
+
+    api_client = load_kube_client(args.kubeconfig)
+    ns = args.namespace
+    if args.verb == "list":
+        rows = runs.list_runs(api_client, ns)
+        print(f"{'NAME':<32} {'PHASE':<10} {'PROGRESS':<9} {'RUN ID':<24} CREATED")
+        for r in rows:
+            sets = f" ({r['sets']} sets)" if r["sets"] else ""
+            print(
+                f"{r['name']:<32} {r['phase']:<10} {r['progress']:<9} {r['run_id']:<24} {r['created']}{sets}"
+            )
+        return 0
+    if args.verb == "get":
+        wf, steps = runs.describe(api_client, ns, args.name)
+        print("\n".join(runs.get_lines(wf, steps)))
+        return 0
+    if args.verb == "logs":
+        for step, text in runs.logs(api_client, ns, args.name, args.step):
+            print(f"==> {step} <==")
+            print(text.rstrip())
+        return 0
+    if args.verb == "cancel":
+        value = runs.cancel(api_client, ns, args.name, terminate=args.terminate)
+        print(f"workflow {ns}/{args.name}: shutdown {value} requested")
+        return 0
+    dest = args.output or Path(args.name)
+    for path in runs.fetch(api_client, ns, args.name, dest):
+        print(f"fetched {path}")
+    return 0
+
+
+def _register_runs(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from pipeline.cluster.render import RenderOptions
+
+    namespace = serde.defaults(RenderOptions)["namespace"]
+    runs = subparsers.add_parser(
+        "runs",
+        help="list, inspect, follow, cancel and fetch cluster runs (like argo list|get|logs|stop)",
+        description="Manage runs created by `qubelet submit`: their Argo Workflows, step pods and results.",
+    )
+    verbs = runs.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, help_text: str, with_name: bool = True) -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=help_text)
+        if with_name:
+            parser.add_argument("name", help="the Workflow's name (qubelet runs list)")
+        parser.add_argument(
+            "--namespace", "-n", default=namespace, help=f"namespace of the runs (default {namespace})"
+        )
+        add_kubeconfig_flag(parser)
+        parser.set_defaults(func=_cmd_runs)
+        return parser
+
+    verb("list", "qubelet's Workflows: phase, progress, run id", with_name=False)
+    verb("get", "a run's phase and every step: Kueue admission, claim allocation, execution")
+    logs = verb("logs", "the step pods' logs")
+    logs.add_argument("--step", help="only this step (e.g. generate, execute-cpu-000)")
+    cancel = verb("cancel", "stop the run (argo stop); --terminate skips exit handlers (argo terminate)")
+    cancel.add_argument("--terminate", action="store_true", help="Terminate instead of Stop")
+    fetch = verb("fetch", "bring summary.json, the results table and timeline.png back here")
+    fetch.add_argument("-o", "--output", type=Path, help="directory to write into (default ./NAME)")

@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
 from pipeline.cluster import claims
+from pipeline.cluster import inputs as run_inputs
 from pipeline.cluster import resources as res
 from pipeline.config import RunConfig
 from qubelet import serde
@@ -65,9 +66,14 @@ STEP_LABEL = "qubelet.quantum.example.com/step"
 #: Port of each step's Prometheus endpoint (scraped by manifests/monitoring PodMonitor).
 METRICS_PORT = 9400
 RUN_ID_ANNOTATION = "qubelet.quantum.example.com/run-id"
+#: On a sweep's Workflow: how many parameter sets (run directories ``sets/NNNN``) it runs.
+SWEEP_SETS_ANNOTATION = "qubelet.quantum.example.com/sweep-sets"
 #: Run directory on the shared volume: a fixed run id for a rendered Workflow (so a re-submit
 #: resumes from stored results), the workflow name for a run of the WorkflowTemplate.
 RUN_DIR = "{{workflow.parameters.runs-root}}/{{workflow.parameters.run-id}}"
+#: What the reconstruct step writes for ``qubelet runs fetch`` (pipeline.cluster.tasks.write_results),
+#: published as its output parameter ``results``.
+RESULTS_FILE = "argo/results.json"
 TEMPLATE_RUN_DIR = "{{workflow.parameters.runs-root}}/{{workflow.name}}"
 
 
@@ -87,8 +93,9 @@ _RUN = serde.defaults(RunConfig)
 class RunArgs:
     """The ``qubelet run`` flags the generate step repeats on the cluster."""
 
-    qubits: int = _RUN["qubits"]
-    cuts: int = _RUN["cuts"]
+    #: the built-in ansatz's width and cuts; None for a user circuit (its file decides)
+    qubits: int | None = _RUN["qubits"]
+    cuts: int | None = _RUN["cuts"]
     shots: int = _RUN["shots"]
     seed: int = _RUN["seed"]
     #: the cluster's default is the size rule: a fitted telemetry model is not on the cluster
@@ -101,8 +108,8 @@ class RunArgs:
     def cli_args(self) -> list[str]:
         """The same values as ``qubelet task generate`` flags."""
         return [
-            f"--qubits={self.qubits}",
-            f"--cuts={self.cuts}",
+            *([f"--qubits={self.qubits}"] if self.qubits is not None else []),
+            *([f"--cuts={self.cuts}"] if self.cuts is not None else []),
             f"--shots={self.shots}",
             f"--seed={self.seed}",
             f"--policy={self.policy}",
@@ -141,18 +148,24 @@ class RenderOptions:
     pushgateway: str = DEFAULT_PUSHGATEWAY
 
 
-def task_name(batch_id: str) -> str:
+def task_name(batch_id: str, prefix: str = "") -> str:
     """A DAG task name for a batch id: lower-case alphanumerics and dashes, at most 63 chars."""
-    name = re.sub(r"[^a-z0-9-]+", "-", f"execute-{batch_id}".lower()).strip("-")
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{prefix}execute-{batch_id}".lower()).strip("-")
     return name[:63].rstrip("-")
 
 
-def _container(opts: RenderOptions, kind: str, args: list[str], with_claims: bool) -> dict[str, Any]:
+def _container(
+    opts: RenderOptions, kind: str, args: list[str], with_claims: bool, with_inputs: bool = False
+) -> dict[str, Any]:
     # /tmp is an emptyDir: the root filesystem is read-only, Python and matplotlib need scratch.
     mounts: list[dict[str, Any]] = [
         {"name": RUNS_VOLUME, "mountPath": opts.runs_root},
         {"name": TMP_VOLUME, "mountPath": "/tmp"},
     ]
+    if with_inputs:
+        mounts.append(
+            {"name": run_inputs.INPUTS_VOLUME, "mountPath": run_inputs.INPUTS_MOUNT, "readOnly": True}
+        )
     if kind == "qpu":
         mounts.append({"name": TOKENS_VOLUME, "mountPath": TOKENS_MOUNT, "readOnly": True})
     return {
@@ -161,6 +174,8 @@ def _container(opts: RenderOptions, kind: str, args: list[str], with_claims: boo
         "imagePullPolicy": "IfNotPresent",
         "command": ["qubelet"],
         "args": args,
+        # The run's input files are named relative to it (inputs/circuit.qpy): pipeline.cluster.inputs.
+        "workingDir": run_inputs.STEP_WORKDIR,
         "env": [
             {"name": "QUBELET_RUNS_ROOT", "value": opts.runs_root},
             {"name": "QUBELET_METRICS_PORT", "value": str(METRICS_PORT)},
@@ -189,6 +204,7 @@ def _pod_template(
     inputs: dict[str, Any] | None = None,
     outputs: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
+    with_inputs: bool = False,
 ) -> dict[str, Any]:
     """One container template: queue label, requests, retries, PVC, and (QPU only) claim + token."""
     qpu_claim = kind == "qpu" and opts.qpu_request == "claim"
@@ -209,7 +225,7 @@ def _pod_template(
             "retryPolicy": "Always",
             "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"},
         },
-        "container": _container(opts, kind, args, with_claims=typed_claim),
+        "container": _container(opts, kind, args, with_claims=typed_claim, with_inputs=with_inputs),
     }
     if annotations:
         template["metadata"]["annotations"] = dict(annotations)
@@ -272,9 +288,14 @@ def _execute_templates(
     claim_templates: Sequence[str] = (),
     floors: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Execute templates per kind, then per generated claim (annotated with its fidelity floor)."""
+    """Execute templates per kind, then per generated claim (annotated with its fidelity floor).
+
+    In a sweep the run directory is an input too (one per parameter set).
+    """
     templates = []
-    inputs = {"parameters": [{"name": "batch"}]}
+    inputs: dict[str, Any] = {"parameters": [{"name": "batch"}]}
+    if run_dir == SET_RUN_DIR:
+        inputs["parameters"].append({"name": "run-dir"})
     args = ["task", "execute", f"--run-dir={run_dir}", "--batch={{inputs.parameters.batch}}", "--missing-ok"]
     for kind in sorted(set(kinds)):
         templates.append(
@@ -298,21 +319,43 @@ def _execute_templates(
     return templates
 
 
+#: A sweep's per-set run directory, as every step of the set gets it.
+SET_RUN_DIR = "{{inputs.parameters.run-dir}}"
+
+
+def set_dir(index: int) -> str:
+    """The run directory of parameter set ``index`` under the sweep's (as ``qubelet run --parameters``)."""
+    return f"{RUN_DIR}/sets/{index:04d}"
+
+
 def build_workflow(
-    run: RunArgs, run_id: str, batches: Sequence[BatchLike], opts: RenderOptions | None = None
+    run: RunArgs,
+    run_id: str,
+    batches: Sequence[BatchLike],
+    opts: RenderOptions | None = None,
+    *,
+    inputs_configmap: str | None = None,
+    sweep: Sequence[Sequence[BatchLike]] | None = None,
 ) -> dict[str, Any]:
     """The Workflow for one planned run: an explicit DAG task per batch.
 
     The generate step re-plans on the cluster with the same flags and fails fast (``--expect-batches``)
     if its batches differ from the ones rendered here, so no batch is silently dropped.
+
+    ``inputs_configmap`` names the ConfigMap of the run's input files (:mod:`pipeline.cluster.inputs`),
+    mounted into the generate step. ``sweep`` (one batch list per parameter set, ``batches``
+    ignored) renders one generate → execute → reconstruct chain per set, each in its own
+    ``sets/NNNN`` run directory, all in one Workflow.
     """
     opts = opts or RenderOptions()
-    if not batches:
+    groups = [list(b) for b in sweep] if sweep is not None else [list(batches)]
+    every = [b for group in groups for b in group]
+    if not every:
         raise ValueError("the plan has no batches to render")
     use_constraints = opts.claim_constraints and opts.qpu_request == "claim"
     claim_for: dict[str, str] = {}
     floors: dict[str, float] = {}  #: per ranked claim template: the fidelity floor it enforces
-    for batch in batches:
+    for batch in every:
         if batch.kind not in res.QUEUES:
             raise ValueError(f"batch {batch.id}: unknown backend kind {batch.kind!r}")
         ranked = _ranked_claim(batch, opts)
@@ -323,45 +366,92 @@ def build_workflow(
                 floors[ranked[0]] = max(floor, floors.get(ranked[0], 0.0))
         elif batch.kind == "qpu" and use_constraints:
             claim_for[batch.id] = res.claim_template_name(batch.min_qubits)
-    generate_args = [
-        "task",
-        "generate",
-        f"--run-dir={RUN_DIR}",
-        *run.cli_args(),
-        f"--expect-batches={','.join(b.id for b in batches)}",
-    ]
+    is_sweep = sweep is not None
+    run_dir = SET_RUN_DIR if is_sweep else RUN_DIR
+    generate_args = ["task", "generate", f"--run-dir={run_dir}", *run.cli_args()]
+    generate_inputs: dict[str, Any] | None = None
+    if is_sweep:
+        generate_args += [
+            f"--parameters={run_inputs.INPUTS_DIR}/{run_inputs.PARAMETERS}",
+            "--parameter-set={{inputs.parameters.set}}",
+            "--expect-batches={{inputs.parameters.expect-batches}}",
+        ]
+        generate_inputs = {"parameters": [{"name": n} for n in ("run-dir", "set", "expect-batches")]}
+    else:
+        generate_args.append(f"--expect-batches={','.join(b.id for b in batches)}")
     extra_claims = sorted({c for c in claim_for.values() if c != res.QPU_CLAIM_TEMPLATE})
     constrained = {bid for bid, c in claim_for.items() if c != res.QPU_CLAIM_TEMPLATE}
+    reconstruct_inputs = {"parameters": [{"name": "run-dir"}]} if is_sweep else None
+    results_output = {"parameters": [{"name": "results", "valueFrom": {"path": f"{run_dir}/{RESULTS_FILE}"}}]}
     templates: list[dict[str, Any]] = [
-        _pod_template(opts, "generate", "cpu", "generate", generate_args),
+        _pod_template(
+            opts,
+            "generate",
+            "cpu",
+            "generate",
+            generate_args,
+            inputs=generate_inputs,
+            with_inputs=inputs_configmap is not None,
+        ),
         *_execute_templates(
-            opts, (b.kind for b in batches if b.id not in constrained), RUN_DIR, extra_claims, floors
+            opts, (b.kind for b in every if b.id not in constrained), run_dir, extra_claims, floors
         ),
         _pod_template(
-            opts, "reconstruct", "cpu", "reconstruct", ["task", "reconstruct", f"--run-dir={RUN_DIR}"]
+            opts,
+            "reconstruct",
+            "cpu",
+            "reconstruct",
+            ["task", "reconstruct", f"--run-dir={run_dir}"],
+            inputs=reconstruct_inputs,
+            outputs=results_output,
         ),
     ]
-    tasks: list[dict[str, Any]] = [{"name": "generate", "template": "generate"}]
-    names: list[str] = []
-    for batch in batches:
-        name = task_name(batch.id)
-        if name in names:
-            raise ValueError(f"batch ids {batch.id!r} collide as DAG task name {name!r}")
-        names.append(name)
-        claim = claim_for.get(batch.id, res.QPU_CLAIM_TEMPLATE)
-        template = f"execute-{claim}" if claim != res.QPU_CLAIM_TEMPLATE else f"execute-{batch.kind}"
-        tasks.append(
-            {
-                "name": name,
-                "template": template,
-                "dependencies": ["generate"],
-                "arguments": {"parameters": [{"name": "batch", "value": batch.id}]},
+    tasks: list[dict[str, Any]] = []
+    for index, group in enumerate(groups):
+        prefix = f"set-{index:04d}-" if is_sweep else ""
+        where = [{"name": "run-dir", "value": set_dir(index)}] if is_sweep else []
+        generate_task: dict[str, Any] = {"name": f"{prefix}generate", "template": "generate"}
+        if is_sweep:
+            generate_task["arguments"] = {
+                "parameters": [
+                    *where,
+                    {"name": "set", "value": str(index)},
+                    {"name": "expect-batches", "value": ",".join(b.id for b in group)},
+                ]
             }
-        )
-    tasks.append({"name": "reconstruct", "template": "reconstruct", "dependencies": names})
+        tasks.append(generate_task)
+        names: list[str] = []
+        for batch in group:
+            name = task_name(batch.id, prefix)
+            if name in names:
+                raise ValueError(f"batch ids {batch.id!r} collide as DAG task name {name!r}")
+            names.append(name)
+            claim = claim_for.get(batch.id, res.QPU_CLAIM_TEMPLATE)
+            template = f"execute-{claim}" if claim != res.QPU_CLAIM_TEMPLATE else f"execute-{batch.kind}"
+            tasks.append(
+                {
+                    "name": name,
+                    "template": template,
+                    "dependencies": [f"{prefix}generate"],
+                    "arguments": {"parameters": [{"name": "batch", "value": batch.id}, *where]},
+                }
+            )
+        reconstruct_task: dict[str, Any] = {
+            "name": f"{prefix}reconstruct",
+            "template": "reconstruct",
+            "dependencies": names,
+        }
+        if is_sweep:
+            reconstruct_task["arguments"] = {"parameters": where}
+        tasks.append(reconstruct_task)
     templates.insert(0, {"name": "main", "dag": {"tasks": tasks}})
     spec = _spec_common(opts, run_id, [])
+    if inputs_configmap is not None:
+        spec["volumes"].append({"name": run_inputs.INPUTS_VOLUME, "configMap": {"name": inputs_configmap}})
     spec["templates"] = templates
+    annotations = {RUN_ID_ANNOTATION: run_id}
+    if is_sweep:
+        annotations[SWEEP_SETS_ANNOTATION] = str(len(groups))
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
@@ -369,7 +459,7 @@ def build_workflow(
             "generateName": opts.generate_name,
             "namespace": opts.namespace,
             "labels": dict(PART_OF),
-            "annotations": {RUN_ID_ANNOTATION: run_id},
+            "annotations": annotations,
         },
         "spec": spec,
     }
@@ -475,6 +565,11 @@ def build_workflow_template(opts: RenderOptions | None = None, run: RunArgs | No
             "cpu",
             "reconstruct",
             ["task", "reconstruct", f"--run-dir={TEMPLATE_RUN_DIR}"],
+            outputs={
+                "parameters": [
+                    {"name": "results", "valueFrom": {"path": f"{TEMPLATE_RUN_DIR}/{RESULTS_FILE}"}}
+                ]
+            },
         ),
     ]
     spec = _spec_common(opts, None, params)

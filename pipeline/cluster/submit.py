@@ -30,15 +30,27 @@ def create(
     workflow: dict[str, Any],
     claim_templates: Sequence[dict[str, Any]] = (),
     dry_run: bool = False,
+    configmaps: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Create the claim templates (existing ones are kept) and the Workflow; return the Workflow.
+    """Create the claim templates and inputs ConfigMaps (existing ones are kept), then the Workflow.
 
-    ``dry_run`` asks the server to validate and admit without persisting (``dryRun=All``).
+    ``dry_run`` asks the server to validate and admit without persisting (``dryRun=All``). The
+    ConfigMaps get the Workflow as an owner, so deleting the Workflow (or its TTL) removes them.
     """
     from kubernetes import client
 
     namespace = workflow["metadata"]["namespace"]
     dry = "All" if dry_run else None
+    core = client.CoreV1Api(api_client)
+    for cm in configmaps:
+        name = cm["metadata"]["name"]
+        try:
+            with api_errors(f"ConfigMap {namespace}/{name}"):
+                core.create_namespaced_config_map(namespace, cm, dry_run=dry)
+        except Conflict:
+            pass  # kept: its name is its content's digest
+        except ApiError as exc:
+            raise SubmitError(str(exc)) from None
     resource_api = client.ResourceV1Api(api_client)
     for rct in claim_templates:
         name = rct["metadata"]["name"]
@@ -58,6 +70,26 @@ def create(
     except ApiError as exc:
         raise SubmitError(str(exc)) from None
     log.info("workflow created", namespace=namespace, name=created["metadata"].get("name"), dry_run=dry_run)
+    uid = created["metadata"].get("uid")
+    if not dry_run and uid:
+        owner = {
+            "apiVersion": workflow["apiVersion"],
+            "kind": "Workflow",
+            "name": created["metadata"]["name"],
+            "uid": uid,
+        }
+        for cm in configmaps:
+            name = cm["metadata"]["name"]
+            try:
+                with api_errors(f"ConfigMap {namespace}/{name}"):
+                    core.patch_namespaced_config_map(
+                        name,
+                        namespace,
+                        {"metadata": {"ownerReferences": [owner]}},
+                        _content_type="application/strategic-merge-patch+json",  # merged by uid
+                    )
+            except ApiError as exc:  # the run is created: a ConfigMap left behind is only untidy
+                log.warning("inputs not owned by the workflow", configmap=name, err=str(exc))
     return created
 
 

@@ -64,6 +64,9 @@ def generate(
     expect_batches: Sequence[str] | None = None,
     write_lists: bool = False,
     pusher: Pusher | None = None,
+    *,
+    parameters: Path | None = None,
+    parameter_set: int | None = None,
 ) -> Any:
     """Plan the run into ``run_dir`` and check it against the batches the Workflow was rendered for.
 
@@ -76,10 +79,11 @@ def generate(
     from pipeline.runlock import run_dir_lock
 
     run_dir = Path(config.run_dir)
+    template, values = _sweep_point(config, parameters, parameter_set)
     # Plan for the cluster's backend classes, not for whatever this pod can probe. Exclusive:
     # the manifest check-and-write must not race another generate or a local run.
     with run_dir_lock(run_dir):
-        plan = stages.generate(config, probe_backends=False)
+        plan = stages.generate(config, probe_backends=False, template=template, parameter_values=values)
     ids = [b.id for b in plan.batches]
     if expect_batches is not None:
         # A resumed run plans only what has no result yet, so fewer batches is fine; a batch the
@@ -97,6 +101,26 @@ def generate(
         pusher.push_process(plan.run_id, GENERATE_TASK)
     log.info("generated", run_dir=str(run_dir), run_id=plan.run_id, batches=len(ids))
     return plan
+
+
+def _sweep_point(
+    config: Any, parameters: Path | None, index: int | None
+) -> tuple[Any, dict[str, float] | None]:
+    """(cut template, bound values) of one set of a sweep, or (None, None) for a plain run."""
+    if parameters is None and index is None:
+        return None, None
+    if parameters is None or index is None:
+        raise TaskError("--parameters and --parameter-set go together")
+    if config.circuit_file is None:
+        raise TaskError("--parameters needs --circuit (a circuit with unbound parameters)")
+    from pipeline import api
+    from pipeline.circuits import load_circuit_file
+
+    circuit = load_circuit_file(Path(config.circuit_file))
+    rows = api.load_parameter_sets(parameters)
+    if not 0 <= index < len(rows):
+        raise TaskError(f"--parameter-set {index}: {parameters} has {len(rows)} sets (0..{len(rows) - 1})")
+    return api.cut_template(config, circuit), api.parameter_dict(circuit, rows[index])
 
 
 def execute(run_dir: Path, batch_id: str, missing_ok: bool = False, pusher: Pusher | None = None) -> bool:
@@ -189,7 +213,50 @@ def reconstruct(run_dir: Path, pusher: Pusher | None = None) -> dict[str, Any]:
         if pusher is not None and pusher.enabled:
             pusher.push_process(plan.run_id, RECONSTRUCT_TASK)
     log.info("reconstructed", run_dir=str(run_dir))
+    write_results(run_dir, summary)
     return summary
+
+
+#: Keep the published results well inside what a Workflow's status can carry; a larger timeline
+#: stays on the PVC only.
+MAX_RESULTS_BYTES = 512 * 1024
+
+
+def write_results(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``argo/results.json``: the summary, the results table and the timeline (base64 PNG).
+
+    Why one file: Argo's executor reports it as the step's output parameter and the controller
+    copies it into the Workflow's status, where ``qubelet runs fetch`` reads it; no one needs
+    access to the PVC. A sweep's set says which ``sets/NNNN`` it is.
+    """
+    import base64
+
+    from pipeline import report
+    from pipeline.cluster.render import RESULTS_FILE
+
+    timeline = report.plot_timeline(
+        report.load_events(run_dir),
+        run_dir / "timeline.png",
+        title=f"{summary.get('qubits')} qubits, {summary.get('cuts')} cuts, policy {summary.get('policy')}",
+        backends=summary.get("backend_names", ()),
+    )
+    data: dict[str, Any] = {
+        "set_dir": f"sets/{run_dir.name}" if run_dir.parent.name == "sets" else ".",
+        "summary": summary,
+        "table": report.results_table(summary) + "\n\n" + report.backends_table(summary) + "\n",
+        "timeline_png": base64.b64encode(timeline.read_bytes()).decode(),
+    }
+    text = json.dumps(data, sort_keys=True)
+    if len(text) > MAX_RESULTS_BYTES:
+        data["timeline_png"] = ""
+        data["timeline_note"] = f"timeline too large to publish: {timeline}"
+        text = json.dumps(data, sort_keys=True)
+    path = run_dir / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
 
 
 def _load_plan(run_dir: Path) -> Any:
