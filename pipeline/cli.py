@@ -221,6 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     config = config_from_args(args, run_dir)
+    if args.dry_run:
+        return _dry_run(config, args.parameters)
     if not 0.0 <= args.metrics_linger <= 3600.0:
         raise UsageError(f"--metrics-linger: must be in 0..3600 seconds, got {args.metrics_linger}")
     metrics.serve(args.metrics_port)
@@ -264,6 +266,48 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The process is about to exit: keep /metrics up for one more scrape of the final values.
         time.sleep(args.metrics_linger)
     return code
+
+
+def _dry_run(config: Any, parameters: Path | None) -> int:
+    """``qubelet run --dry-run``: cut and plan on this machine's backends, print the cost, stop.
+
+    Nothing is written: no run directory, no subexperiment, no telemetry.
+    """
+    from pipeline import api, stages
+    from pipeline.backends.factory import available_backends
+    from pipeline.circuits import load_circuit_file
+    from pipeline.errors import PipelineError
+    from qubelet.errors import UsageError
+
+    try:
+        backends, unavailable = available_backends(
+            config.backends,
+            qpu_spec=config.qpu_backend,
+            cpu_workers=config.cpu_workers,
+            mitigation=config.mitigation_config(),
+        )
+        if not backends:
+            raise PipelineError("no usable backend: " + "; ".join(unavailable.values()))
+        template, values, sets = None, None, 1
+        if parameters is not None:
+            if config.circuit_file is None:
+                raise PipelineError("--parameters needs --circuit (a circuit with unbound parameters)")
+            circuit = load_circuit_file(Path(config.circuit_file))
+            rows = api.load_parameter_sets(parameters)
+            template = api.cut_template(config, circuit)
+            values, sets = api.parameter_dict(circuit, rows[0]), len(rows)
+        preview = stages.preview(
+            config, states=[b.state() for b in backends], template=template, parameter_values=values
+        )
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"qubelet run: {preview.cost.describe()}")
+    for kind, reason in unavailable.items():
+        print(f"qubelet run: {kind} unavailable: {reason}")
+    per_set = f" per parameter set, {sets} sets" if parameters is not None else ""
+    print(f"qubelet run: {preview.estimate.describe()}{per_set}; cut took {preview.cut_seconds:.2f} s")
+    print("qubelet run: dry run, nothing executed or written")
+    return 0
 
 
 def _report_run(result: Any) -> None:
@@ -379,6 +423,12 @@ def register(subparsers: Any) -> None:
         help="wait this long for another run holding --run-dir to finish (default 0: refuse)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="cut and plan, print subexperiments, total shots (mitigation included), QPU-seconds "
+        "and the expected time from the policy's model, then stop without running or writing",
+    )
     parser.add_argument(
         "--parameters",
         type=Path,

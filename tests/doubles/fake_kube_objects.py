@@ -46,7 +46,7 @@ class FakeKubeObjects(ThreadingHTTPServer):
     """Objects by collection path (``/api/v1/namespaces/ns/pods``) and name."""
 
     def __init__(self, served: list[str]) -> None:
-        """``served``: collection paths with ``{ns}`` for namespaced ones (``/api/v1/namespaces/{ns}/pods``)."""
+        """``served``: collection paths, ``{ns}`` for a namespace (``/api/v1/namespaces/{ns}/pods``)."""
         super().__init__(("127.0.0.1", 0), _Handler)
         self.served = served
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
@@ -103,7 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _status(self, code: int, reason: str, message: str) -> None:
-        self._reply(code, {"kind": "Status", "apiVersion": "v1", "code": code, "reason": reason, "message": message})
+        self._reply(
+            code, {"kind": "Status", "apiVersion": "v1", "code": code, "reason": reason, "message": message}
+        )
 
     def _split(self) -> tuple[str | None, str | None, str | None, dict[str, list[str]]]:
         """(collection, name, subresource, query) of the request path."""
@@ -126,7 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         collection, name, sub, query = self._split()
         if collection is None:
-            return self._status(404, "NotFound", f"the server could not find the requested resource {self.path}")
+            return self._status(
+                404, "NotFound", f"the server could not find the requested resource {self.path}"
+            )
         if name is None:
             selector = query.get("labelSelector", [""])[0]
             wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
@@ -140,7 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
         if obj is None:
             return self._status(404, "NotFound", f"{collection.rsplit('/', 1)[1]} {name!r} not found")
         if sub == "log":
-            return self._reply(200, self.server.logs.get((obj["metadata"].get("namespace", ""), name), ""), True)
+            return self._reply(
+                200, self.server.logs.get((obj["metadata"].get("namespace", ""), name), ""), True
+            )
         return self._reply(200, obj)
 
     def _body(self) -> Any:
