@@ -96,31 +96,34 @@ def test_rbac_is_least_privilege() -> None:
         for res in rule["resources"]
     }
     assert plugin == {
-        ("resource.k8s.io", "resourceslices"): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
-        ("resource.k8s.io", "resourceclaims"): {"get", "list", "watch"},
+        ("resource.k8s.io", "resourceslices"): {"list", "create", "update", "delete"},
+        ("resource.k8s.io", "resourceclaims"): {"get"},
         ("", "nodes"): {"get"},
     }
     assert all(r["resources"] == ["resourceslices"] for r in roles["qubelet-dra-controller"])
     (lease_role,) = by_kind("Role")
     assert lease_role["metadata"]["namespace"] == LEASE_NAMESPACE
     assert lease_role["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [LEASE_NAME],
+            "verbs": ["get", "update"],
+        },
     ]
     assert LEASE_NAME  # the controller's Lease lives in the Role's namespace
 
 
 def test_admission_policy_pins_node_plugin_to_its_node() -> None:
-    (vap,) = by_kind("ValidatingAdmissionPolicy")
-    (binding,) = by_kind("ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    vaps = {v["metadata"]["name"]: v for v in by_kind("ValidatingAdmissionPolicy")}
+    bindings = {b["spec"]["policyName"]: b for b in by_kind("ValidatingAdmissionPolicyBinding")}
+    assert set(vaps) == set(bindings) == {
+        "qubelet-dra-resourceslices-own-node",
+        "qubelet-dra-resourceslices-controller",
+    }
+    vap = vaps["qubelet-dra-resourceslices-own-node"]
+    binding = bindings[vap["metadata"]["name"]]
     assert binding["spec"]["validationActions"] == ["Deny"]
     text = yaml.safe_dump(vap)
     assert "authentication.kubernetes.io/node-name" in text
