@@ -123,7 +123,8 @@ def test_controller_writes_only_cluster_wide_slices_of_this_driver() -> None:
     assert admit(
         SLICE_POLICIES, slice_request(CONTROLLER_SA, "DELETE", old=slice_obj("gpu.example.com", None))
     ) == [
-        "qpu controller may not modify resourceslices of driver 'gpu.example.com' (only qpu.quantum.example.com)"
+        "qpu controller may not modify resourceslices of driver 'gpu.example.com' "
+        "(only qpu.quantum.example.com)"
     ]
     assert admit(
         SLICE_POLICIES, slice_request(CONTROLLER_SA, "UPDATE", new=slice_obj(), old=slice_obj())
