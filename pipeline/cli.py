@@ -46,7 +46,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         default=",".join(d["backends"]),
-        help=f"backend classes to use, comma-separated (default {','.join(d['backends'])})",
+        help=f"backend classes to use, comma-separated (default {','.join(d['backends'])}); "
+        "'exact' alone computes exact distributions (stderr 0) to check answers against",
     )
     parser.add_argument(
         "--observables",

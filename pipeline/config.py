@@ -18,6 +18,10 @@ from qubelet import serde
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
 BACKEND_CLASSES = ("cpu", "gpu", "qpu")
+#: the exact backend (pipeline.backends.exact): exact distributions, stderr 0; never a default,
+#: and only alone, so no run mixes exact and sampled results
+EXACT_BACKEND = "exact"
+BACKEND_CHOICES = (*BACKEND_CLASSES, EXACT_BACKEND)
 #: Largest number of subexperiments a run starts without being asked to: at a few milliseconds
 #: each on a laptop's simulator, a run of this size answers in minutes.
 DEFAULT_MAX_SUBEXPERIMENTS = 10_000
@@ -68,8 +72,10 @@ class RunConfig:
         if self.observables is not None:
             self.observables = tuple(self.observables)
         for name in self.backends:
-            if name not in BACKEND_CLASSES:
-                raise PipelineError(f"unknown backend {name!r}: choose from {', '.join(BACKEND_CLASSES)}")
+            if name not in BACKEND_CHOICES:
+                raise PipelineError(f"unknown backend {name!r}: choose from {', '.join(BACKEND_CHOICES)}")
+        if EXACT_BACKEND in self.backends and len(self.backends) > 1:
+            raise PipelineError("--backends exact runs alone: exact and sampled results are not mixed")
         from policy.registry import POLICY_NAMES
 
         if self.policy not in POLICY_NAMES:
@@ -77,7 +83,7 @@ class RunConfig:
         if self.error_budget is not None and not 0.0 <= self.error_budget <= 1.0:
             raise PipelineError(f"error budget must be in [0, 1], got {self.error_budget}")
         if not self.backends:
-            raise PipelineError("no backends given: choose from cpu, gpu, qpu")
+            raise PipelineError(f"no backends given: choose from {', '.join(BACKEND_CHOICES)}")
         if self.shots < 1:
             raise PipelineError(f"shots must be at least 1, got {self.shots}")
         if self.batch_size < 1:
@@ -93,6 +99,11 @@ class RunConfig:
             self.mitigation_config()
         except ValueError as exc:
             raise PipelineError(str(exc)) from None
+
+    @property
+    def exact(self) -> bool:
+        """The run computes exact distributions (``--backends exact``), not sampled shots."""
+        return self.backends == (EXACT_BACKEND,)
 
     def mitigation_config(self) -> MitigationConfig:
         """The mitigation QPU results get (:mod:`pipeline.mitigation`)."""

@@ -53,6 +53,21 @@ class CutResult:
     num_samples: int | None = None
     #: partition label of every qubit of the cut circuit (wire cuts add qubits), "" if idle
     qubit_labels: list[str] = field(default_factory=list)
+    #: per partition and observable group, the width of the subexperiments'
+    #: ``observable_measurements`` register: the bits below it are observable outcomes, those
+    #: above it QPD signs. Not the group's Pauli count: a group of identities gets a placeholder bit.
+    observable_bits: dict[str, list[int]] = field(default_factory=dict)
+
+    def observable_bits_of(self, label: str, group: int, pauli_count: int) -> int:
+        """Bits of observable outcomes in group ``group`` of partition ``label``.
+
+        Manifests written before the field existed fall back to the library's rule (one
+        placeholder bit for a group with no Pauli to measure).
+        """
+        recorded = self.observable_bits.get(label)
+        if recorded:
+            return recorded[group]
+        return observable_register_size(pauli_count)
 
     def to_json(self) -> dict[str, Any]:
         """The cut as stored in ``manifest.json``."""
@@ -407,8 +422,38 @@ def store_subexperiments(
         kappa=problem.kappa,
         num_samples=num_samples,
         qubit_labels=problem.qubit_labels,
+        observable_bits=observable_bits(subexperiments, problem.groups),
     )
     return result, features
+
+
+def observable_register_size(pauli_count: int) -> int:
+    """Width of the library's ``observable_measurements`` register for a group of that many qubits.
+
+    The library measures one qubit into it even when a group measures nothing (all identities),
+    because a sampler refuses a circuit without measurements (qiskit-addon-cutting issue 422);
+    that bit is an observable outcome to ignore, never a QPD sign.
+    """
+    return max(1, pauli_count)
+
+
+def _observable_register_width(circuit: QuantumCircuit) -> int:
+    for register in circuit.cregs:
+        if register.name == "observable_measurements":
+            return register.size
+    return 0
+
+
+def observable_bits(
+    subexperiments: dict[str, list[QuantumCircuit]], groups: dict[str, int]
+) -> dict[str, list[int]]:
+    """Per partition and group, the width of the generated circuits' observable register."""
+    out: dict[str, list[int]] = {}
+    for label, circuits in subexperiments.items():
+        count = groups.get(label, 0)
+        if count and len(circuits) >= count:
+            out[label] = [_observable_register_width(circuits[g]) for g in range(count)]
+    return out
 
 
 def describe(circuit: QuantumCircuit, key: str, partition: str, shots: int = 0) -> CircuitFeatures:

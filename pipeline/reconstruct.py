@@ -134,9 +134,12 @@ def reconstruct(
             group = index % len(groups)
             if (label, key, group) not in moments:
                 cog = groups[group]
-                moments[(label, key, group)] = subexperiment_moments(
-                    counts_for(key), len(cog.pauli_indices), cog.pauli_bitmasks, mitigation
-                )
+                bits = cut.observable_bits_of(label, group, len(cog.pauli_indices))
+                counts = counts_for(key)
+                mean, cov = subexperiment_moments(counts, bits, cog.pauli_bitmasks, mitigation)
+                if counts.exact:  # an exact distribution: its mean has no sampling noise
+                    cov = np.zeros_like(cov)
+                moments[(label, key, group)] = (mean, cov)
 
     # Where each global Pauli's factor sits in each partition's groups: (group, position) pairs.
     lookups = {

@@ -35,6 +35,9 @@ class ExpectedRecord:
     #: must carry (empty unless the level is ``zne``); checked only on QPU records
     mitigation: str | None = None
     folded_scales: tuple[int, ...] = ()
+    #: the run asked for exact distributions (``--backends exact``): its records hold
+    #: probabilities, and a sampled record is not valid for it (nor an exact one for a shot run)
+    exact: bool = False
 
 
 def checksum_of(record: dict[str, Any]) -> str:
@@ -83,7 +86,39 @@ def problem_with(record: Any, expected: ExpectedRecord) -> str | None:
         scales = tuple(sorted(int(f.get("scale", 0)) for f in folded if isinstance(f, dict)))
         if scales != tuple(sorted(expected.folded_scales)):
             return f"folded ZNE scales {list(scales)}, this run needs {list(expected.folded_scales)}"
+    if bool(record.get("exact", False)) != expected.exact:
+        return (
+            "an exact distribution, this run samples shots"
+            if not expected.exact
+            else ("sampled shots, this run asks for exact distributions")
+        )
+    if expected.exact:
+        return _distribution_problem(record, expected)
     return _counts_problem(record, expected)
+
+
+#: how far an exact record's probabilities may sum from 1 (float rounding of a statevector)
+_PROBABILITY_TOLERANCE = 1e-9
+
+
+def _distribution_problem(record: dict[str, Any], expected: ExpectedRecord) -> str | None:
+    outcomes, probabilities = record.get("outcomes"), record.get("counts")
+    if (
+        not isinstance(outcomes, list)
+        or not isinstance(probabilities, list)
+        or len(outcomes) != len(probabilities)
+    ):
+        return "outcomes and probabilities missing or of different lengths"
+    if set(map(type, outcomes)) - {int} or (
+        outcomes and (min(outcomes) < 0 or max(outcomes) >= 1 << expected.num_clbits)
+    ):
+        return f"an outcome outside {expected.num_clbits} classical bits"
+    if set(map(type, probabilities)) - {float, int} or (probabilities and min(probabilities) < 0):
+        return "a probability that is not a non-negative number"
+    total = sum(probabilities)
+    if abs(total - 1.0) > _PROBABILITY_TOLERANCE:
+        return f"probabilities sum to {total!r}, not 1"
+    return None
 
 
 def _counts_problem(record: dict[str, Any], expected: ExpectedRecord) -> str | None:

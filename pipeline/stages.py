@@ -99,6 +99,7 @@ def expected_record(manifest: Manifest, key: str) -> ExpectedRecord:
         qpu_backend=config.qpu_backend,
         mitigation=mitigation.level,
         folded_scales=tuple(s for s in mitigation.zne_scales if s != 1) if mitigation.zne else (),
+        exact=config.exact,
     )
 
 
@@ -573,6 +574,8 @@ def nominal_backend_states(config: RunConfig) -> list[BackendState]:
         elif kind == "qpu":
             qpu = make_backend("qpu", qpu_spec=config.qpu_backend, mitigation=config.mitigation_config())
             states.append(qpu.state())
+        else:  # the exact backend: a CPU simulator under its own name
+            states.append(make_backend(kind, cpu_workers=config.cpu_workers).state())
     return states
 
 
@@ -707,7 +710,7 @@ def execute_batch(
     skipped = [k for k in batch.keys if k not in todo]
     if backend is None:
         backend = make_backend(
-            batch.kind,
+            batch.backend if config.exact else batch.kind,
             qpu_spec=config.qpu_backend,
             cpu_workers=config.cpu_workers,
             mitigation=config.mitigation_config(),

@@ -18,12 +18,15 @@ class Counts:
     """Sampled outcomes of one circuit: outcome integers (bit i = clbit i) and their counts."""
 
     outcomes: np.ndarray  # int64, sorted, unique
-    counts: np.ndarray  # int64, same length, sums to shots
+    counts: np.ndarray  # int64, same length, sums to shots (float64 probabilities when exact)
     num_clbits: int
     #: per clbit, the readout error of the physical qubit measured into it (QPU results only)
     readout: tuple[ReadoutError | None, ...] | None = None
     #: zero-noise extrapolation: counts of the same circuit with two-qubit gates folded ``scale`` x
     folded: tuple[tuple[int, Counts], ...] = ()
+    #: the exact outcome distribution (the ``exact`` backend): ``counts`` holds probabilities,
+    #: and the estimates built from it carry no shot noise
+    exact: bool = False
 
     def with_mitigation_data(
         self,
@@ -35,8 +38,29 @@ class Counts:
 
     @property
     def shots(self) -> int:
-        """Total shots the counts add up to."""
+        """Total shots the counts add up to (1 for an exact distribution: its weights sum to 1)."""
+        if self.exact:
+            return 1
         return int(self.counts.sum())
+
+    @classmethod
+    def from_distribution(cls, outcomes: np.ndarray, probabilities: np.ndarray, num_clbits: int) -> Counts:
+        """An exact distribution (outcome integers may repeat: their probabilities are summed)."""
+        merged = np.zeros(1 << num_clbits) if num_clbits <= 24 else None
+        if merged is not None:
+            np.add.at(merged, np.asarray(outcomes, dtype=np.int64), np.asarray(probabilities, dtype=float))
+            nonzero = np.flatnonzero(merged > 0)
+            return cls(nonzero.astype(np.int64), merged[nonzero], num_clbits, exact=True)
+        table: dict[int, float] = {}
+        for outcome, p in zip(np.asarray(outcomes).tolist(), np.asarray(probabilities).tolist(), strict=True):
+            table[outcome] = table.get(outcome, 0.0) + p
+        keys = sorted(k for k, p in table.items() if p > 0)
+        return cls(
+            np.array(keys, dtype=np.int64),
+            np.array([table[k] for k in keys], dtype=float),
+            num_clbits,
+            exact=True,
+        )
 
     @classmethod
     def from_samples(cls, histogram: np.ndarray, num_clbits: int) -> Counts:
@@ -69,20 +93,24 @@ class Counts:
             ]
         if self.folded:
             data["folded"] = [{"scale": scale, **counts.to_json()} for scale, counts in self.folded]
+        if self.exact:
+            data["exact"] = True
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Counts:
         """Inverse of :meth:`to_json` (records without mitigation data read as raw counts)."""
         readout = data.get("readout_errors")
+        exact = bool(data.get("exact", False))
         return cls(
             np.asarray(data["outcomes"], dtype=np.int64),
-            np.asarray(data["counts"], dtype=np.int64),
+            np.asarray(data["counts"], dtype=float if exact else np.int64),
             int(data["num_clbits"]),
             readout=None
             if readout is None
             else tuple(None if e is None else ReadoutError(float(e[0]), float(e[1])) for e in readout),
             folded=tuple((int(f["scale"]), cls.from_json(f)) for f in data.get("folded", ())),
+            exact=exact,
         )
 
 

@@ -30,10 +30,14 @@ class NotDeferrableError(QubeletError, ValueError):
     """
 
 
-def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[int]]:
+def defer_measurements(
+    circuit: QuantumCircuit, *, allow_resets: bool = False
+) -> tuple[QuantumCircuit, list[int]]:
     """Return a measurement-free equivalent and, per clbit, the qubit holding its value at the end.
 
-    Clbits that are never written map to -1 (they read as 0).
+    Clbits that are never written map to -1 (they read as 0). ``allow_resets`` keeps resets
+    (for a density-matrix simulation, where a reset is a deterministic channel and the deferred
+    measurement's ancilla keeps the outcome the reset erases).
     """
     data = list(circuit.data)
     qubit_index = {bit: i for i, bit in enumerate(circuit.qubits)}
@@ -43,7 +47,9 @@ def defer_measurements(circuit: QuantumCircuit) -> tuple[QuantumCircuit, list[in
         name = inst.operation.name
         if name in _NO_OPS:
             continue
-        if name != "measure" and not isinstance(inst.operation, Gate):
+        if name == "reset" and allow_resets:
+            pass
+        elif name != "measure" and not isinstance(inst.operation, Gate):
             raise NotDeferrableError(f"operation {name!r} is not a unitary gate")
         if getattr(inst.operation, "condition", None) is not None:
             raise NotDeferrableError(f"operation {name!r} is classically controlled")

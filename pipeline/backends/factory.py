@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pipeline.backends.base import Backend
+from pipeline.backends.exact import EXACT, ExactBackend
 from pipeline.backends.lazy_qpu import LazyFakeQPUBackend
 from pipeline.backends.qpu import IQMBackend, resolve_qpu_target
 from pipeline.backends.simulators import AerStatevectorBackend
@@ -29,6 +30,8 @@ def make_backend(
         return AerStatevectorBackend("cpu", workers=cpu_workers)
     if kind == "gpu":
         return AerStatevectorBackend("gpu")
+    if kind == EXACT:
+        return ExactBackend(workers=cpu_workers)
     if kind == "qpu":
         target = resolve_qpu_target(qpu_spec, env)
         # A fake QPU is built on its first batch (most runs give it none); a real one connects now.

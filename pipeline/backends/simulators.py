@@ -17,6 +17,7 @@ from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
 from pipeline.backends.deferred import NotDeferrableError, add_save_probabilities, defer_measurements
+from pipeline.backends.runnable import aer_runnable
 from pipeline.errors import BackendUnavailableError
 from policy.interface import BackendKind, BackendState
 
@@ -32,7 +33,7 @@ def gpu_devices_available() -> bool:
         return False
 
 
-def _scatter_outcomes(num_written: int, bit_positions: Sequence[int]) -> np.ndarray:
+def scatter_outcomes(num_written: int, bit_positions: Sequence[int]) -> np.ndarray:
     """Map index j of a probability vector over written clbits to the full outcome integer."""
     index = np.arange(1 << num_written, dtype=np.int64)
     outcome = np.zeros_like(index)
@@ -81,6 +82,9 @@ class AerStatevectorBackend:
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         """Sample ``shots`` outcomes of each circuit from its exact (deferred-measurement) distribution."""
         simulator = self._simulator()
+        # Gates outside Aer's basis (iswap, dcx, xx_plus_yy, PauliEvolutionGate, ...) are
+        # translated into it first; circuits already in it are passed through untouched.
+        circuits = [aer_runnable(circuit) for circuit in circuits]
         # Seeded although the saved probabilities are exact: Aer may still draw random numbers
         # (e.g. for its single shot), and a run must be reproducible bit for bit.
         exact = exact_distributions(circuits, simulator, seed=int(seeds[0]) if seeds else 0)
@@ -124,5 +128,5 @@ def exact_distributions(
             probabilities = np.asarray(result.data(experiment_index)["probabilities"], dtype=float)
             probabilities = np.clip(probabilities, 0.0, None)
             probabilities /= probabilities.sum()
-            out[position] = (_scatter_outcomes(len(written), written), probabilities)
+            out[position] = (scatter_outcomes(len(written), written), probabilities)
     return out
