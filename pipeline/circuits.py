@@ -298,10 +298,11 @@ class ExactReference:
 
 
 def exact_reference(target: CutTarget) -> ExactReference:
-    """The noiseless statevector values a run is checked against, when they mean something.
+    """The noiseless values a run is checked against, when they mean something.
 
-    Only for unitary circuits: a statevector simulation of a reset (or of ``initialize``, which
-    contains one) picks one branch at random, so its "exact" value would be a coin flip.
+    Unitary circuits: one statevector. Others (a reset, ``initialize``, ``Move``, cut gates): a
+    statevector would pick one branch of a reset at random, so they get a density matrix
+    (:mod:`pipeline.reference`) while it fits, else no value and the reason.
     ``CutWire`` markers are identities and are dropped first.
     """
     from pipeline.validate import non_unitary_reason
@@ -316,12 +317,32 @@ def exact_reference(target: CutTarget) -> ExactReference:
         )
     reason = non_unitary_reason(circuit)
     if reason is not None:
-        return ExactReference(None, reason)
+        return _mixed_state_reference(target, reason)
     unitary = circuit.copy_empty_like()
     for inst in circuit.data:
         if inst.operation.name not in ("cut_wire", "barrier"):
             unitary.append(inst)
     return ExactReference(_statevector_expectations(unitary, target.observables))
+
+
+def _mixed_state_reference(target: CutTarget, reason: str) -> ExactReference:
+    """A non-unitary circuit's reference by density matrix (resets, Move, cut gates), if it fits."""
+    from pipeline.reference import DENSITY_MATRIX_MAX_QUBITS, density_matrix_expectations
+
+    circuit = target.circuit
+    if any(inst.operation.name == "qpd_1q" for inst in circuit.data):
+        return ExactReference(None, f"{reason}; single-qubit QPD halves have no channel of their own")
+    if circuit.num_qubits > DENSITY_MATRIX_MAX_QUBITS:
+        return ExactReference(
+            None,
+            f"{reason}, and its {circuit.num_qubits} qubits exceed the "
+            f"{DENSITY_MATRIX_MAX_QUBITS}-qubit density-matrix limit",
+        )
+    try:
+        return ExactReference(density_matrix_expectations(circuit, target.observables))
+    except Exception as exc:  # an instruction the density-matrix path cannot take
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ExactReference(None, f"{reason}; density matrix failed: {detail}")
 
 
 def _statevector_expectations(circuit: QuantumCircuit, observables: PauliList) -> list[float]:

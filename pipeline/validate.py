@@ -117,10 +117,34 @@ def non_unitary_reason(circuit: QuantumCircuit) -> str | None:
     return None
 
 
+#: cutting markers the library replaces before anything runs
+_CUT_MARKERS = frozenset({"cut_wire", "move", "qpd_1q", "qpd_2q"})
+
+
+def check_runnable(circuit: QuantumCircuit) -> None:
+    """Every instruction runs on the simulators, as it is or translated into Aer's gates.
+
+    Why here: a gate the simulator cannot take would fail every batch and mark each backend
+    unhealthy in turn; refused now, it is one line naming the instruction, before any work.
+    """
+    from pipeline.backends.runnable import unrunnable_reason
+
+    seen: set[str] = set()
+    for position, inst in enumerate(circuit.data):
+        operation = inst.operation
+        if operation.name in _CUT_MARKERS or operation.name in seen or inst.clbits:
+            continue
+        seen.add(operation.name)
+        reason = unrunnable_reason(operation)
+        if reason is not None:
+            raise PipelineError(f"unsupported instruction {_describe(circuit, position)}: {reason}")
+
+
 def validate_circuit(circuit: QuantumCircuit, partition: str | None, *, allow_parameters: bool) -> None:
     """All of the above, in the order a user would fix them."""
     check_cut_gates(circuit)
     check_instructions(circuit)
+    check_runnable(circuit)
     if not allow_parameters:
         check_bound(circuit)
     if partition is not None and len(partition) == circuit.num_qubits:

@@ -124,7 +124,9 @@ def test_deferred_batches_are_reproducible() -> None:
     assert [c.counts.tolist() for c in first] == [c.counts.tolist() for c in second]
 
 
-def test_no_exact_reference_for_a_non_unitary_circuit(tmp_path: Path) -> None:
+def test_non_unitary_circuit_gets_a_density_matrix_reference(tmp_path: Path) -> None:
+    from qiskit.quantum_info import DensityMatrix, SparsePauliOp
+
     circuit = QuantumCircuit(4)
     circuit.h(range(4))
     circuit.cx(1, 2)
@@ -132,8 +134,21 @@ def test_no_exact_reference_for_a_non_unitary_circuit(tmp_path: Path) -> None:
     circuit.cx(1, 2)
     summary = run_user(tmp_path, circuit, "AABB", shots=500, observables=("Z1Z2",))
     (obs,) = summary["observables"]
+    expected = float(np.real(DensityMatrix(circuit).expectation_value(SparsePauliOp("IZZI"))))
+    assert summary["exact_reason"] is None
+    assert obs["exact"] == pytest.approx(expected, abs=1e-9)
+    assert abs(obs["error"]) <= 4 * obs["stderr"]
+
+
+def test_no_exact_reference_beyond_the_density_matrix_limit(tmp_path: Path) -> None:
+    circuit = QuantumCircuit(13)
+    circuit.h(range(13))
+    circuit.cx(5, 6)
+    circuit.reset(1)
+    summary = run_user(tmp_path, circuit, "A" * 6 + "B" * 7, shots=200, observables=("Z5Z6",))
+    (obs,) = summary["observables"]
     assert obs["exact"] is None and obs["error"] is None
-    assert "initialize" in summary["exact_reason"] and "not unitary" in summary["exact_reason"]
+    assert "not unitary" in summary["exact_reason"] and "density-matrix limit" in summary["exact_reason"]
 
 
 def test_summary_reports_the_cuts_of_a_user_circuit(tmp_path: Path) -> None:

@@ -255,7 +255,7 @@ def run_noisy_exact(
         add_save_probabilities,
         defer_measurements,
     )
-    from pipeline.backends.simulators import _scatter_outcomes
+    from pipeline.backends.simulators import scatter_outcomes
 
     readout = _readout_matrices(noise_model)
     simulator = AerSimulator(method="density_matrix", noise_model=noise_model)
@@ -280,7 +280,7 @@ def run_noisy_exact(
         probabilities /= probabilities.sum()
         sampled = np.random.default_rng(seeds[index]).multinomial(shots, probabilities)
         histogram = np.zeros(1 << circuit.num_clbits, dtype=np.int64)
-        np.add.at(histogram, _scatter_outcomes(len(written), written), sampled)
+        np.add.at(histogram, scatter_outcomes(len(written), written), sampled)
         out.append(Counts.from_samples(histogram, circuit.num_clbits))
     return out
 

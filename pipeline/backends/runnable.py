@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from qiskit import QuantumCircuit
 from qiskit.circuit import Instruction
 
+from qubelet.errors import QubeletError
+
 #: Instructions Aer's statevector method executes as they are (its basis gates, checked against
 #: the installed Aer by tests/test_oracle_backends.py, plus the non-gate instructions it reads).
 AER_STATEVECTOR_BASIS = frozenset(
@@ -40,7 +42,11 @@ AER_DENSITY_MATRIX_BASIS = frozenset(
 )  # fmt: skip
 
 
-class UnrunnableError(ValueError):
+#: levels of definitions unrolled before a foreign instruction is declared unrunnable
+_MAX_DEPTH = 12
+
+
+class UnrunnableError(QubeletError, ValueError):
     """A circuit holds an instruction that no translation turns into Aer's instruction set."""
 
 
@@ -53,27 +59,31 @@ def foreign_instructions(circuit: QuantumCircuit, basis: Iterable[str] = AER_STA
 def aer_runnable(circuit: QuantumCircuit, basis: Iterable[str] = AER_STATEVECTOR_BASIS) -> QuantumCircuit:
     """``circuit`` in Aer's instruction set: itself when it already is, else translated.
 
+    Each foreign instruction is replaced by its definition, level by level (what ``transpile``'s
+    basis translation would do, but without refusing Aer's own non-gate instructions such as
+    ``kraus``); same qubits, same clbits, same order.
+
     Raises:
-        UnrunnableError: the translation failed (an instruction with no definition).
+        UnrunnableError: an instruction has no definition in terms of ``basis``.
     """
     allowed = frozenset(basis)
-    if not foreign_instructions(circuit, allowed):
-        return circuit
-    from qiskit import transpile
-
-    try:
-        translated = transpile(
-            circuit,
-            basis_gates=sorted(allowed - {"measure", "barrier", "reset", "delay"}),
-            optimization_level=0,
-            seed_transpiler=0,
+    foreign = foreign_instructions(circuit, allowed)
+    for _ in range(_MAX_DEPTH):
+        if not foreign:
+            return circuit
+        stuck = sorted(
+            inst.operation.name
+            for inst in circuit.data
+            if inst.operation.name in foreign and inst.operation.definition is None
         )
-    except Exception as exc:
-        names = ", ".join(sorted(foreign_instructions(circuit, allowed)))
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnrunnableError(f"cannot translate {names} into the simulator's gates: {detail}") from None
-    assert isinstance(translated, QuantumCircuit)
-    return translated
+        if stuck:
+            raise UnrunnableError(f"instruction {stuck[0]!r} has no definition in the simulator's gates")
+        circuit = circuit.decompose(gates_to_decompose=sorted(foreign))
+        foreign = foreign_instructions(circuit, allowed)
+    raise UnrunnableError(
+        f"instructions {', '.join(sorted(foreign))} still not in the simulator's gates after "
+        f"{_MAX_DEPTH} levels of definitions"
+    )
 
 
 def unrunnable_reason(operation: Instruction) -> str | None:
