@@ -7,10 +7,8 @@ derived from them or specific to the DRA kubelet plugin protocol.
 
 from __future__ import annotations
 
+from qubelet.inventory.names import CDI_VERSION as CDI_VERSION  # re-exported: one home in names
 from qubelet.inventory.names import DRIVER_NAME
-
-#: CDI spec version written (the version the upstream kubeletplugin helper writes for its specs).
-CDI_VERSION = "0.5.0"
 
 #: Service names as kubelet expects them in PluginInfo.supported_versions
 #: (k8s.io/kubelet/pkg/apis/dra/v1.DRAPluginService, v1beta1.DRAPluginService, and the

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from qubelet.inventory import Config, qpu_env
-from qubelet.inventory.names import CDI_KIND, DRIVER_NAME, ENV_IQM_TOKENS_FILE
+from qubelet.inventory.names import CDI_KIND, CDI_VERSION, DRIVER_NAME, ENV_IQM_TOKENS_FILE
 
-#: CDI spec version written (what the DRA driver writes too).
-CDI_VERSION = "0.5.0"
 SPEC_FILE = f"{DRIVER_NAME}-device-plugin.json"
 DEFAULT_CDI_DIR = "/var/run/cdi"
 

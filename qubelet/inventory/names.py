@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CDI_CLASS",
     "CDI_KIND",
+    "CDI_VERSION",
     "DEFAULT_QPU_SPEC",
     "DEVICE_CLASS_NAME",
     "DRIVER_NAME",
@@ -32,6 +33,9 @@ DEVICE_CLASS_NAME = DRIVER_NAME
 #: CDI class; the CDI kind is ``<vendor>/<class>`` and CDI device names ``<kind>=<qpu name>``.
 CDI_CLASS = "qpu"
 CDI_KIND = f"{DRIVER_NAME}/{CDI_CLASS}"
+#: CDI spec version written by the DRA driver and the device plugin (the version the upstream
+#: kubeletplugin helper writes for its specs).
+CDI_VERSION = "0.5.0"
 
 #: The embedded QPU a run uses when no real QPU is configured: IQM's noisy fake Apollo.
 DEFAULT_QPU_SPEC = "fake:IQMFakeApollo"
