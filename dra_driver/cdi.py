@@ -60,12 +60,15 @@ def cdi_device_id(claim_uid: str, device: str) -> str:
     return f"{CDI_KIND}={cdi_device_name(claim_uid, device)}"
 
 
-def container_edits(device: QPUDevice, host_tokens_path: str | None = None) -> dict[str, Any]:
+def container_edits(
+    device: QPUDevice, host_tokens_path: str | None = None, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Env and mounts that give a container one QPU (token mounted from ``host_tokens_path``).
 
     Without ``host_tokens_path`` the container gets no token: no mount, no ``IQM_TOKENS_FILE``.
+    ``extra_env`` is what the claim's status adds (its reservation, dra_driver/reservations).
     """
-    env = qpu_env(device.qpu)
+    env = {**qpu_env(device.qpu), **(extra_env or {})}
     if host_tokens_path is None:
         env.pop(ENV_IQM_TOKENS_FILE, None)
     edits: dict[str, Any] = {"env": [f"{k}={v}" for k, v in sorted(env.items())]}
@@ -81,17 +84,24 @@ def container_edits(device: QPUDevice, host_tokens_path: str | None = None) -> d
 
 
 def build_spec(
-    claim_uid: str, devices: list[QPUDevice], host_tokens: dict[str, str] | None = None
+    claim_uid: str,
+    devices: list[QPUDevice],
+    host_tokens: dict[str, str] | None = None,
+    extra_env: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The CDI spec document for one claim; ``host_tokens`` maps QPU name → staged token path."""
+    """The CDI spec document for one claim; ``host_tokens`` maps QPU name → staged token path.
+
+    ``extra_env`` maps a device name to env only that device's containers get.
+    """
     host_tokens = host_tokens or {}
+    extra_env = extra_env or {}
     return {
         "cdiVersion": CDI_VERSION,
         "kind": CDI_KIND,
         "devices": [
             {
                 "name": cdi_device_name(claim_uid, d.name),
-                "containerEdits": container_edits(d, host_tokens.get(d.qpu.name)),
+                "containerEdits": container_edits(d, host_tokens.get(d.qpu.name), extra_env.get(d.name)),
             }
             for d in devices
         ],
@@ -178,10 +188,20 @@ class CDIWriter:
         stage(data, target, self.tokens_gid)
         return str(target)
 
-    def write_claim(self, claim_uid: str, devices: list[QPUDevice], namespace: str = "") -> list[str]:
-        """Write the claim's spec; returns the CDI device ids, in the order of ``devices``."""
+    def write_claim(
+        self,
+        claim_uid: str,
+        devices: list[QPUDevice],
+        namespace: str = "",
+        extra_env: dict[str, dict[str, str]] | None = None,
+    ) -> list[str]:
+        """Write the claim's spec; returns the CDI device ids, in the order of ``devices``.
+
+        ``extra_env``: per device name, env from the claim's status (its reservation).
+        """
         staged = {d.qpu.name: p for d in devices if (p := self.stage_token(d, namespace)) is not None}
-        atomic_write_json(spec_path(self.cdi_dir, claim_uid), build_spec(claim_uid, devices, staged))
+        spec = build_spec(claim_uid, devices, staged, extra_env)
+        atomic_write_json(spec_path(self.cdi_dir, claim_uid), spec)
         return [cdi_device_id(claim_uid, d.name) for d in devices]
 
     def claim_specs(self) -> dict[str, Path]:

@@ -83,6 +83,21 @@ def register(subparsers: Any) -> None:
     daemon.add_metrics_port_flag(ctl)
     add_unhealthy_flag(ctl)
     ctl.add_argument("--lease-duration-seconds", type=int, default=15)
+    ctl.add_argument(
+        "--reservation-owner",
+        default=DRIVER_NAME,
+        help="who this cluster is to QPU providers: its reservations are listed and released by it",
+    )
+    ctl.add_argument("--reservation-resync-seconds", type=float, default=2.0, help="reservation pass period")
+    ctl.add_argument(
+        "--reservation-deadline-seconds",
+        type=float,
+        default=120.0,
+        help="give a device up (reservation-failed) when its provider stays unreachable this long",
+    )
+    ctl.add_argument(
+        "--reservation-timeout-seconds", type=float, default=5.0, help="timeout of each provider call"
+    )
     daemon.env_twins(ctl)
     ctl.set_defaults(func=run_controller)
 
@@ -132,6 +147,24 @@ def run_kubelet_plugin(args: argparse.Namespace, metrics: Any = None) -> int:
     return daemon.run_until_stopped(plugin)
 
 
+def _reservations(args: argparse.Namespace, config: Any, api_client: Any, metrics: Any) -> Any:
+    """The reservation controller when a QPU of the inventory has ``reservation:`` (else None)."""
+    from dra_driver.reservations.adapters import providers_for
+    from dra_driver.reservations.claims_api import KubeClaimStatusAPI
+    from dra_driver.reservations.controller import ReservationController, reserving_qpus
+
+    qpus = reserving_qpus(config.qpus)
+    if not qpus:
+        return None
+    return ReservationController(
+        qpus,
+        KubeClaimStatusAPI(api_client),
+        providers_for(qpus, args.reservation_owner, args.reservation_timeout_seconds),
+        metrics=metrics,
+        deadline_seconds=args.reservation_deadline_seconds,
+    )
+
+
 def run_controller(args: argparse.Namespace) -> int:
     """Run the cloud-pool controller until SIGTERM/SIGINT."""
     from dra_driver.calibration import CalibrationSource
@@ -141,14 +174,17 @@ def run_controller(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     metrics = DRAMetrics()
+    api = _api(args)
     controller = CloudController(
         config,
-        _api(args),
+        api,
         args.identity,
         unhealthy_mode=args.unhealthy,
         lease_duration_seconds=args.lease_duration_seconds,
         metrics=metrics,
         calibration=CalibrationSource(args.config),
+        reservations=_reservations(args, config, api.api_client, metrics),
+        reservation_resync_seconds=args.reservation_resync_seconds,
     )
     daemon.serve_metrics(
         args.metrics_port,

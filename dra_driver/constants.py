@@ -48,3 +48,9 @@ UNHEALTHY_TAINT_KEY = f"{DRIVER_NAME}/unhealthy"
 #: Lease for the controller's leader election.
 LEASE_NAMESPACE = "qubelet-system"
 LEASE_NAME = f"{DRIVER_NAME.replace('.', '-')}-controller"
+
+#: DRA binding conditions (KEP-5007) of a QPU reserved before binding: published on its devices
+#: (``bindingConditions`` / ``bindingFailureConditions``, qualified names as the API validates
+#: them) and set in the claim's ``status.devices[].conditions`` by the reservation controller.
+RESERVED_CONDITION = f"{DRIVER_NAME}/reserved"
+RESERVATION_FAILED_CONDITION = f"{DRIVER_NAME}/reservation-failed"

@@ -22,6 +22,7 @@ from dra_driver.devices import network_devices
 from dra_driver.health import HealthBroadcaster
 from dra_driver.metrics import DRAMetrics
 from dra_driver.reconcile import ReconcileResult, SliceReconciler
+from dra_driver.reservations.controller import ReservationController
 from dra_driver.slices import UnhealthyMode, network_slices
 from qubelet import klog, leader
 from qubelet.inventory import Config, HealthMonitor, ProbeResult, QPUConfig, probe_once
@@ -72,8 +73,14 @@ class CloudController:
         probe: Callable[[QPUConfig], ProbeResult] = probe_once,
         now: Callable[[], dt.datetime] = _utcnow,
         calibration: CalibrationSource | None = None,
+        reservations: ReservationController | None = None,
+        reservation_resync_seconds: float = 2.0,
     ) -> None:
         self.config = config
+        #: asks providers for reservations of allocated devices while leader (None: none configured)
+        self.reservations = reservations
+        self.reservation_resync_seconds = reservation_resync_seconds
+        self._reservation_thread: threading.Thread | None = None
         #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
         self.calibration = calibration
         self.qpus = shared_qpus(config.qpus)
@@ -91,6 +98,8 @@ class CloudController:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.broadcaster.add_listener(self._wake.set)
+        if reservations is not None:
+            reservations.on_withheld_change = self._wake.set
         self._thread: threading.Thread | None = None
         #: Error of the last lease attempt ("" when it reached the API server), for /readyz.
         self.last_error: str | None = None
@@ -122,7 +131,8 @@ class CloudController:
             return None
         health = self.broadcaster.snapshot()
         qpus = self.calibration.current(self.qpus) if self.calibration else self.qpus
-        desired = network_slices(qpus, health, self.unhealthy_mode)
+        withheld = self.reservations.withheld() if self.reservations is not None else set()
+        desired = network_slices(qpus, health, self.unhealthy_mode, withheld)
         result = self.reconciler.reconcile(desired)
         self.metrics.slices_published.set(len(desired))
         self.metrics.record_qpus(qpus, health)
@@ -144,6 +154,22 @@ class CloudController:
         self.monitor.start()
         self._thread = threading.Thread(target=self._run, name="dra-controller", daemon=True)
         self._thread.start()
+        if self.reservations is not None:
+            self._reservation_thread = threading.Thread(
+                target=self._run_reservations, name="dra-reservations", daemon=True
+            )
+            self._reservation_thread.start()
+
+    def _run_reservations(self) -> None:
+        """Reconcile reservations while this replica holds the lease (the slice loop renews it)."""
+        assert self.reservations is not None
+        while not self._stop.is_set():
+            if self.elector.is_leader:
+                try:
+                    self.reservations.reconcile()
+                except Exception as exc:
+                    log.error("reservation reconcile failed; will retry", err=str(exc))
+            self._stop.wait(self.reservation_resync_seconds)
 
     def _run(self) -> None:
         period = max(1.0, self.elector.lease_duration_seconds / 3)
@@ -163,5 +189,6 @@ class CloudController:
         self._stop.set()
         self._wake.set()
         self.monitor.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in (self._thread, self._reservation_thread):
+            if thread is not None:
+                thread.join(timeout=10)

@@ -34,6 +34,7 @@ from dra_driver.claim_locks import ClaimLocks
 from dra_driver.client import ResourceAPI
 from dra_driver.devices import QPUDevice
 from dra_driver.metrics import DRAMetrics
+from dra_driver.reservations.status import reservation_env
 from dra_driver.state import PreparedClaims
 from qubelet import klog
 from qubelet.errors import ApiError, NotFound, QubeletError
@@ -161,6 +162,8 @@ class QPUDriver:
             raise PrepareError("not_allocated", f"resourceclaim {where} has no allocation for {DRIVER_NAME}")
         picked: list[QPUDevice] = []
         prepared: list[PreparedDevice] = []
+        #: a reservation granted before binding reaches the container as env (docs/dra-driver.md)
+        reserved = {r.device: env for r in ours if (env := reservation_env(claim, r.pool, r.device))}
         for r in ours:
             device = self.devices.get((r.pool, r.device))
             if device is None:
@@ -178,7 +181,7 @@ class QPUDriver:
                 )
             )
         try:
-            ids = self.cdi.write_claim(ref.uid, picked, ref.namespace)
+            ids = self.cdi.write_claim(ref.uid, picked, ref.namespace, reserved)
         except MissingTokenError as exc:
             raise PrepareError("missing_token", f"resourceclaim {where}: {exc}") from exc
         except TokenRefused as exc:

@@ -74,6 +74,54 @@ class DRAMetrics:
             "qubelet_dra_qpu_healthy", "1 while the QPU's health probe passes", ["qpu"], registry=r
         )
 
+        # Reservations before binding (dra_driver/reservations), in the controller.
+        self.reservations_requested = Counter(
+            "qubelet_dra_reservations_requested",
+            "Reservations asked of a QPU's provider (one per allocated device)",
+            ["qpu"],
+            registry=r,
+        )
+        self.reservations_granted = Counter(
+            "qubelet_dra_reservations_granted", "Reservations the provider granted", ["qpu"], registry=r
+        )
+        self.reservations_refused = Counter(
+            "qubelet_dra_reservations_refused",
+            "Reservations the provider refused, or gave up on after the provider stayed unreachable",
+            ["qpu"],
+            registry=r,
+        )
+        self.reservations_released = Counter(
+            "qubelet_dra_reservations_released",
+            "Reservations given back (claim deallocated or deleted, pod gone, leftover after a restart)",
+            ["qpu"],
+            registry=r,
+        )
+        self.reservation_grant_duration = Histogram(
+            "qubelet_dra_reservation_grant_duration_seconds",
+            "Time from the scheduler's allocation to the provider's grant",
+            ["qpu"],
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+            registry=r,
+        )
+        self.reservation_provider_errors = Counter(
+            "qubelet_dra_reservation_provider_errors",
+            "Reservation calls the provider did not answer: timeout, unavailable, unauthorized, protocol",
+            ["qpu", "kind"],
+            registry=r,
+        )
+        self.reservations_pending = Gauge(
+            "qubelet_dra_reservations_pending",
+            "Allocated devices whose reservation is not granted yet (their pods wait in PreBind)",
+            ["qpu"],
+            registry=r,
+        )
+        self.reservation_oldest_pending = Gauge(
+            "qubelet_dra_reservation_oldest_pending_seconds",
+            "Age of the oldest allocation still waiting for its reservation (0 when none)",
+            ["qpu"],
+            registry=r,
+        )
+
     def record_qpus(self, qpus: Iterable[QPUConfig], health: Mapping[str, bool]) -> None:
         """Export each published QPU's current fidelity and health."""
         for qpu in qpus:

@@ -13,12 +13,18 @@ DeviceTaint when the cluster serves the DRADeviceTaints feature.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 from kubernetes import client as k8s
 
-from dra_driver.constants import CONTROLLER_PUBLISHER, PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
+from dra_driver.constants import (
+    CONTROLLER_PUBLISHER,
+    PUBLISHER_LABEL,
+    RESERVATION_FAILED_CONDITION,
+    RESERVED_CONDITION,
+    UNHEALTHY_TAINT_KEY,
+)
 from dra_driver.devices import QPUDevice, network_devices, network_pool, node_devices
 from qubelet.inventory import QPUConfig
 from qubelet.inventory.binding import local_qpus, shared_qpus
@@ -77,15 +83,23 @@ def ppm(fraction: float) -> int:
 
 
 def device_model(device: QPUDevice, healthy: bool, mode: UnhealthyMode) -> k8s.V1Device:
-    """One slice entry; in taint mode an unhealthy device carries a NoSchedule taint."""
+    """One slice entry; in taint mode an unhealthy device carries a NoSchedule taint.
+
+    A QPU with ``reservation:`` carries binding conditions: the scheduler waits in PreBind until
+    the reservation controller sets ``reserved`` (or ``reservation-failed``) on the claim.
+    ``bindsToNode`` stays unset: a cloud reservation holds for whichever node the pod runs on.
+    """
     taints = None
     if not healthy and mode == "taint":
         taints = [_Taint(key=UNHEALTHY_TAINT_KEY, value="true", effect="NoSchedule")]
+    reserve = device.qpu.reservation is not None
     return _Device(
         name=device.name,
         attributes=device_attributes(device.qpu, healthy),
         capacity={"qubits": _Capacity(value=str(int(device.qpu.qubits)))},
         taints=taints,
+        binding_conditions=[RESERVED_CONDITION] if reserve else None,
+        binding_failure_conditions=[RESERVATION_FAILED_CONDITION] if reserve else None,
     )
 
 
@@ -217,12 +231,19 @@ def node_slices(
 
 
 def network_slices(
-    qpus: Iterable[QPUConfig], health: Mapping[str, bool], mode: UnhealthyMode = "remove"
+    qpus: Iterable[QPUConfig],
+    health: Mapping[str, bool],
+    mode: UnhealthyMode = "remove",
+    withheld: Collection[str] = (),
 ) -> list[k8s.V1ResourceSlice]:
-    """One network-attached pool per shared QPU (allNodes, or the nodes that reach it), for the controller."""
+    """One network-attached pool per shared QPU (allNodes, or the nodes that reach it), for the controller.
+
+    ``withheld`` QPUs (a provider just refused to reserve them) publish an empty pool for now, so
+    the scheduler's next attempt takes another device rather than the refused one again.
+    """
     out = []
     for q in shared_qpus(qpus):
-        devices = pool_devices(network_devices([q]), health, mode)
+        devices = [] if q.name in withheld else pool_devices(network_devices([q]), health, mode)
         out.extend(
             build_pool(
                 network_pool(q),

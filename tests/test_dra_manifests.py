@@ -100,7 +100,28 @@ def test_rbac_is_least_privilege() -> None:
         ("resource.k8s.io", "resourceclaims"): {"get"},
         ("", "nodes"): {"get"},
     }
-    assert all(r["resources"] == ["resourceslices"] for r in roles["qubelet-dra-controller"])
+    controller = {
+        (g, res, tuple(rule.get("resourceNames", ()))): set(rule["verbs"])
+        for rule in roles["qubelet-dra-controller"]
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+    }
+    assert controller == {
+        ("resource.k8s.io", "resourceslices", ()): {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+        },
+        # reservations: list claims, write their device status for this driver only, warn with Events
+        ("resource.k8s.io", "resourceclaims", ()): {"list"},
+        ("resource.k8s.io", "resourceclaims/status", ()): {"update"},
+        ("resource.k8s.io", "resourceclaims/driver", (DRIVER_NAME,)): {"arbitrary-node:update"},
+        ("", "events", ()): {"create"},
+    }
     (lease_role,) = by_kind("Role")
     assert lease_role["metadata"]["namespace"] == LEASE_NAMESPACE
     assert lease_role["rules"] == [

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
+from pipeline.backends.reservation import ReservationWindow
 from pipeline.errors import BackendFailedError, BackendUnavailableError, RunTerminated
 from qubelet import klog
 
@@ -170,6 +171,8 @@ class RemoteIQM:
         #: where submitted jobs are also recorded, so a run killed outright re-attaches on resume
         self.journal_dir: Path | None = None
         self._in_flight: dict[str, Any] = {}
+        #: the QPU reservation this pod was given (jobs go to its timeslot), or None
+        self.reservation = ReservationWindow.from_env(environ)
         base_url, quantum_computer = split_server_url(server_url, environ)
         try:
             from iqm.iqm_client import IQMClient
@@ -324,7 +327,12 @@ class RemoteIQM:
             log.warning(
                 "IQM job ended without results, resubmitting", server=self.server, job=known, status=status
             )
-        job = self.backend.run(list(compiled), shots=shots)
+        if self.reservation is not None:
+            self.reservation.wait_open()
+            job = self.backend.run(list(compiled), shots=shots, use_timeslot=True)
+            log.info("submitting within reservation", server=self.server, reservation=self.reservation.id)
+        else:
+            job = self.backend.run(list(compiled), shots=shots)
         self._remember(fingerprint, job.job_id())
         log.info(
             "submitted IQM job", server=self.server, job=job.job_id(), circuits=len(compiled), shots=shots

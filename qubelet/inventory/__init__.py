@@ -15,6 +15,7 @@ from qubelet.inventory.config import (
     Flags,
     ProbeConfig,
     QPUConfig,
+    ReservationConfig,
     load_config,
     parse_config,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeResult",
     "QPUConfig",
+    "ReservationConfig",
     "device_id",
     "devices_for",
     "load_config",

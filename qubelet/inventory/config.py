@@ -33,6 +33,7 @@ __all__ = [
     "Flags",
     "ProbeConfig",
     "QPUConfig",
+    "ReservationConfig",
     "load_config",
     "parse_config",
 ]
@@ -79,7 +80,11 @@ _QPU_KEYS = {
     "nodeSelector",
     "nodes",
     "tenantTokens",
+    "reservation",
 }
+_RESERVATION_KEYS = {"enabled", "durationSeconds", "cooldownSeconds"}
+DEFAULT_RESERVATION_SECONDS = 3600
+DEFAULT_RESERVATION_COOLDOWN_SECONDS = 60.0
 #: A ResourceSlice device attribute's string value may be at most this many bytes (API limit).
 MAX_ATTRIBUTE_STRING_BYTES = 64
 #: A label name or value (without a prefix): what a node selector in a slice must match.
@@ -97,6 +102,20 @@ class ProbeConfig:
     path: str | None
     interval_seconds: float
     timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class ReservationConfig:
+    """Reserve the QPU with its provider before a pod binds (``reservation:``, docs/dra-driver.md).
+
+    Its devices are published with DRA binding conditions; the scheduler holds a pod in PreBind
+    until the controller has the provider's reservation (dra_driver/reservations).
+    """
+
+    #: the window asked for, in seconds
+    duration_seconds: int = DEFAULT_RESERVATION_SECONDS
+    #: after a refusal the QPU's devices leave the slice this long, so the scheduler tries another
+    cooldown_seconds: float = DEFAULT_RESERVATION_COOLDOWN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,8 @@ class QPUConfig:
     #: (namespace, token file) pairs: a claim from that namespace gets that token, and a claim
     #: from any other namespace none (``tenantTokens``; set, it replaces ``tokensFile``).
     tenant_tokens: tuple[tuple[str, str], ...] = ()
+    #: Reserve before binding (None: off, today's behaviour).
+    reservation: ReservationConfig | None = None
 
     def token_for(self, namespace: str | None) -> str | None:
         """The token file a claim from ``namespace`` gets (None: this namespace gets none)."""
@@ -292,6 +313,24 @@ def _parse_health(raw: object, ctx: _Ctx, default_interval: float, backend: str)
     )
 
 
+def _parse_reservation(raw: object, ctx: _Ctx, endpoint: str | None) -> ReservationConfig | None:
+    if raw is None:
+        return None
+    data = ctx.mapping(raw, "reservation", _RESERVATION_KEYS)
+    if not ctx.boolean(data.get("enabled", True), "reservation.enabled"):
+        return None
+    if endpoint is None:
+        raise ctx.fail("reservation", "needs endpoint: reservations are asked of the QPU's server")
+    return ReservationConfig(
+        duration_seconds=ctx.positive_int(
+            data.get("durationSeconds", DEFAULT_RESERVATION_SECONDS), "reservation.durationSeconds"
+        ),
+        cooldown_seconds=ctx.positive_float(
+            data.get("cooldownSeconds", DEFAULT_RESERVATION_COOLDOWN_SECONDS), "reservation.cooldownSeconds"
+        ),
+    )
+
+
 def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_replicas: int) -> QPUConfig:
     ctx = _Ctx(source, f"qpus[{index}]")
     if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
@@ -406,6 +445,7 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
         calibration_time=calibration_time,
         nodes=tuple(nodes),
         tenant_tokens=tuple(sorted(tenant_tokens)),
+        reservation=_parse_reservation(data.get("reservation"), ctx, endpoint),
     )
 
 

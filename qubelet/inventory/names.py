@@ -18,6 +18,9 @@ __all__ = [
     "ENV_IQM_TOKENS_FILE",
     "ENV_QPU_BACKEND",
     "ENV_QPU_NAME",
+    "ENV_RESERVATION_END",
+    "ENV_RESERVATION_ID",
+    "ENV_RESERVATION_START",
     "MIN_FIDELITY_ANNOTATION",
     "QUBELET_ENV",
     "RESOURCE_NAME",
@@ -45,6 +48,11 @@ ENV_QPU_NAME = "QUBELET_QPU_NAME"
 ENV_QPU_BACKEND = "QUBELET_QPU_BACKEND"
 ENV_IQM_SERVER_URL = "IQM_SERVER_URL"
 ENV_IQM_TOKENS_FILE = "IQM_TOKENS_FILE"
+#: Env of a claim whose QPU was reserved before the pod bound (docs/dra-driver.md, "Reservations"):
+#: the provider's reservation id and its window (RFC 3339, UTC). The IQM backend submits within it.
+ENV_RESERVATION_ID = "QUBELET_RESERVATION_ID"
+ENV_RESERVATION_START = "QUBELET_RESERVATION_START"
+ENV_RESERVATION_END = "QUBELET_RESERVATION_END"
 #: Every env name a QPU workload may be given, in a stable order.
 QUBELET_ENV: tuple[str, ...] = (ENV_QPU_NAME, ENV_QPU_BACKEND, ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE)
 

@@ -97,6 +97,8 @@ class FakeResourceAPI:
         #: any plugin runs); tests of a missing Node set it False
         self.every_node_exists = True
         self.calls: Counter[str] = Counter()
+        #: core/v1 Events recorded (JSON form), oldest first
+        self.events: list[dict[str, Any]] = []
         #: the server's clock for defaulted taint ``timeAdded`` (tests move it)
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
@@ -255,6 +257,41 @@ class FakeResourceAPI:
         if data is None:
             raise self._not_found("nodes", name)
         return _decode(data, "V1Node")
+
+    def list_resource_claims(self) -> list[ResourceV1ResourceClaim]:
+        """Every claim (the reservation controller's list)."""
+        self.calls["list_resource_claims"] += 1
+        with self._lock:
+            stored = list(self._claims.values())
+        return [_decode(d, "ResourceV1ResourceClaim") for d in stored]
+
+    def replace_resource_claim_status(
+        self, namespace: str, name: str, body: ResourceV1ResourceClaim
+    ) -> ResourceV1ResourceClaim:
+        """PUT status: only ``status`` changes, guarded by ``resourceVersion``, schema-validated."""
+        self.calls["replace_resource_claim_status"] += 1
+        with self._lock:
+            current = self._claims.get((namespace, name))
+            if current is None:
+                raise self._not_found("resourceclaims", name)
+            if body.metadata.resource_version != current["metadata"]["resourceVersion"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on resourceclaims "{name}"', status=409, reason="Conflict"
+                )
+            data = dict(current)
+            data["status"] = _encode(body).get("status")
+            validate(_with_kind(data, "resource.k8s.io/v1", "ResourceClaim"), current)
+            data["metadata"] = {**current["metadata"], "resourceVersion": str(next(self._rv))}
+            self._claims[(namespace, name)] = data
+        return _decode(data, "ResourceV1ResourceClaim")
+
+    def create_event(self, namespace: str, body: Any) -> Any:
+        """Record a core/v1 Event (kept in ``events``)."""
+        self.calls["create_event"] += 1
+        data = _encode(body)
+        with self._lock:
+            self.events.append(data)
+        return body
 
     # -- Leases ----------------------------------------------------------------------------
     def read_lease(self, namespace: str, name: str) -> V1Lease:

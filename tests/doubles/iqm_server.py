@@ -12,6 +12,15 @@ exactly the endpoints that ``iqm.iqm_server_client`` (the HTTP layer under ``IQM
 - ``GET jobs/{id}``, ``GET jobs/{id}/payload``, ``GET jobs/{id}/artifacts/measurements``,
   ``GET jobs/{id}/artifacts/measurement_counts``, ``POST jobs/{id}/cancel``.
 
+Beside IQM's job API it serves the reservation contract qubelet's DRA controller speaks
+(``dra_driver/reservations/http_provider.py``; IQM's API has no booking call, timeslots are
+booked outside it): ``POST reservations`` (idempotent on ``idempotency_key``),
+``GET reservations?owner=&quantum_computer=`` (pending and granted), ``GET reservations/{id}``,
+``DELETE reservations/{id}``. Reservations are granted at once, held ``pending`` until
+:meth:`IQMServerDouble.grant_pending`, or refused (``Faults``). A job submitted with
+``use_timeslot=true`` is accepted only while a granted reservation's window is open, as IQM
+runs timeslot jobs only in a booked slot.
+
 Every body is built from and validated with iqm-client's own pydantic models
 (``iqm.station_control.interface.models``), so a shape the real client cannot read fails here
 too. Like the real server it checks the ``Authorization: Bearer`` token on every request
@@ -86,6 +95,37 @@ class Faults:
     hang_seconds: float = 0.0
     #: this many status polls (``GET jobs/{id}``) answer 503 before the next one succeeds
     transient_status_errors: int = 0
+    #: new reservations are refused with this reason ("" grants or holds them)
+    refuse_reservations: str = ""
+    #: new reservations stay ``pending`` until ``grant_pending()``
+    hold_reservations: bool = False
+    #: this many reservation calls answer 503 before the next one succeeds
+    reservation_errors: int = 0
+
+
+@dataclass
+class _Reservation:
+    id: str
+    key: str
+    owner: str
+    quantum_computer: str
+    duration_seconds: int
+    status: str = "pending"
+    start: str | None = None
+    end: str | None = None
+    reason: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "idempotency_key": self.key,
+            "owner": self.owner,
+            "quantum_computer": self.quantum_computer,
+            "status": self.status,
+            "start": self.start,
+            "end": self.end,
+            "reason": self.reason,
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -137,6 +177,11 @@ class IQMServerDouble:
         self.submitted: list[uuid.UUID] = []
         self.cancelled: list[uuid.UUID] = []
         self.rejected_tokens = 0
+        self.reservations: dict[str, _Reservation] = {}
+        #: ids of reservations released by a client, in order
+        self.released: list[str] = []
+        #: use_timeslot submissions and the reservation whose window they ran in
+        self.timeslot_jobs: list[tuple[uuid.UUID, str]] = []
         self._jobs_failed = 0
         self._server: _Server | None = None
 
@@ -172,6 +217,100 @@ class IQMServerDouble:
             ]
             job.status = "completed"
             self._event(job, "completed")
+
+    def active_reservations(self, owner: str | None = None) -> list[_Reservation]:
+        """Pending and granted reservations (of ``owner``, when given)."""
+        with self._lock:
+            return [
+                r
+                for r in self.reservations.values()
+                if r.status in ("pending", "granted") and (owner is None or r.owner == owner)
+            ]
+
+    def grant_pending(self) -> list[str]:
+        """Grant every pending reservation now (the provider's queue moved); returns their ids."""
+        with self._lock:
+            self.faults.hold_reservations = False
+            granted = []
+            for r in self.reservations.values():
+                if r.status == "pending":
+                    self._grant(r)
+                    granted.append(r.id)
+        return granted
+
+    @staticmethod
+    def _grant(r: _Reservation) -> None:
+        from datetime import timedelta
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        r.status = "granted"
+        r.start = now.isoformat().replace("+00:00", "Z")
+        r.end = (now + timedelta(seconds=r.duration_seconds)).isoformat().replace("+00:00", "Z")
+
+    def _open_window(self) -> _Reservation | None:
+        now = datetime.now(UTC)
+        for r in self.reservations.values():
+            if r.status == "granted" and r.start and r.end:
+                start = datetime.fromisoformat(r.start.replace("Z", "+00:00"))
+                end = datetime.fromisoformat(r.end.replace("Z", "+00:00"))
+                if start <= now < end:
+                    return r
+        return None
+
+    def _reservation_route(
+        self, method: str, rest: list[str], query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, Any]:
+        with self._lock:
+            if self.faults.reservation_errors > 0:
+                self.faults.reservation_errors -= 1
+                raise _HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "booking service busy, retry", "unavailable")
+            match method, rest:
+                case "POST", []:
+                    try:
+                        ask = json.loads(body or b"{}")
+                        key, owner = str(ask["idempotency_key"]), str(ask["owner"])
+                        qc, duration = str(ask["quantum_computer"]), int(ask["duration_seconds"])
+                    except (ValueError, KeyError, TypeError):
+                        raise _HTTPError(
+                            HTTPStatus.UNPROCESSABLE_ENTITY, "invalid reservation request", "validation"
+                        ) from None
+                    self._check_qc(qc)
+                    for r in self.reservations.values():
+                        if r.key == key and r.owner == owner:
+                            return 200, r.wire()
+                    r = _Reservation(str(uuid.uuid4()), key, owner, qc, duration)
+                    if self.faults.refuse_reservations:
+                        r.status, r.reason = "refused", self.faults.refuse_reservations
+                    elif not self.faults.hold_reservations:
+                        self._grant(r)
+                    self.reservations[r.id] = r
+                    return 201, r.wire()
+                case "GET", []:
+                    owner = query.get("owner", [None])[0]
+                    qc = query.get("quantum_computer", [None])[0]
+                    return 200, {
+                        "reservations": [
+                            r.wire()
+                            for r in self.reservations.values()
+                            if r.status in ("pending", "granted")
+                            and (owner is None or r.owner == owner)
+                            and (qc is None or r.quantum_computer == qc)
+                        ]
+                    }
+                case "GET", [rid]:
+                    if rid not in self.reservations:
+                        raise _HTTPError(HTTPStatus.NOT_FOUND, f"reservation {rid} not found", "not_found")
+                    return 200, self.reservations[rid].wire()
+                case "DELETE", [rid]:
+                    r = self.reservations.get(rid)
+                    if r is None:
+                        raise _HTTPError(HTTPStatus.NOT_FOUND, f"reservation {rid} not found", "not_found")
+                    if r.status in ("pending", "granted"):
+                        r.status = "released"
+                        self.released.append(rid)
+                    return 200, r.wire()
+        route = "/".join(rest)
+        raise _HTTPError(HTTPStatus.NOT_FOUND, f"no route {method} reservations/{route}", "not_found")
 
     # --- the static answers ---------------------------------------------------------------------
     def _make_dqa(self) -> Any:
@@ -288,6 +427,8 @@ class IQMServerDouble:
         self, method: str, parts: list[str], query: dict[str, list[str]], body: bytes
     ) -> tuple[int, Any]:
         match method, parts:
+            case _, ["reservations", *rest]:
+                return self._reservation_route(method, rest, query, body)
             case "GET", ["quantum-computers"]:
                 qc = {"id": str(self.qc_id), "alias": self.alias, "display_name": self.alias.capitalize()}
                 return 200, {"quantum_computers": [{**qc, "proxy_path": None}]}
@@ -356,8 +497,12 @@ class IQMServerDouble:
         from iqm.station_control.interface.models import CircuitJobDefinition
         from pydantic import ValidationError
 
+        window = None
         if query.get("use_timeslot", ["false"]) != ["false"]:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "no timeslot booked for this user", "validation")
+            with self._lock:
+                window = self._open_window()
+            if window is None:
+                raise _HTTPError(HTTPStatus.BAD_REQUEST, "no timeslot booked for this user", "validation")
         try:
             definition = CircuitJobDefinition.model_validate_json(body)
         except ValidationError as exc:
@@ -382,6 +527,8 @@ class IQMServerDouble:
         with self._lock:
             self.jobs[job.id] = job
             self.submitted.append(job.id)
+            if window is not None:
+                self.timeslot_jobs.append((job.id, window.id))
             fail = self._jobs_failed < self.faults.fail_jobs
             if fail:
                 self._jobs_failed += 1
