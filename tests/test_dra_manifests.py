@@ -107,15 +107,7 @@ def test_rbac_is_least_privilege() -> None:
         for res in rule["resources"]
     }
     assert controller == {
-        ("resource.k8s.io", "resourceslices", ()): {
-            "get",
-            "list",
-            "watch",
-            "create",
-            "update",
-            "patch",
-            "delete",
-        },
+        ("resource.k8s.io", "resourceslices", ()): {"list", "create", "update", "delete"},
         # reservations: list claims, write their device status for this driver only, warn with Events
         ("resource.k8s.io", "resourceclaims", ()): {"list"},
         ("resource.k8s.io", "resourceclaims/status", ()): {"update"},
