@@ -23,6 +23,7 @@ from qiskit import QuantumCircuit, qpy
 
 from pipeline.backends.base import Backend, Counts
 from pipeline.backends.factory import available_backends, make_backend
+from pipeline.backends.qpu import inventory_states
 from pipeline.circuits import (
     CutTarget,
     build_target,
@@ -559,12 +560,20 @@ def plan_pending(
     return plan
 
 
-def nominal_backend_states(config: RunConfig) -> list[BackendState]:
+def nominal_backend_states(
+    config: RunConfig, inventory_qpus: Sequence[Any] | None = None
+) -> list[BackendState]:
     """The requested backend classes as a cluster offers them, without probing this machine.
 
     ``qubelet render`` and the workflow's generate step plan for the cluster's GPU and QPU
-    nodes, not for the pod or laptop that happens to do the planning.
+    nodes, not for the pod or laptop that happens to do the planning. With the cluster's
+    inventory (its ``QPUConfig``s), one QPU state per inventory QPU, under the cluster's names.
     """
+    if inventory_qpus and "qpu" in config.backends:
+        others = nominal_backend_states(
+            replace(config, backends=tuple(b for b in config.backends if b != "qpu"))
+        )
+        return [*others, *inventory_states(inventory_qpus, config.mitigation_config())]
     states = []
     for kind in config.backends:
         if kind == "cpu":
@@ -660,6 +669,7 @@ def generate(
     probe_backends: bool = True,
     template: CutTemplate | None = None,
     parameter_values: dict[str, float] | None = None,
+    states: Sequence[BackendState] | None = None,
 ) -> Plan:
     """Stage 1: cut (or reuse the cut), then plan the pending subexperiments.
 
@@ -669,7 +679,7 @@ def generate(
     """
     manifest = prepare(config, template=template, parameter_values=parameter_values)
     if not probe_backends:
-        return plan_pending(manifest, nominal_backend_states(config))
+        return plan_pending(manifest, list(states) if states is not None else nominal_backend_states(config))
     backends, unavailable = available_backends(
         config.backends,
         qpu_spec=config.qpu_backend,

@@ -131,6 +131,21 @@ def _inventory_backends(path: Path) -> list[Any]:
     ]
 
 
+def _read_under_inventory_names(policy: Any, path: Path, quiet: bool = False) -> None:
+    """Read the model's laptop QPU names as the inventory's (qpu:apollo is qpu:apollo-cloud)."""
+    from policy.aliases import renamed
+    from qubelet.inventory import load_config
+    from qubelet.inventory.aliases import telemetry_aliases
+
+    aliases = telemetry_aliases(load_config(path))  # already validated by _inventory_backends
+    learned = {str(row.get("backend")) for row in policy.model.rows}
+    used = {local: name for local, name in aliases.items() if local in learned}
+    if used:
+        policy.model = renamed(policy.model, used)
+        if not quiet:
+            print("names: " + ", ".join(f"{local} (this laptop) is {name}" for local, name in used.items()))
+
+
 def _explain(args: argparse.Namespace) -> int:
     from policy.interface import BackendState, CircuitFeatures
     from policy.telemetry import TelemetryPolicy
@@ -149,6 +164,7 @@ def _explain(args: argparse.Namespace) -> int:
         backends.append(BackendState(name="gpu", kind="gpu"))
     if args.inventory is not None:
         backends += _inventory_backends(args.inventory)
+        _read_under_inventory_names(policy, args.inventory, quiet=args.json)
     task = CircuitFeatures(
         key="explain",
         num_qubits=args.qubits,

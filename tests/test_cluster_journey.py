@@ -538,3 +538,74 @@ def test_runs_verbs_on_workflow_objects(
     )
     assert (dest / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "observable" in (dest / "table.txt").read_text()
+
+
+# --- one name per QPU from laptop to cluster --------------------------------------------------------
+
+INVENTORY = REPO / "manifests" / "examples" / "qpus.yaml"
+
+
+def _laptop_model(path: Path) -> Path:
+    """A model fitted on laptop telemetry: the embedded fake Apollo is ``qpu:apollo`` there."""
+    from policy.models import PolicyModel
+
+    rows = [
+        {
+            "run_id": f"r{i % 3}", "backend": "qpu:apollo", "backend_kind": "qpu", "model": "Apollo",
+            "num_qubits": 3, "depth": 12, "num_2q_gates": 3, "num_clbits": 3, "shots": 256,
+            "run_seconds": 0.8, "queue_wait_seconds": 40.0, "success": True,
+        }
+        for i in range(12)
+    ]  # fmt: skip
+    PolicyModel(rows).save(path)  # type: ignore[arg-type]
+    return path
+
+
+def test_inventory_maps_laptop_qpu_names_to_the_clusters() -> None:
+    from qubelet.inventory import load_config
+    from qubelet.inventory.aliases import local_qpu_name, telemetry_aliases
+
+    assert local_qpu_name("fake:IQMFakeApollo") == "apollo"
+    assert telemetry_aliases(load_config(INVENTORY)) == {
+        "qpu:adonis": "qpu:adonis-onprem",
+        "qpu:apollo": "qpu:apollo-cloud",
+    }
+
+
+def test_policy_explain_inventory_shows_what_the_laptop_learned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _laptop_model(tmp_path / "model.json")
+    argv = ["policy", "explain", f"--model={model}", f"--inventory={INVENTORY}", "--qubits=3", "--depth=12"]
+    assert main([*argv, "--two-qubit-gates=3", "--shots=256"]) == 0
+    out = capsys.readouterr().out
+    assert "names: qpu:apollo (this laptop) is qpu:apollo-cloud" in out
+    apollo = next(line for line in out.splitlines() if line.startswith("qpu:apollo-cloud"))
+    assert "name=qpu:apollo-cloud (12 rows)" in apollo and " 40 " in f" {apollo.split()[2]} "
+
+
+def test_render_inventory_plans_the_clusters_qpus_and_generate_agrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _laptop_model(tmp_path / "model.json")
+    out = tmp_path / "wf.yaml"
+    argv = [
+        "render", "--qubits=6", "--cuts=1", "--shots=64", "--policy=size", "--backends=cpu,qpu",
+        f"--policy-model={model}", f"--inventory={INVENTORY}", "--run-id=names-1", "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "names: qpu:apollo (the model's) is qpu:apollo-cloud" in capsys.readouterr().out
+    docs = _docs(out)
+    workflow, configmap = docs[-1], next(d for d in docs if d["kind"] == "ConfigMap")
+    shipped = json.loads(configmap["data"][run_inputs.POLICY_MODEL])
+    assert {row["backend"] for row in shipped["rows"]} == {"qpu:apollo-cloud"}
+    batches = [t["arguments"]["parameters"][0]["value"] for t in _dag(workflow) if "arguments" in t]
+    assert batches and all("apollo-cloud" in b or "adonis-onprem" in b for b in batches), batches
+    # The cluster's generate step, from a clean dir, plans the same batches (it fails otherwise).
+    pod_dir, pvc = tmp_path / "pod", tmp_path / "pvc"
+    pod_dir.mkdir()
+    (pod_dir / "tmp").mkdir()
+    run_inputs.materialise(configmap, pod_dir)
+    _run_chain(workflow, _dag(workflow)[:1], pod_dir, pvc)
+    plan = json.loads((pvc / "names-1" / "plan.json").read_text())
+    assert sorted(b["id"] for b in plan["batches"]) == sorted(batches)

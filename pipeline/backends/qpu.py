@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from pipeline.mitigation.zne import fold_two_qubit_gates
 if TYPE_CHECKING:
     from pipeline.backends.iqm_remote import RemoteIQM
 from policy.interface import BackendKind, BackendState
+from qubelet.inventory.aliases import local_qpu_name
 from qubelet.inventory.names import ENV_IQM_SERVER_URL, ENV_IQM_TOKENS_FILE, ENV_QPU_BACKEND, ENV_QPU_NAME
 
 FAKE_PREFIX = "fake:"
@@ -64,7 +65,7 @@ def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) 
                 + ", ".join(FAKE_PREFIX + f for f in KNOWN_FAKES)
                 + " or 'iqm'"
             )
-        default_name = model.removeprefix("IQMFake").lower()
+        default_name = local_qpu_name(spec)
     elif spec == "iqm":
         if not server_url:
             raise PipelineError("QPU backend 'iqm' needs IQM_SERVER_URL to be set")
@@ -307,6 +308,20 @@ def qpu_state(
         mitigation=mitigation.level,
         mitigation_work=mitigation.relative_qpu_work,
     )
+
+
+def inventory_states(qpus: Sequence[Any], mitigation: MitigationConfig | None) -> list[BackendState]:
+    """One state per QPU of a cluster's inventory (``QPUConfig``s), named as the cluster names them.
+
+    What ``qubelet render --inventory`` and the generate step plan for: the cluster's QPUs, each
+    with its inventory width and calibration, instead of the one embedded fake.
+    """
+    states = []
+    for qpu in qpus:
+        target = QPUTarget(name=qpu.name, spec=qpu.backend, server_url=qpu.endpoint)
+        state = qpu_state(target, qpu.qubits, qpu.fidelity_2q, qpu.readout_fidelity, mitigation)
+        states.append(replace(state, model=qpu.model, calibration_time=qpu.calibration_time))
+    return states
 
 
 def folded_seed(seed: int, scale: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +49,24 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 GPU_STATEVECTOR_MAX_QUBITS = 30
 
 
-def cluster_subcircuit_width(inventory: Path, backends: tuple[str, ...]) -> int | None:
-    """The widest subcircuit the cluster runs: its widest QPU, or a GPU's statevector capacity."""
+def _load_inventory(inventory: Path) -> Any:
     from qubelet.errors import UsageError
     from qubelet.inventory import load_config
 
     try:
-        config = load_config(inventory)  # a bad file raises ConfigError, a UsageError
+        return load_config(inventory)  # a bad file raises ConfigError, a UsageError
     except OSError as exc:
         raise UsageError(f"{inventory}: {exc.strerror or exc}") from None
+
+
+def inventory_qpus(inventory: Path | None) -> list[Any] | None:
+    """The QPUs of the cluster's inventory (the plan names them as the cluster does), or None."""
+    return None if inventory is None else list(_load_inventory(inventory).qpus)
+
+
+def cluster_subcircuit_width(inventory: Path, backends: tuple[str, ...]) -> int | None:
+    """The widest subcircuit the cluster runs: its widest QPU, or a GPU's statevector capacity."""
+    config = _load_inventory(inventory)
     widths = [qpu.qubits for qpu in config.qpus] if "qpu" in backends else []
     if "gpu" in backends:
         widths.append(GPU_STATEVECTOR_MAX_QUBITS)
@@ -115,6 +125,7 @@ def _run_args(args: argparse.Namespace, inputs: Any = None) -> Any:
         (run_inputs.CIRCUIT, "--circuit"),
         (run_inputs.POLICY_MODEL, "--policy-model"),
         (run_inputs.OBSERVABLES, "--observables-file"),
+        (run_inputs.INVENTORY, "--inventory"),
     ):
         if name in files:
             extra.append(f"{flag}={inputs.path(name)}")
@@ -143,7 +154,36 @@ def _run_args(args: argparse.Namespace, inputs: Any = None) -> Any:
     )
 
 
-def _inputs(args: argparse.Namespace, config: Any, parameter_rows: list[Any] | None) -> Any:
+def _model_under_inventory_names(config: Any, inventory: Path, scratch: Path) -> tuple[Any, str]:
+    """The config with its policy model read under the inventory's QPU names (a copy in ``scratch``).
+
+    What travels to the cluster is that copy: a model fitted on a laptop (``qpu:apollo``) ranks
+    the cluster's QPUs (``qpu:apollo-cloud``) with what it learned.
+    """
+    from dataclasses import replace
+
+    from policy.aliases import renamed
+    from policy.models import PolicyModel
+    from qubelet.errors import UsageError
+    from qubelet.inventory.aliases import telemetry_aliases
+
+    try:
+        model = PolicyModel.load(Path(config.policy_model))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    learned = {str(row.get("backend")) for row in model.rows}
+    used = {k: v for k, v in telemetry_aliases(_load_inventory(inventory)).items() if k in learned}
+    if not used:
+        return config, ""
+    copy = scratch / "policy-model.json"
+    renamed(model, used).save(copy)
+    line = "names: " + ", ".join(f"{local} (the model's) is {name}" for local, name in used.items())
+    return replace(config, policy_model=copy), line
+
+
+def _inputs(
+    args: argparse.Namespace, config: Any, parameter_rows: list[Any] | None, inventory: Path | None = None
+) -> Any:
     """The run's laptop files, read for the inputs ConfigMap (size-checked, one-line errors)."""
     from pipeline.cluster import inputs as run_inputs
     from pipeline.errors import PipelineError
@@ -157,6 +197,7 @@ def _inputs(args: argparse.Namespace, config: Any, parameter_rows: list[Any] | N
             observables=observables,
             parameters=parameter_rows,
             policy_model=config.policy_model,
+            inventory=inventory,
         )
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
@@ -342,15 +383,21 @@ def render_documents(args: argparse.Namespace, api_client: Any = None) -> Render
             + "; ".join(f"{k}: {why}" for k, why in fitted.left_out.items())
         )
     args = argparse.Namespace(**{**vars(args), "backends": ",".join(fitted.kept)})
+    scratch = tempfile.TemporaryDirectory(prefix="qubelet-render-")
     try:
         config = _config(args, Path("unused"))
+        qpus = inventory_qpus(getattr(args, "inventory", None))
+        if qpus is not None and config.policy_model is not None:
+            config, line = _model_under_inventory_names(config, args.inventory, Path(scratch.name))
+            messages.extend([line] if line else [])
+        states = stages.nominal_backend_states(config, qpus)
         rows = None
         parameters = getattr(args, "parameters", None)
         if parameters is not None:
             if config.circuit_file is None:
                 raise UsageError("--parameters needs --circuit (a circuit with unbound parameters)")
             rows = api.load_parameter_sets(parameters)
-        inputs = _inputs(args, config, rows)
+        inputs = _inputs(args, config, rows, getattr(args, "inventory", None))
         run = _run_args(args, inputs)
         if rows is not None:
             circuit = load_circuit_file(Path(config.circuit_file))
@@ -358,13 +405,20 @@ def render_documents(args: argparse.Namespace, api_client: Any = None) -> Render
                 raise UsageError("--parameters given, but the circuit has no unbound parameters")
             template = api.cut_template(config, circuit)
             previews: list[Any] = [
-                stages.preview(config, template=template, parameter_values=api.parameter_dict(circuit, row))
+                stages.preview(
+                    config,
+                    states=states,
+                    template=template,
+                    parameter_values=api.parameter_dict(circuit, row),
+                )
                 for row in rows
             ]
         else:
-            previews = [stages.preview(config)]
+            previews = [stages.preview(config, states=states)]
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        scratch.cleanup()
     first = previews[0]
     run_id = args.run_id or first.plan.run_id
     every = [b for p in previews for b in p.plan.batches]
@@ -521,6 +575,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
                     pusher,
                     parameters=args.parameters,
                     parameter_set=args.parameter_set,
+                    inventory_qpus=inventory_qpus(args.inventory),
                 )
             elif args.step == "execute":
                 tasks.execute(run_dir, args.batch, missing_ok=args.missing_ok, pusher=pusher)

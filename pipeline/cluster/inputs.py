@@ -39,6 +39,7 @@ CIRCUIT = "circuit.qpy"
 OBSERVABLES = "observables.json"
 PARAMETERS = "parameters.json"
 POLICY_MODEL = "policy-model.json"
+INVENTORY = "inventory.yaml"
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class RunInputs:
 
 
 def _is_text(name: str) -> bool:
-    return name.endswith(".json")
+    return name.endswith((".json", ".yaml"))
 
 
 def circuit_qpy(path: Path) -> bytes:
@@ -128,6 +129,7 @@ def collect(
     observables: tuple[str, ...] | None = None,
     parameters: list[Any] | None = None,
     policy_model: Path | None = None,
+    inventory: Path | None = None,
 ) -> RunInputs:
     """Read the laptop files a run names into :class:`RunInputs` (one-line errors).
 
@@ -150,6 +152,8 @@ def collect(
         except (OSError, ValueError) as exc:
             raise UsageError(f"--policy-model {policy_model}: not a JSON model ({exc})") from None
         files[POLICY_MODEL] = text
+    if inventory is not None:
+        files[INVENTORY] = inventory.read_bytes()  # already loaded and validated by the caller
     inputs = RunInputs(files)
     inputs.check_size()
     return inputs

@@ -67,6 +67,7 @@ def generate(
     *,
     parameters: Path | None = None,
     parameter_set: int | None = None,
+    inventory_qpus: Sequence[Any] | None = None,
 ) -> Any:
     """Plan the run into ``run_dir`` and check it against the batches the Workflow was rendered for.
 
@@ -83,7 +84,13 @@ def generate(
     # Plan for the cluster's backend classes, not for whatever this pod can probe. Exclusive:
     # the manifest check-and-write must not race another generate or a local run.
     with run_dir_lock(run_dir):
-        plan = stages.generate(config, probe_backends=False, template=template, parameter_values=values)
+        plan = stages.generate(
+            config,
+            probe_backends=False,
+            template=template,
+            parameter_values=values,
+            states=stages.nominal_backend_states(config, inventory_qpus),
+        )
     ids = [b.id for b in plan.batches]
     if expect_batches is not None:
         # A resumed run plans only what has no result yet, so fewer batches is fine; a batch the
