@@ -145,7 +145,7 @@ class LocalExecutor:
         for name, backend in self.backends.items():
             metrics.DEFAULT.init_backend(name, backend.kind)
         metrics.DEFAULT.init_run()
-        policy_metrics.init_decisions(config.policy, {b.kind for b in self.backends.values()})
+        policy_metrics.init_decisions(config.policy, {(b.kind, name) for name, b in self.backends.items()})
         self.progress: ProgressSink = progress or NoProgress()
         self._lock = threading.Lock()
         #: keys whose stored result was invalid and is recomputed by this run -> why

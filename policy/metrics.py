@@ -16,8 +16,8 @@ exposition.configure()
 
 DECISIONS = Counter(
     "qubelet_policy_decisions_total",
-    "Backend decisions made by a selection policy.",
-    ["policy", "backend_kind"],
+    "Backend decisions made by a selection policy, per backend (which QPU got the work).",
+    ["policy", "backend_kind", "backend"],
 )
 
 PREDICTION_ERROR = Histogram(
@@ -36,19 +36,19 @@ ERROR_BUDGET_BREACHES = Counter(
 ALL = (DECISIONS, PREDICTION_ERROR, ERROR_BUDGET_BREACHES)
 
 
-def init_decisions(policy: str, backend_kinds: Iterable[str]) -> None:
-    """Create the decision series of ``policy`` at zero, one per backend class.
+def init_decisions(policy: str, backends: Iterable[tuple[str, str]]) -> None:
+    """Create the decision series of ``policy`` at zero, one per (backend class, backend name).
 
     Why: ``rate()`` needs a sample before the first decision. A run that plans and finishes
     between two scrapes would otherwise show its decisions only at their final value.
     """
-    for kind in backend_kinds:
-        DECISIONS.labels(policy=policy, backend_kind=kind)
+    for kind, name in backends:
+        DECISIONS.labels(policy=policy, backend_kind=kind, backend=name)
 
 
-def record_decision(policy: str, backend_kind: str) -> None:
-    """Count one decision."""
-    DECISIONS.labels(policy=policy, backend_kind=backend_kind).inc()
+def record_decision(policy: str, backend_kind: str, backend: str | None = None) -> None:
+    """Count one decision for ``backend`` (the class's own name, ``cpu``, when not given)."""
+    DECISIONS.labels(policy=policy, backend_kind=backend_kind, backend=backend or backend_kind).inc()
 
 
 def record_prediction_error(predicted_seconds: float, actual_seconds: float) -> None:

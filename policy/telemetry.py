@@ -168,7 +168,7 @@ class TelemetryPolicy:
         for d in out:
             self._predicted[(d.key, d.backend)] = float(d.predicted_seconds or 0.0)
             if self.record_metrics:
-                metrics.record_decision(self.name, d.kind)
+                metrics.record_decision(self.name, d.kind, d.backend)
         return out
 
     def _schedule(

@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["MetricDoc", "catalogue", "main", "render"]
+__all__ = ["READINGS", "MetricDoc", "catalogue", "main", "render"]
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -64,7 +64,9 @@ def _components() -> list[_Component]:
         ),
         _Component(
             "Selection policy (`qubelet_policy_*`)",
-            "The process that plans: `qubelet run`, or the cluster's generate step (pushed).",
+            "Decisions: the process that plans (`qubelet run`, or the cluster's generate step, "
+            "pushed). Prediction error and budget breaches: `qubelet run`, as the telemetry policy "
+            "learns from finished tasks.",
             policy_metrics.ALL,
         ),
         _Component(
@@ -152,9 +154,55 @@ are in `manifests/monitoring/prometheusrules.yaml` (unit tests: `tests/promtool/
 """
 
 
+#: How each metric is read, one word each, with why (the dashboard's panels follow this, and
+#: ``tests/test_dashboard_readings.py`` checks every panel query against it):
+#:
+#: - ``rate``: a counter or histogram read with ``rate()``/``increase()``: scraped, or pushed in
+#:   groups that start at zero;
+#: - ``totals``: pushed once per run, at its final value: read the value itself, per run,
+#:   never with ``rate()`` (a series that appears at its final value has no increase);
+#: - ``gauge``: read as it is (pushed gauges only from recently pushed groups).
+READINGS: dict[str, tuple[str, str]] = {
+    "qubelet_pipeline_tasks_total": ("rate", "pushed groups start at zero"),
+    "qubelet_pipeline_subexperiments_completed_total": ("rate", "pushed groups start at zero"),
+    "qubelet_pipeline_task_duration_seconds": ("rate", "quantiles of rate() of its buckets"),
+    "qubelet_pipeline_queue_wait_seconds": ("rate", "quantiles of rate() of its buckets"),
+    "qubelet_pipeline_queue_depth": ("gauge", "batches waiting or running, recently pushed groups"),
+    "qubelet_pipeline_backend_up": ("gauge", "recently pushed groups"),
+    "qubelet_policy_decisions_total": (
+        "totals",
+        "the generate step pushes them once per run: the value per run and `backend`",
+    ),
+    "qubelet_policy_prediction_error_seconds": (
+        "rate",
+        "observed by `qubelet run` as the telemetry policy learns (scraped): quantiles of rate()",
+    ),
+    "qubelet_policy_error_budget_breaches_total": (
+        "rate",
+        "counted by `qubelet run` as tasks finish (scraped): increase() over the range",
+    ),
+}
+
+
+def _readings() -> list[str]:
+    lines = [
+        "## Reading them (dashboard and queries)\n",
+        "How each series the dashboard shows is read; every panel query follows this "
+        "(`tests/test_dashboard_readings.py`). `rate`: with `rate()`/`increase()`; `totals`: the value "
+        "itself, per run, never with `rate()`; `gauge`: as it is. Every panel on pipeline and policy "
+        'series filters on `namespace="$namespace"`.\n',
+        "| Metric | Read as | Why |",
+        "|---|---|---|",
+    ]
+    for name, (reading, why) in READINGS.items():
+        lines.append(f"| `{name}` | {reading} | {why} |")
+    lines.append("")
+    return lines
+
+
 def render() -> str:
     """The full text of ``docs/metrics.md``."""
-    lines = [_HEADER]
+    lines = [_HEADER, *_readings()]
     by_component: dict[str, list[MetricDoc]] = {}
     for doc in catalogue():
         by_component.setdefault(doc.component, []).append(doc)

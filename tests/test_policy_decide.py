@@ -128,7 +128,7 @@ def test_explain_names_the_winner_and_the_excluded() -> None:
 
 def test_decisions_and_prediction_errors_are_exported_as_metrics() -> None:
     def count(kind: str) -> float:
-        return metrics.DECISIONS.labels(policy="telemetry", backend_kind=kind)._value.get()
+        return metrics.DECISIONS.labels(policy="telemetry", backend_kind=kind, backend=kind)._value.get()
 
     def observations() -> float:
         return sum(b.get() for b in metrics.PREDICTION_ERROR._buckets)

@@ -63,8 +63,14 @@ NODE = "node-a"
 WORKLOADS = "qubelet-workloads"
 SYSTEM = "qubelet-system"
 #: Panels whose data comes from outside qubelet (cAdvisor, DCGM) or from QPU runs (this run is
-#: CPU only): their queries must parse, but they have nothing to show here.
-NO_DATA_HERE = {"CPU utilisation of step pods", "GPU utilisation", "QPU task latency (p50 / p95)"}
+#: CPU only, so it also breaches no error budget): their queries must parse, but they have
+#: nothing to show here.
+NO_DATA_HERE = {
+    "CPU utilisation of step pods",
+    "GPU utilisation",
+    "QPU task latency (p50 / p95)",
+    "Error budget breaches (in range)",
+}
 
 
 def _inventory(health_dir: Path) -> Config:
