@@ -102,6 +102,7 @@ class KubeletPlugin:
         calibration: CalibrationSource | None = None,
         tokens_root: str | Path = TOKENS_ROOT,
         tokens_gid: int | None = None,
+        socket_check_seconds: float = 1.0,
     ) -> None:
         self.config = config
         #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
@@ -143,6 +144,12 @@ class KubeletPlugin:
         self.broadcaster.add_listener(self.loop.wake)
         self._dra_server: grpc.Server | None = None
         self._reg_server: grpc.Server | None = None
+        #: how often the registration socket's presence is checked (recreated when deleted)
+        self.socket_check_seconds = socket_check_seconds
+        self._stopping = threading.Event()
+        self._socket_watch = threading.Thread(
+            target=self._watch_registration_socket, name="dra-reg-socket", daemon=True
+        )
 
     def reconcile_slices(self) -> ReconcileResult:
         """Publish this node's pool from the current health (one pass)."""
@@ -185,11 +192,8 @@ class KubeletPlugin:
         for name, healthy in health.items():
             self.broadcaster.set(name, healthy)
         self._dra_server = serve_unix(self.dra_socket, self._add_dra)
-        self._reg_server = serve_unix(
-            self.registration_socket,
-            lambda s: reg_grpc.add_RegistrationServicer_to_server(self.registration, s),
-            workers=2,
-        )
+        self._reg_server = self._serve_registration()
+        self._socket_watch.start()
         log.info(
             "kubelet plugin serving",
             driver=DRIVER_NAME,
@@ -203,17 +207,50 @@ class KubeletPlugin:
         if self.publish_slices:
             self.loop.start()
 
+    def _serve_registration(self) -> grpc.Server:
+        return serve_unix(
+            self.registration_socket,
+            lambda s: reg_grpc.add_RegistrationServicer_to_server(self.registration, s),
+            workers=2,
+        )
+
+    def _watch_registration_socket(self) -> None:
+        """Recreate the registration socket when it is deleted (kubelet then registers again).
+
+        kubelet's plugin watcher learns of a plugin only from a socket file appearing in its
+        registry directory; a deleted one (an admin's rm, a cleanup script) leaves the node
+        unable to prepare until the pod restarts. The old server is stopped, a new one bound,
+        and the registration state reset, so ``/readyz`` fails until kubelet has registered it.
+        """
+        while not self._stopping.wait(self.socket_check_seconds):
+            if self._reg_server is None or self.registration_socket.is_socket():
+                continue
+            log.warning("registration socket is gone; recreating it", path=str(self.registration_socket))
+            self.registration.registered = None
+            self._reg_server.stop(0)
+            try:
+                self._reg_server = self._serve_registration()
+            except (OSError, RuntimeError) as exc:
+                log.error("could not recreate registration socket; will retry", err=str(exc))
+                continue
+            log.info("recreated registration socket", path=str(self.registration_socket))
+
     def liveness_problem(self) -> str:
         """Why kubelet should restart this container ("" when both gRPC servers are up)."""
         if self._dra_server is None or self._reg_server is None:
             return "gRPC servers not started"
-        for sock in (self.dra_socket, self.registration_socket):
+        socks = [self.dra_socket]
+        if not self._socket_watch.is_alive():  # else the watch recreates it within a second
+            socks.append(self.registration_socket)
+        for sock in socks:
             if not sock.is_socket():
                 return f"socket {sock} is gone (kubelet cannot reach the plugin)"
         return ""
 
     def readiness_problem(self) -> str:
         """Why this node cannot prepare claims yet ("" once kubelet accepted the registration)."""
+        if not self.registration_socket.is_socket():
+            return f"registration socket {self.registration_socket} is gone (being recreated)"
         if self.registration.registered is None:
             return "waiting for kubelet to register the plugin"
         if not self.registration.registered:
@@ -223,6 +260,9 @@ class KubeletPlugin:
     def stop(self) -> None:
         """Unregister first (remove the registration socket), then stop serving."""
         self.driver.stopping.set()  # a prepare waiting on a hung API answers now
+        self._stopping.set()
+        if self._socket_watch.is_alive():
+            self._socket_watch.join(timeout=5)
         if self.publish_slices:
             self.loop.stop()
         self.monitor.stop()

@@ -348,3 +348,56 @@ def test_hung_api_double_is_really_hung(hung_api: str) -> None:
         conn.settimeout(1.0)
         with pytest.raises(socket.timeout):
             conn.recv(1)
+
+
+# -- registration socket deleted -------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def readyz(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_deleted_registration_socket_is_recreated_and_readyz_follows(node: Node) -> None:
+    """An admin's rm (or a kubelet cleanup) of the -reg.sock: back within seconds, re-registered."""
+    port = free_port()
+    kubelet = node.start(["--metrics-port", str(port)])
+    wait_for(lambda: readyz(port) == 200, 10, "not ready after registration")
+    reg = node.registry / f"{DRIVER_NAME}-reg.sock"
+    inode = reg.stat().st_ino
+    reg.unlink()
+    saw_not_ready = False
+    deadline = time.monotonic() + 10
+    while not (reg.is_socket() and reg.stat().st_ino != inode):
+        saw_not_ready |= readyz(port) != 200
+        assert time.monotonic() < deadline, "registration socket not recreated within 10 s"
+        time.sleep(0.05)
+    # until kubelet's plugin watcher registers the new socket, the node cannot prepare: not ready
+    assert readyz(port) == 503 or saw_not_ready
+    assert readyz(port) == 503
+    kubelet.close()
+    again = TestKubeletDRA(node.registry, timeout=10)
+    again.register()
+    node.kubelet = again
+    wait_for(lambda: readyz(port) == 200, 10, "not ready after kubelet registered the new socket")
+    assert "recreated registration socket" in node.logs()
+    node.stop()
