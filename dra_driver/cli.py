@@ -14,7 +14,7 @@ from typing import Any
 from dra_driver.constants import DEFAULT_CDI_DIR, DEFAULT_PLUGINS_DIR, DEFAULT_REGISTRY_DIR
 from qubelet import daemon
 from qubelet.inventory.names import DRIVER_NAME
-from qubelet.inventory.tokens import TOKENS_GID, TOKENS_ROOT
+from qubelet.inventory.tokens import add_token_flags
 
 
 def add_unhealthy_flag(parser: argparse.ArgumentParser) -> None:
@@ -36,17 +36,7 @@ def add_node_plugin_flags(parser: argparse.ArgumentParser) -> None:
         default=f"{os.environ.get('POD_NAMESPACE') or 'qubelet-system'}/qubelet-iqm-tokens",
         help="namespace/name of the Secret mounted at the QPUs' tokensFile (named in prepare errors)",
     )
-    parser.add_argument(
-        "--tokens-root",
-        default=TOKENS_ROOT,
-        help="where the tokens Secret is mounted: token files resolving anywhere else are refused",
-    )
-    parser.add_argument(
-        "--tokens-gid",
-        type=int,
-        default=TOKENS_GID,
-        help="group of the staged token copies (mode 0440): the step pods' runAsGroup",
-    )
+    add_token_flags(parser)
 
 
 def register(subparsers: Any) -> None:

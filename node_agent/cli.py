@@ -137,5 +137,8 @@ def run(args: argparse.Namespace) -> int:
         node_name=args.node_name,
         node_labels=args.node_labels,
         cdi_dir=args.cdi_dir,
+        stage_tokens_dir=args.stage_tokens_dir,
+        tokens_root=args.tokens_root,
+        tokens_gid=args.tokens_gid,
     )
     return run_device_plugin(dp_args, metrics=dp_metrics)

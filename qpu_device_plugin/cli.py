@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from qpu_device_plugin.cdi import DEFAULT_CDI_DIR
 from qpu_device_plugin.constants import DEVICE_PLUGIN_PATH
 from qubelet import daemon
 from qubelet.inventory.names import RESOURCE_NAME
+from qubelet.inventory.tokens import TOKENS_ROOT, TokenMounts, add_token_flags
 
 DEFAULT_KUBELET_DIR = DEVICE_PLUGIN_PATH.rstrip("/")
 
@@ -33,6 +35,13 @@ def register(subparsers: Any) -> None:
         help=f"where the CDI spec goes with flags.cdiEnabled (default {DEFAULT_CDI_DIR})",
     )
     add_node_flags(parser)
+    add_token_flags(parser)
+    parser.add_argument(
+        "--stage-tokens-dir",
+        default=None,
+        help="hostPath directory (mounted at the same path) to copy token files into, so the "
+        "runtime mounts a file that exists on the node (pod deployments)",
+    )
     daemon.add_metrics_port_flag(parser)
     daemon.env_twins(parser)
     parser.set_defaults(func=run)
@@ -85,7 +94,14 @@ def run(args: argparse.Namespace, metrics: Any = None) -> int:
         configured=all_qpus,
     )
     metrics = metrics if metrics is not None else PluginMetrics()
-    plugin = DevicePlugin(config, args.kubelet_dir, metrics=metrics, cdi_dir=getattr(args, "cdi_dir", None))
+    tokens = TokenMounts(
+        root=Path(getattr(args, "tokens_root", TOKENS_ROOT)),
+        staging_dir=Path(args.stage_tokens_dir) if getattr(args, "stage_tokens_dir", None) else None,
+        gid=getattr(args, "tokens_gid", None),
+    )
+    plugin = DevicePlugin(
+        config, args.kubelet_dir, metrics=metrics, cdi_dir=getattr(args, "cdi_dir", None), tokens=tokens
+    )
     daemon.stop_on_signals(on_stop=plugin.shutdown)
     daemon.serve_metrics(
         args.metrics_port,

@@ -26,6 +26,7 @@ from qubelet import klog
 from qubelet.errors import QubeletError
 from qubelet.inventory import Config, HealthMonitor
 from qubelet.inventory.names import RESOURCE_NAME
+from qubelet.inventory.tokens import TokenMounts
 
 log = klog.get_logger("qubelet.device_plugin")
 
@@ -58,13 +59,14 @@ class DevicePlugin:
         register_timeout: float = 5.0,
         max_backoff: float = 10.0,
         cdi_dir: str | os.PathLike[str] | None = None,
+        tokens: TokenMounts | None = None,
     ) -> None:
         self.config = config
         self.dir = Path(kubelet_dir)
         self.socket_path = self.dir / PLUGIN_SOCKET
         self.kubelet_socket = self.dir / KUBELET_SOCKET
         self.metrics = metrics if metrics is not None else PluginMetrics()
-        self.state = DeviceState(config, self.metrics)
+        self.state = DeviceState(config, self.metrics, tokens)
         self.monitor = monitor or HealthMonitor(
             config.qpus, on_change=self.state.set_health, on_probe=self.metrics.observe_probe
         )

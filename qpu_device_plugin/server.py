@@ -23,8 +23,8 @@ from qpu_device_plugin.constants import HEALTHY, UNHEALTHY
 from qpu_device_plugin.metrics import PluginMetrics
 from qubelet import klog
 from qubelet.inventory import MAX_DEVICE_ID_LENGTH, Config, Device, devices_for, qpu_env
-from qubelet.inventory.health import token_to_mount
 from qubelet.inventory.names import ENV_IQM_TOKENS_FILE, TOKENS_MOUNT_PATH
+from qubelet.inventory.tokens import TokenMounts, TokenRefused
 
 log = klog.get_logger("qubelet.device_plugin.server")
 
@@ -55,8 +55,12 @@ class _Watch:
 class DeviceState:
     """Devices, per-QPU health and a version counter that ListAndWatch streams wait on."""
 
-    def __init__(self, config: Config, metrics: PluginMetrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: PluginMetrics | None = None, tokens: TokenMounts | None = None
+    ) -> None:
         self.config = config
+        #: token files: confined to the Secret's mount, staged where the node can see them
+        self.tokens = tokens or TokenMounts()
         self.devices: dict[str, Device] = {d.id: d for d in devices_for(config)}
         #: whether Allocate names CDI devices: only once the spec defining them is written
         self.cdi_names = False
@@ -259,7 +263,15 @@ class QPUDevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         if len(qpus) > 1:
             envs[ENV_QPU_NAMES] = ",".join(qpus)
         mounts = []
-        token = token_to_mount(primary)
+        token = None
+        if primary.tokens_file:
+            try:
+                token = self.state.tokens.host_path(primary.name, primary.tokens_file)
+            except TokenRefused as exc:
+                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION, f"{where}: {exc}") from None
+            except OSError as exc:
+                why = f"{where}: QPU {primary.name} token: {exc.strerror or exc}"
+                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION, why) from None
         if token is not None:
             mounts.append(api_pb2.Mount(container_path=TOKENS_MOUNT_PATH, host_path=token, read_only=True))
         else:  # a fake backend without its token file: run without one, never a dangling mount

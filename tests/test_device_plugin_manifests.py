@@ -54,6 +54,8 @@ def test_daemonset_contract() -> None:
         "/etc/qubelet/config.yaml",
         "--kubelet-dir",
         "/var/lib/kubelet/device-plugins",
+        "--stage-tokens-dir",
+        "/var/lib/qubelet/device-plugin/tokens",
         "--metrics-port",
         "9410",
     ]
@@ -72,6 +74,9 @@ def test_daemonset_contract() -> None:
     }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["iqm-tokens"]["readOnly"] is True
+    # the staged token copy lives at the same path in the container and on the node (issue 23)
+    assert volumes["staged-tokens"]["hostPath"]["path"] == mounts["staged-tokens"]["mountPath"]
+    assert mounts["staged-tokens"]["mountPath"] == "/var/lib/qubelet/device-plugin/tokens"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert pod["tolerations"]
 

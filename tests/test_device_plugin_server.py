@@ -74,6 +74,9 @@ class Running:
 
 
 def start_plugin(config: Config, directory: Path, register_timeout: float = 15.0, **kwargs: Any) -> Running:
+    from qubelet.inventory.tokens import TokenMounts
+
+    kwargs.setdefault("tokens", TokenMounts(root=directory))  # the tests' token files live here
     kubelet = TestKubelet(directory).start()
     plugin = DevicePlugin(config, directory, poll_interval=0.05, metrics=PluginMetrics(), **kwargs)
     thread = threading.Thread(target=plugin.run, daemon=True)
@@ -156,6 +159,63 @@ def test_allocate_env_mount_and_cdi(running: Running) -> None:
     assert [d.name for d in cloud.cdi_devices] == ["qpu.quantum.example.com/qpu=cloud"]
     assert dict(onprem.envs) == {"QUBELET_QPU_NAME": "onprem", "QUBELET_QPU_BACKEND": "fake:IQMFakeAdonis"}
     assert list(onprem.mounts) == []  # no tokens file, no mount
+
+
+def test_allocate_mounts_a_staged_copy_that_exists_on_the_node(short_dir: Path) -> None:
+    """In a pod the Secret is mounted in the plugin's container only: kubelet must get a node path.
+
+    The staging directory is a hostPath mounted at the same path, so the staged copy exists on
+    the node; the tokensFile path (the plugin container's Secret mount) is never handed out.
+    """
+    from qubelet.inventory.tokens import TokenMounts
+
+    for name in ("onprem", "cloud"):
+        (short_dir / name).write_text("healthy\n")
+    secret = short_dir / "secret"
+    secret.mkdir()
+    (secret / "tokens.json").write_text('{"access_token": "dp"}')
+    config = file_probe_config(short_dir)
+    config = dataclasses.replace(
+        config,
+        qpus=tuple(
+            dataclasses.replace(q, tokens_file=str(secret / "tokens.json")) if q.tokens_file else q
+            for q in config.qpus
+        ),
+    )
+    staged_dir = short_dir / "staged"
+    run = start_plugin(config, short_dir, tokens=TokenMounts(root=secret, staging_dir=staged_dir, gid=10001))
+    try:
+        (mount,) = run.kubelet.allocate(["cloud-r0"]).container_responses[0].mounts
+        assert mount.host_path == str(staged_dir / "cloud.json")
+        staged = Path(mount.host_path)
+        assert staged.read_text() == '{"access_token": "dp"}'
+        assert oct(staged.stat().st_mode & 0o777) == "0o440" and staged.stat().st_gid == 10001
+    finally:
+        run.plugin.shutdown()
+        run.thread.join(timeout=10)
+        run.kubelet.stop()
+
+
+def test_allocate_refuses_a_token_outside_the_secret_mount(short_dir: Path) -> None:
+    import grpc
+
+    from qubelet.inventory.tokens import TokenMounts
+
+    for name in ("onprem", "cloud"):
+        (short_dir / name).write_text("healthy\n")
+    (short_dir / "tokens.json").write_text("{}")
+    secret = short_dir / "secret"
+    secret.mkdir()
+    run = start_plugin(file_probe_config(short_dir), short_dir, tokens=TokenMounts(root=secret))
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            run.kubelet.allocate(["cloud-r0"])
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "outside the tokens Secret mount" in (err.value.details() or "")
+    finally:
+        run.plugin.shutdown()
+        run.thread.join(timeout=10)
+        run.kubelet.stop()
 
 
 def test_every_cdi_name_is_defined_by_a_spec(running: Running) -> None:

@@ -237,7 +237,16 @@ def test_both_daemons_survive_mixed_faults(root: Path) -> None:
     logs.mkdir()
     device_plugin = Daemon(
         "device-plugin",
-        [*QUBELET, "device-plugin", "--config", str(config), "--kubelet-dir", str(dp_dir)],
+        [
+            *QUBELET,
+            "device-plugin",
+            "--config",
+            str(config),
+            "--kubelet-dir",
+            str(dp_dir),
+            "--tokens-root",
+            str(root),
+        ],
         logs,
     )
     dra = Daemon(

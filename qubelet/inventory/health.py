@@ -108,16 +108,6 @@ def needs_no_token(qpu: QPUConfig) -> bool:
     return qpu.backend.startswith("fake:")
 
 
-def token_to_mount(qpu: QPUConfig) -> str | None:
-    """The host token file to mount into a container given ``qpu``, or None for no mount.
-
-    Never a path that does not exist: the runtime would fail the container's start.
-    """
-    if qpu.tokens_file and os.path.isfile(qpu.tokens_file):
-        return qpu.tokens_file
-    return None
-
-
 def tokens_file_problem(qpu: QPUConfig) -> str | None:
     """Why ``qpu``'s ``tokensFile`` cannot be handed to a container, or None when it can.
 
@@ -125,7 +115,7 @@ def tokens_file_problem(qpu: QPUConfig) -> str | None:
     one makes the runtime fail the pod's start (or mount an empty directory), long after the
     scheduler chose this QPU. The content is never read here, so a token is never logged.
     A ``fake:`` backend is a simulator that authenticates nothing: it needs no token, so an absent
-    file is no problem (the container then gets no token mount at all, see :func:`token_to_mount`).
+    file is no problem (the container then gets no token mount at all).
     """
     if not qpu.tokens_file or needs_no_token(qpu):
         return None

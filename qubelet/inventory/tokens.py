@@ -14,14 +14,25 @@ logged.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from qubelet.errors import QubeletError
 from qubelet.inventory.names import TOKENS_MOUNT_PATH
 
-__all__ = ["STAGED_MODE", "TOKENS_GID", "TOKENS_ROOT", "TokenRefused", "confine", "stage"]
+__all__ = [
+    "STAGED_MODE",
+    "TOKENS_GID",
+    "TOKENS_ROOT",
+    "TokenMounts",
+    "TokenRefused",
+    "add_token_flags",
+    "confine",
+    "stage",
+]
 
 #: Where the daemons mount the tokens Secret (the directory of the containers' token path).
 TOKENS_ROOT = os.path.dirname(TOKENS_MOUNT_PATH)
@@ -80,3 +91,50 @@ def stage(data: bytes, target: Path, gid: int | None = None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class TokenMounts:
+    """Where a daemon finds token files (``root``) and, in a pod, where it stages them.
+
+    ``staging_dir`` is a hostPath mounted at the same path in the daemon's container, so the
+    path handed to the runtime exists on the node; None when the daemon runs on the host and the
+    runtime can mount the file itself.
+    """
+
+    root: Path = Path(TOKENS_ROOT)
+    staging_dir: Path | None = None
+    gid: int | None = None
+
+    def host_path(self, qpu_name: str, source: str) -> str | None:
+        """The node path to bind-mount ``qpu_name``'s token from; None when the file is absent.
+
+        Raises:
+            TokenRefused: ``source`` resolves outside ``root``.
+            OSError: the file cannot be read, or the copy cannot be written.
+        """
+        real = confine(source, self.root, what=f"QPU {qpu_name} tokensFile")
+        try:
+            data = real.read_bytes()
+        except FileNotFoundError:
+            return None
+        if self.staging_dir is None:
+            return str(real)
+        target = self.staging_dir / f"{qpu_name}.json"
+        stage(data, target, self.gid)
+        return str(target)
+
+
+def add_token_flags(parser: argparse.ArgumentParser) -> None:
+    """``--tokens-root`` and ``--tokens-gid``, the same for both node daemons."""
+    parser.add_argument(
+        "--tokens-root",
+        default=TOKENS_ROOT,
+        help="where the tokens Secret is mounted: token files resolving anywhere else are refused",
+    )
+    parser.add_argument(
+        "--tokens-gid",
+        type=int,
+        default=TOKENS_GID,
+        help="group of the staged token copies (mode 0440): the step pods' runAsGroup",
+    )
