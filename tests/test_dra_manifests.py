@@ -131,10 +131,14 @@ def test_rbac_is_least_privilege() -> None:
 def test_admission_policy_pins_node_plugin_to_its_node() -> None:
     vaps = {v["metadata"]["name"]: v for v in by_kind("ValidatingAdmissionPolicy")}
     bindings = {b["spec"]["policyName"]: b for b in by_kind("ValidatingAdmissionPolicyBinding")}
-    assert set(vaps) == set(bindings) == {
-        "qubelet-dra-resourceslices-own-node",
-        "qubelet-dra-resourceslices-controller",
-    }
+    assert (
+        set(vaps)
+        == set(bindings)
+        == {
+            "qubelet-dra-resourceslices-own-node",
+            "qubelet-dra-resourceslices-controller",
+        }
+    )
     vap = vaps["qubelet-dra-resourceslices-own-node"]
     binding = bindings[vap["metadata"]["name"]]
     assert binding["spec"]["validationActions"] == ["Deny"]
