@@ -227,7 +227,7 @@ class KubeletPlugin:
                 continue
             log.warning("registration socket is gone; recreating it", path=str(self.registration_socket))
             self.registration.registered = None
-            self._reg_server.stop(0)
+            self._reg_server.stop(0).wait(3)  # fully down: its teardown must not touch the new file
             try:
                 self._reg_server = self._serve_registration()
             except (OSError, RuntimeError) as exc:
