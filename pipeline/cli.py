@@ -41,7 +41,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error-budget",
         type=float,
-        help="telemetry policy: largest predicted error per subexperiment (default 0.35)",
+        help="telemetry/greedy policy: largest predicted error of one subexperiment's result, i.e. "
+        "the chance a shot's circuit suffers an error (1 - f2q^n2q * fro^measured, corrected by "
+        "measured errors); an observable's bias is at most 2 x this x the sampling overhead "
+        "(default 0.35). When no backend meets it the least-error one runs, with a warning",
+    )
+    parser.add_argument(
+        "--require-budget",
+        action="store_true",
+        help="refuse (exit 2) instead of running when no backend meets --error-budget",
     )
     parser.add_argument(
         "--backends",
@@ -149,6 +157,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             policy=args.policy,
             policy_model=args.policy_model,
             error_budget=args.error_budget,
+            require_budget=bool(getattr(args, "require_budget", False)),
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
             run_dir=run_dir,
             observables=tuple(observables) or None,

@@ -45,8 +45,11 @@ class RunConfig:
     #: IQM fake backend class used as the embedded QPU when no real server is configured
     qpu_backend: str = DEFAULT_QPU_SPEC
     policy_model: Path | None = None
-    #: largest predicted error per subexperiment the telemetry policy accepts (None: its default)
+    #: largest predicted error of one subexperiment's result the policy accepts (None: its
+    #: default); see docs/policy.md for what it bounds
     error_budget: float | None = None
+    #: refuse (exit 2) instead of running on the least-error backend when no backend meets it
+    require_budget: bool = False
     #: upper bound on subexperiments per submitted job (per-job overhead amortised over these)
     batch_size: int = 64
     max_attempts: int = 3

@@ -1,13 +1,19 @@
 """The embedded local executor: the run's DAG on this machine, one worker pool per backend.
 
-generate → execute (batches in parallel, per backend pool) → reconstruct. A failed batch is
-retried; once its backend has failed twice in a row it is marked unhealthy and the batch moves
-to another backend that fits. Every result is stored as it arrives, so a killed run loses at most
-the batches in flight, and re-running with the same run directory does only what is missing.
+generate → execute → reconstruct. Execution is the policy's scheduling loop
+(:class:`policy.loop.SchedulingLoop`, the loop ``qubelet policy eval`` simulates): whenever
+workers are free the loop re-plans every subexperiment not yet dispatched from the backends'
+current state and what this run has learned so far, and hands each free worker a batch; as
+batches finish their telemetry feeds the policy, refit at the loop's cadence. A failed batch's
+subexperiments are re-planned; once a backend has failed twice in a row it is offered as
+unhealthy and the work moves elsewhere. Every result is stored as it arrives, so a killed run
+loses at most the batches in flight, and re-running with the same run directory does only what
+is missing.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,29 +28,32 @@ from pipeline.backends.base import Backend
 from pipeline.backends.factory import available_backends
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError, RunTerminated, StorageError
-from pipeline.planning import Batch
+from pipeline.planning import Batch, Plan, batch_decisions, decision_record
 from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
     BatchOutcome,
     CostEstimate,
     CutTemplate,
     Manifest,
+    budget_of,
     execute_batch,
-    plan_pending,
     policy_for,
     prepare,
     reconstruct,
+    results_to_compute,
 )
 from pipeline.store import ArtifactStore, write_json
 from pipeline.termination import terminate_on_sigterm
 from pipeline.timing import StageClock
 from policy import metrics as policy_metrics
+from policy.interface import BackendState, NoUsableBackendError, TelemetryRow
+from policy.loop import Dispatch, LoopSettings, SchedulingLoop
 from qubelet import klog
 
 log = klog.get_logger("qubelet.pipeline")
 
-#: consecutive failures after which a backend is considered unhealthy for the rest of the run
-UNHEALTHY_AFTER = 2
+#: seconds between rewrites of plan.json while the loop dispatches (and once at the end)
+PLAN_WRITE_INTERVAL = 1.0
 
 
 class ProgressSink(Protocol):
@@ -87,12 +96,6 @@ class TimelineEvent:
     end: float
     tasks: int
     success: bool
-
-
-@dataclass
-class _BackendHealth:
-    consecutive_failures: int = 0
-    healthy: bool = True
 
 
 @dataclass
@@ -139,7 +142,6 @@ class LocalExecutor:
         else:
             self.backends = {b.name: b for b in backends}
             self.unavailable = {}
-        self.health = {name: _BackendHealth() for name in self.backends}
         # Every series exists (at zero) from here on, before the run waits for its lock:
         # a scrape in between gives rate()/increase() the zero they count from.
         for name, backend in self.backends.items():
@@ -150,112 +152,186 @@ class LocalExecutor:
         self._lock = threading.Lock()
         #: keys whose stored result was invalid and is recomputed by this run -> why
         self.invalid: dict[str, str] = {}
+        #: subexperiments dispatched with a predicted error over the budget (no backend met it)
+        self.over_budget: set[str] = set()
+        self._warned_budget = False
 
     @property
     def manifest(self) -> Manifest:
         """The run's manifest, once :meth:`run` has prepared it."""
         return self._manifest
 
-    # --- planning -------------------------------------------------------------------------
-    def plan(self, manifest: Manifest) -> list[Batch]:
-        """Decide a backend for each subexperiment and group the decisions into batches."""
-        states = [backend.state() for backend in self.backends.values()]
+    # --- planning ---------------------------------------------------------------------------
+    def plan(self, manifest: Manifest) -> list[str]:
+        """The subexperiments this run computes (invalid stored results set aside); the policy.
+
+        Where each one runs is decided by the scheduling loop as execution goes (:meth:`execute`).
+        """
         for name in self.backends:
             metrics.BACKEND_UP.labels(name).set(1)
         self._policy = policy_for(self.config)
-        plan = plan_pending(manifest, states, self.unavailable, self._policy)
-        self.invalid = plan.invalid
-        return plan.batches
+        pending, self.invalid = results_to_compute(self.store, manifest, manifest.cut.unique_keys())
+        return pending
 
-    def _fallback_for(self, batch: Batch, failed_backend: str) -> Backend | None:
-        """A healthy backend that fits the batch: its own first, then simulators, then QPUs."""
-        own = self.backends.get(failed_backend)
-        if own is not None and self.health[failed_backend].healthy:
-            return own
-        width = 0
-        for key in batch.keys:
-            width = max(width, self._manifest.features[key].num_qubits)
-        order = {"cpu": 0, "gpu": 1, "qpu": 2}
-        candidates = sorted(
-            (b for name, b in self.backends.items() if self.health[name].healthy),
-            key=lambda b: order.get(b.kind, 3),
+    def loop_settings(self) -> LoopSettings:
+        """The loop's cadence for this run (batch size and attempts from the run config)."""
+        return LoopSettings(batch_size=self.config.batch_size, max_attempts=self.config.max_attempts)
+
+    def _write_plan(
+        self, loop: SchedulingLoop, batches: Sequence[Batch], states: Sequence[BackendState]
+    ) -> None:
+        """plan.json: the batches dispatched so far and every decision with its alternatives."""
+        budget = budget_of(self._policy)
+        plan = Plan(
+            run_id=self._manifest.run_id,
+            policy=self.config.policy,
+            batches=list(batches),
+            decisions={key: decision_record(d, states, budget) for key, d in loop.decisions.items()},
+            unavailable=dict(self.unavailable),
+            invalid=dict(self.invalid),
         )
-        for backend in candidates:
-            max_qubits = backend.state().max_qubits
-            if max_qubits is None or width <= max_qubits:
-                return backend
-        return None
+        data = plan.to_json()
+        data["error_budget"] = budget
+        data["loop"] = {"replans": loop.replans, "refits": loop.refits, **loop.settings.__dict__}
+        write_json(self.store.plan_path, data)
+
+    def _check_budget(self, dispatched: Sequence[Dispatch]) -> None:
+        """Warn (once) or, with ``--require-budget``, refuse when a decision breaks the budget.
+
+        The policy takes the least-error backend when none is predicted within the budget (a run
+        must not stall); the user hears of it on the console and in summary.json.
+        """
+        budget = budget_of(self._policy)
+        if budget is None:
+            return
+        over = [
+            d
+            for dispatch in dispatched
+            for d in dispatch.decisions
+            if d.predicted_error is not None and d.predicted_error > budget + 1e-12
+        ]
+        if not over:
+            return
+        least = min(over, key=lambda d: d.predicted_error or 0.0)
+        message = (
+            f"error budget {budget} not met: no backend is predicted within it for {len(over)} "
+            f"subexperiments (least error {least.predicted_error:.3g} on {least.backend})"
+        )
+        if self.config.require_budget:
+            raise PipelineError(message + "; refused (--require-budget)")
+        self.over_budget.update(d.key for d in over)
+        if not self._warned_budget:
+            self._warned_budget = True
+            print(
+                f"qubelet: warning: {message}; running on the least-error backend "
+                "(--require-budget refuses instead)",
+                file=sys.stderr,
+            )
+
+    def _batch_of(self, dispatch: Dispatch, states: dict[str, BackendState]) -> Batch:
+        (batch,) = batch_decisions(
+            dispatch.decisions,
+            len(dispatch.decisions),
+            {dispatch.backend: 1},
+            prefix=f"d{dispatch.seq:04d}-",
+            states=list(states.values()),
+        )
+        return batch
 
     # --- execution ------------------------------------------------------------------------
-    def _run_one(self, batch: Batch, backend: Backend, queued_at: float, attempt: int) -> BatchOutcome:
+    def _run_one(
+        self, batch: Batch, backend: Backend, queued_at: float, attempt: int, seen: BackendState
+    ) -> BatchOutcome:
         metrics.QUEUE_WAIT.labels(backend.name).observe(max(0.0, time.time() - queued_at))
         return execute_batch(
-            self.config.run_dir, batch, backend, queued_at=queued_at, attempt=attempt, manifest=self._manifest
+            self.config.run_dir,
+            batch,
+            backend,
+            queued_at=queued_at,
+            attempt=attempt,
+            manifest=self._manifest,
+            seen=seen,
         )
 
-    def execute(self, batches: Sequence[Batch]) -> ExecutionReport:
-        """Run ``batches`` on their backends' worker pools, retrying failed ones elsewhere."""
+    def execute(self, pending: Sequence[str]) -> ExecutionReport:
+        """Run the scheduling loop over ``pending`` on the backends' worker pools."""
         report = ExecutionReport()
+        loop = SchedulingLoop(
+            self._policy, [self._manifest.features[k] for k in pending], self.loop_settings()
+        )
+        self.loop = loop
         pools = {
             name: ThreadPoolExecutor(max_workers=max(1, b.state().workers), thread_name_prefix=name)
             for name, b in self.backends.items()
         }
-        attempts: dict[str, int] = {}
-        in_flight: dict[Future[BatchOutcome], tuple[Batch, Backend, float]] = {}
-        failed: list[tuple[Batch, str]] = []
-
-        def submit(batch: Batch, backend: Backend) -> None:
-            attempts[batch.id] = attempts.get(batch.id, 0) + 1
-            queued_at = time.time()
-            metrics.QUEUE_DEPTH.labels(backend.name).inc()
-            future = pools[backend.name].submit(self._run_one, batch, backend, queued_at, attempts[batch.id])
-            in_flight[future] = (batch, backend, queued_at)
-
+        free = {name: max(1, b.state().workers) for name, b in self.backends.items()}
+        in_flight: dict[Future[BatchOutcome], tuple[Batch, Backend, Dispatch]] = {}
+        batches: list[Batch] = []
+        states: list[BackendState] = []
+        written = 0.0
         try:
-            for batch in batches:
-                backend = self.backends.get(batch.backend)
-                if backend is None:
-                    raise PipelineError(f"plan names backend {batch.backend!r}, which this run does not have")
-                submit(batch, backend)
-            while in_flight:
+            while True:
+                states = [b.state() for b in self.backends.values()]
+                try:
+                    dispatched = loop.dispatch(states, free)
+                except NoUsableBackendError as exc:
+                    dispatched = []
+                    if not in_flight:  # nothing left that could change the answer
+                        loop.given_up.update({key: str(exc) for key in loop.pending})
+                        loop.pending.clear()
+                seen = {s.name: s for s in loop.observed_states(states)}
+                self._check_budget(dispatched)
+                for dispatch in dispatched:
+                    batch = self._batch_of(dispatch, seen)
+                    backend = self.backends[dispatch.backend]
+                    batches.append(batch)
+                    free[backend.name] -= 1
+                    metrics.QUEUE_DEPTH.labels(backend.name).inc()
+                    attempt = max(loop.attempts[k] for k in batch.keys)
+                    future = pools[backend.name].submit(
+                        self._run_one, batch, backend, time.time(), attempt, seen[backend.name]
+                    )
+                    in_flight[future] = (batch, backend, dispatch)
+                if dispatched and time.monotonic() - written >= PLAN_WRITE_INTERVAL:
+                    self._write_plan(loop, batches, states)
+                    written = time.monotonic()
+                if not in_flight:
+                    break
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for future in done:
-                    batch, backend, _queued = in_flight.pop(future)
+                    batch, backend, dispatch = in_flight.pop(future)
+                    free[backend.name] += 1
                     metrics.QUEUE_DEPTH.labels(backend.name).dec()
                     error = future.exception()
                     if error is None:
                         outcome = future.result()
                         self._record_success(batch, backend, outcome, report)
+                        loop.complete(dispatch.seq, outcome.telemetry)
                         continue
                     if isinstance(error, StorageError):
                         # The run directory, not the backend, failed: no retry can help.
                         raise error
-                    self._record_failure(batch, backend, error, report)
-                    if attempts[batch.id] >= self.config.max_attempts:
-                        failed.append((batch, f"{type(error).__name__}: {error}"))
-                        continue
-                    target = self._fallback_for(batch, backend.name)
-                    if target is None:
-                        failed.append((batch, "no healthy backend left that fits it"))
-                        continue
-                    report.retried += 1
-                    if target.name != backend.name:
-                        report.moved += 1
-                        log.warning("moving batch", batch=batch.id, src=backend.name, dst=target.name)
-                    metrics.TASKS.labels(backend.name, "retried").inc(len(batch.keys))
-                    submit(batch, target)
+                    rows = self._record_failure(batch, backend, error, report)
+                    if loop.fail(dispatch.seq, f"{type(error).__name__}: {error}", rows):
+                        metrics.BACKEND_UP.labels(backend.name).set(0)
+                        log.warning("backend marked unhealthy", backend=backend.name)
+                    if any(key in loop.pending for key in batch.keys):
+                        report.retried += 1
+                        metrics.TASKS.labels(backend.name, "retried").inc(len(batch.keys))
         except RunTerminated as stop:
             stop.cancelled = self._cancel_in_flight()
             raise
         finally:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
-        if failed:
-            lost = sum(len(b.keys) for b, _ in failed)
-            first_batch, reason = failed[0]
+            if batches:
+                self._write_plan(loop, batches, states)
+        report.moved = loop.moved
+        if loop.given_up:
+            first, reason = next(iter(loop.given_up.items()))
             raise PipelineError(
-                f"{lost} subexperiments in {len(failed)} batches failed after retries "
-                f"(first: {first_batch.id}: {reason}); results so far are kept, rerun with "
+                f"{len(loop.given_up)} subexperiments failed after retries "
+                f"(first: {first[:12]}: {reason}); results so far are kept, rerun with "
                 f"--run-dir {self.config.run_dir} to resume"
             )
         return report
@@ -272,9 +348,6 @@ class LocalExecutor:
     def _record_success(
         self, batch: Batch, backend: Backend, outcome: BatchOutcome, report: ExecutionReport
     ) -> None:
-        with self._lock:
-            health = self.health[backend.name]
-            health.consecutive_failures = 0
         executed = len(outcome.executed)
         report.events.append(
             TimelineEvent(
@@ -285,23 +358,12 @@ class LocalExecutor:
             backend.name, backend.kind, outcome.finished - outcome.started, executed, len(outcome.skipped)
         )
         self.progress.advance(executed + len(outcome.skipped))
-        # A learning policy sees what its predictions turned into (prediction-error metric).
-        observe = getattr(self._policy, "observe", None)
-        if observe is not None and outcome.telemetry:
-            with self._lock:
-                observe(outcome.telemetry, refit=False)
 
     def _record_failure(
         self, batch: Batch, backend: Backend, error: BaseException, report: ExecutionReport
-    ) -> None:
+    ) -> list[TelemetryRow]:
+        """Log and count a failed batch; its telemetry rows (written, and returned for the loop)."""
         now = time.time()
-        with self._lock:
-            health = self.health[backend.name]
-            health.consecutive_failures += 1
-            if health.consecutive_failures >= UNHEALTHY_AFTER and health.healthy:
-                health.healthy = False
-                metrics.BACKEND_UP.labels(backend.name).set(0)
-                log.warning("backend marked unhealthy", backend=backend.name)
         log.warning(
             "batch failed", batch=batch.id, backend=backend.name, err=f"{type(error).__name__}: {error}"
         )
@@ -309,29 +371,43 @@ class LocalExecutor:
         report.events.append(
             TimelineEvent(batch.id, backend.name, backend.kind, now, now, len(batch.keys), False)
         )
-        self.store.append_telemetry(
-            [
-                {
-                    "ts": now,
-                    "run_id": self._manifest.run_id,
-                    "task_id": f"{batch.id}/{key[:12]}",
-                    "key": key,
-                    "backend": backend.name,
-                    "backend_kind": backend.kind,
-                    "num_qubits": self._manifest.features[key].num_qubits,
-                    "depth": self._manifest.features[key].depth,
-                    "num_2q_gates": self._manifest.features[key].num_2q_gates,
-                    "shots": self.config.shots,
-                    "batch_size": len(batch.keys),
-                    "queue_wait_seconds": 0.0,
-                    "run_seconds": 0.0,
-                    "success": False,
-                    "error": type(error).__name__,
-                    "attempt": 0,
-                }
-                for key in batch.keys
-            ]
-        )
+        rows: list[TelemetryRow] = [
+            {
+                "ts": now,
+                "run_id": self._manifest.run_id,
+                "task_id": f"{batch.id}/{key[:12]}",
+                "key": key,
+                "backend": backend.name,
+                "backend_kind": backend.kind,
+                "num_qubits": self._manifest.features[key].num_qubits,
+                "depth": self._manifest.features[key].depth,
+                "num_2q_gates": self._manifest.features[key].num_2q_gates,
+                "shots": self.config.shots,
+                "batch_size": len(batch.keys),
+                "queue_wait_seconds": 0.0,
+                "run_seconds": 0.0,
+                "success": False,
+                "error": type(error).__name__,
+                "attempt": 0,
+            }
+            for key in batch.keys
+        ]
+        self.store.append_telemetry([dict(r) for r in rows])
+        return rows
+
+    def budget_summary(self) -> dict[str, Any]:
+        """summary.json's budget fields: the budget, whether every decision met it, and how many not.
+
+        ``error_budget_met`` is None for a policy that predicts no errors (``size``, ``all_cpu``).
+        """
+        budget = budget_of(self._policy)
+        predicted = [d.predicted_error for d in self.loop.decisions.values() if d.predicted_error is not None]
+        return {
+            "error_budget": budget,
+            "error_budget_met": None if budget is None or not predicted else not self.over_budget,
+            "error_budget_exceeded_subexperiments": len(self.over_budget),
+            "max_predicted_error": round(max(predicted), 6) if predicted else None,
+        }
 
     # --- the whole DAG --------------------------------------------------------------------
     def run(self, clock: StageClock | None = None) -> tuple[dict[str, Any], ExecutionReport]:
@@ -356,11 +432,11 @@ class LocalExecutor:
         with clock.stage("cut"):
             self._manifest = prepare(self.config, **self._prepare_args)
         with clock.stage("plan"):
-            batches = self.plan(self._manifest)
-        self.progress.start(sum(len(b.keys) for b in batches))
+            pending = self.plan(self._manifest)
+        self.progress.start(len(pending))
         try:
             with clock.stage("execute"):
-                report = self.execute(batches)
+                report = self.execute(pending)
         finally:
             self.progress.close()
         with clock.stage("reconstruct"):
@@ -368,10 +444,9 @@ class LocalExecutor:
         summary["unavailable_backends"] = self.unavailable
         summary["retried_batches"] = report.retried
         summary["moved_batches"] = report.moved
-        summary["resumed_subexperiments"] = len(self._manifest.cut.unique_keys()) - sum(
-            len(b.keys) for b in batches
-        )
+        summary["resumed_subexperiments"] = len(self._manifest.cut.unique_keys()) - len(pending)
         summary["recomputed_invalid"] = dict(self.invalid)
+        summary.update(self.budget_summary())
         summary["backend_names"] = sorted(self.backends)
         wall = clock.wall_seconds()
         summary["wall_seconds"] = round(wall, 4)

@@ -149,3 +149,53 @@ def batch_decisions(
                 )
             )
     return batches
+
+
+def decision_record(
+    decision: Decision, states: Sequence[BackendState], error_budget: float | None
+) -> dict[str, Any]:
+    """One decision as ``plan.json`` keeps it: the winner, and every candidate and why it lost.
+
+    Each candidate backend the run offered carries the policy's predicted run time, queue wait
+    and error for this subexperiment (where the policy predicts them: ``size`` and ``all_cpu``
+    do not) and, for the losers, the reason: unhealthy or too narrow, over the error budget, or
+    a later predicted finish.
+    """
+    chosen = decision.alternatives.get(decision.backend, {})
+    chosen_finish = chosen.get("wait", 0.0) + chosen.get("seconds", 0.0) if chosen else None
+    candidates = []
+    for state in states:
+        prediction = decision.alternatives.get(state.name)
+        entry: dict[str, Any] = {"backend": state.name, "kind": state.kind}
+        if prediction is not None:
+            finish = prediction.get("wait", 0.0) + prediction.get("seconds", 0.0)
+            entry.update(
+                run_seconds=round(prediction.get("seconds", 0.0), 6),
+                queue_wait_seconds=round(prediction.get("wait", 0.0), 6),
+                error=round(prediction.get("error", 0.0), 6),
+                finish_seconds=round(finish, 6),
+            )
+        if state.name == decision.backend:
+            entry["chosen"] = True
+        elif not state.healthy:
+            entry["lost_because"] = "unhealthy"
+        elif prediction is None and decision.alternatives:
+            entry["lost_because"] = "too narrow or down"
+        elif prediction is None:
+            entry["lost_because"] = f"not this policy's choice ({decision.reason})"
+        elif error_budget is not None and prediction.get("error", 0.0) > error_budget:
+            entry["lost_because"] = f"predicted error {prediction['error']:.3g} > budget {error_budget}"
+        elif chosen_finish is not None and entry["finish_seconds"] > chosen_finish:
+            entry["lost_because"] = (
+                f"later predicted finish ({entry['finish_seconds']:.3g}s vs {chosen_finish:.3g}s)"
+            )
+        else:
+            entry["lost_because"] = "its workers were busy with earlier work of this plan"
+        candidates.append(entry)
+    return {
+        "backend": decision.backend,
+        "reason": decision.reason,
+        "predicted_seconds": decision.predicted_seconds,
+        "predicted_error": decision.predicted_error,
+        "candidates": candidates,
+    }

@@ -48,10 +48,11 @@ from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.moments import RAW
 from pipeline.mitigation.observed import batch_observed_error
-from pipeline.planning import Batch, Plan, batch_decisions
+from pipeline.planning import Batch, Plan, batch_decisions, decision_record
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
 from pipeline.store import ArtifactStore, atomic_write, canonical_qpy, read_json, write_json
+from pipeline.telemetry_log import backfill
 from pipeline.validate import validate_circuit
 from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
 from policy.registry import make_policy
@@ -533,6 +534,12 @@ def policy_for(config: RunConfig) -> SelectionPolicy:
         raise PipelineError(str(exc)) from None
 
 
+def budget_of(policy: SelectionPolicy) -> float | None:
+    """The per-subexperiment error budget a policy plans against (None: it has none)."""
+    budget = getattr(policy, "error_budget", None)
+    return None if budget is None else float(budget)
+
+
 def plan_pending(
     manifest: Manifest,
     backend_states: Sequence[BackendState],
@@ -552,7 +559,7 @@ def plan_pending(
         run_id=manifest.run_id,
         policy=config.policy,
         batches=batch_decisions(decisions, config.batch_size, workers, states=backend_states),
-        decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
+        decisions={d.key: decision_record(d, backend_states, budget_of(policy)) for d in decisions},
         unavailable=dict(unavailable or {}),
         invalid=invalid,
     )
@@ -635,14 +642,15 @@ def preview(
     cut, features = store_subexperiments(problem, subexperiments, coefficients, None, config.num_samples)
     tasks = [CircuitFeatures(**{**features[k].__dict__, "shots": config.shots}) for k in cut.unique_keys()]
     states = list(states) if states is not None else nominal_backend_states(config)
-    decisions = policy_for(config).select(tasks, states) if tasks else []
+    policy = policy_for(config)
+    decisions = policy.select(tasks, states) if tasks else []
     workers = {state.name: state.workers for state in states}
     batches = batch_decisions(decisions, config.batch_size, workers, states=states)
     plan = Plan(
         run_id=f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         policy=config.policy,
         batches=batches,
-        decisions={d.key: {"backend": d.backend, "reason": d.reason} for d in decisions},
+        decisions={d.key: decision_record(d, states, budget_of(policy)) for d in decisions},
     )
     jobs: dict[str, int] = {}
     for batch in batches:
@@ -710,8 +718,13 @@ def execute_batch(
     queued_at: float | None = None,
     attempt: int = 1,
     manifest: Manifest | None = None,
+    seen: BackendState | None = None,
 ) -> BatchOutcome:
-    """Stage 2: run one batch on its backend and store each result; done keys are skipped."""
+    """Stage 2: run one batch on its backend and store each result; done keys are skipped.
+
+    ``seen`` is the backend's state as the scheduling loop saw it when it dispatched the batch
+    (our jobs and other tenants' queued ahead, calibration): what the telemetry rows record.
+    """
     manifest = manifest or load_manifest(run_dir)
     config = manifest.config
     batch = batch_id if isinstance(batch_id, Batch) else load_plan(run_dir).batch(batch_id)
@@ -742,10 +755,20 @@ def execute_batch(
         use_job_journal(store.jobs_dir)
     counts = backend.run_batch(circuits, config.shots, seeds)
     finished = time.time()
-    share = (finished - started) / len(todo)
-    state = backend.state()
+    state = seen or backend.state()
+    observed = None
+    if backend.kind == "qpu" and config.observe_errors:
+        observed = batch_observed_error(circuits, counts, config.mitigation_config())
     rows: list[TelemetryRow] = []
-    for key, seed, result in zip(todo, seeds, counts, strict=True):
+    for index, (key, seed, result) in enumerate(zip(todo, seeds, counts, strict=True)):
+        row = telemetry_row(
+            manifest, batch, backend.name, backend.kind, state, key,
+            started=started, finished=finished, batch_size=len(todo), queued_at=queued_at, attempt=attempt,
+            # one measurement per probe: the batch's first row carries it, not every row
+            observed_error=observed if index == 0 else None,
+        )  # fmt: skip
+        # The row rides in the result record too: a run killed between the two writes gets it
+        # back into telemetry.jsonl on resume (pipeline.telemetry_log.backfill).
         store.put_result(
             key,
             result,
@@ -758,42 +781,62 @@ def execute_batch(
             batch=batch.id,
             started=started,
             finished=finished,
-            seconds=share,
+            seconds=row["run_seconds"],
+            telemetry=dict(row),
         )
-        feature = manifest.features[key]
-        rows.append(
-            TelemetryRow(
-                ts=started,
-                run_id=manifest.run_id,
-                task_id=f"{batch.id}/{key[:12]}",
-                key=key,
-                partition=feature.partition,
-                backend=backend.name,
-                backend_kind=backend.kind,
-                model=state.model,
-                num_qubits=feature.num_qubits,
-                depth=feature.depth,
-                num_2q_gates=feature.num_2q_gates,
-                num_clbits=feature.num_clbits,
-                shots=config.shots,
-                batch_size=len(todo),
-                queue_wait_seconds=max(0.0, started - queued_at) if queued_at else 0.0,
-                run_seconds=share,
-                success=True,
-                error=None,
-                attempt=attempt,
-                fidelity_2q=state.fidelity_2q,
-                readout_fidelity=state.readout_fidelity,
-                mitigation=state.mitigation,
-                mitigation_work=state.mitigation_work,
-            )
-        )
-    if backend.kind == "qpu" and config.observe_errors:
-        observed = batch_observed_error(circuits, counts, config.mitigation_config())
-        for row in rows:
-            row["observed_error"] = observed
-    store.append_telemetry([dict(r) for r in rows])
+        store.append_telemetry([dict(row)])  # per result, not per batch
+        rows.append(row)
     return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows)
+
+
+def telemetry_row(
+    manifest: Manifest,
+    batch: Batch,
+    backend: str,
+    kind: Any,
+    state: BackendState,
+    key: str,
+    *,
+    started: float,
+    finished: float,
+    batch_size: int,
+    queued_at: float | None,
+    attempt: int,
+    observed_error: float | None,
+) -> TelemetryRow:
+    """The telemetry row of one result: what ran where, what was seen, how long it took."""
+    feature = manifest.features[key]
+    row = TelemetryRow(
+        ts=started,
+        run_id=manifest.run_id,
+        task_id=f"{batch.id}/{key[:12]}",
+        key=key,
+        partition=feature.partition,
+        backend=backend,
+        backend_kind=kind,
+        model=state.model,
+        num_qubits=feature.num_qubits,
+        depth=feature.depth,
+        num_2q_gates=feature.num_2q_gates,
+        num_clbits=feature.num_clbits,
+        shots=manifest.config.shots,
+        batch_size=batch_size,
+        queue_wait_seconds=max(0.0, started - queued_at) if queued_at else 0.0,
+        queue_depth=state.queue_depth,
+        external_queue_depth=state.external_queue_depth,
+        run_seconds=(finished - started) / max(batch_size, 1),
+        success=True,
+        error=None,
+        attempt=attempt,
+        fidelity_2q=state.fidelity_2q,
+        readout_fidelity=state.readout_fidelity,
+        calibration_time=state.calibration_time,
+        mitigation=state.mitigation,
+        mitigation_work=state.mitigation_work,
+    )
+    if observed_error is not None:
+        row["observed_error"] = observed_error
+    return row
 
 
 def backend_usage(infos: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -828,6 +871,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
             f"{run_dir}: {len(invalid)} of {len(keys)} results are invalid (first: {key[:12]}: "
             f"{reason}); rerun the run to recompute them"
         )
+    backfill(store, records)
     counts = {key: Counts.from_json(records[key]) for key in keys}
     mitigation = manifest.config.mitigation_config()
     mitigated = mitigation.readout and any(c.readout for c in counts.values())

@@ -53,3 +53,29 @@ class GreedyPolicy(TelemetryPolicy):
 
     def observe(self, rows: Sequence[TelemetryRow], *, refit: bool = True) -> None:
         """Ignore telemetry: this baseline measures what the priors alone achieve."""
+
+    def refit(self) -> None:
+        """Nothing learned, nothing to refit."""
+
+
+class GreedySimulatorsPolicy(GreedyPolicy):
+    """:class:`GreedyPolicy` offered only the simulators (a QPU only for what no simulator fits).
+
+    The baseline a cautious user has when the QPU's error is in doubt: it can never break an
+    error budget on a subexperiment a simulator can hold.
+    """
+
+    name = "greedy_sim"
+
+    def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
+        """Greedy over the simulators; tasks no healthy simulator fits go to greedy over all."""
+        simulators = [b for b in backends if b.kind != "qpu" and b.healthy]
+
+        def fits(task: CircuitFeatures) -> bool:
+            return any(b.max_qubits is None or task.num_qubits <= b.max_qubits for b in simulators)
+
+        narrow = [t for t in tasks if fits(t)]
+        wide = [t for t in tasks if not fits(t)]
+        decided = {d.key: d for d in (super().select(narrow, simulators) if narrow else [])}
+        decided.update({d.key: d for d in (super().select(wide, backends) if wide else [])})
+        return [decided[t.key] for t in tasks]

@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--scenario", choices=(*EVAL_SCENARIOS, "all"), default="all")
     evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--seeds",
+        metavar="A-B",
+        help="evaluate every seed A..B and report per scenario the median, min and max of "
+        "telemetry / best budget-holding baseline (e.g. 0-9)",
+    )
     evaluate.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     evaluate.set_defaults(func=_eval)
 
@@ -85,6 +91,14 @@ def _fit(args: argparse.Namespace) -> int:
         raise UsageError(f"policy fit: {exc}") from exc
     if history.torn_lines:
         print(f"skipped {history.torn_lines} torn telemetry lines (writes cut short, e.g. by a full disk)")
+    if history.nul_lines:
+        print(f"dropped NUL bytes from {history.nul_lines} telemetry lines (left by a crash)")
+    if not rows and not args.prometheus:
+        files = ", ".join(str(p) for p in args.telemetry)
+        raise UsageError(
+            f"policy fit: no usable telemetry rows in {files} "
+            f"({history.torn_lines} torn, {history.nul_lines} with NUL bytes)"
+        )
     snapshots: dict[str, BackendSnapshot] = {}
     if args.prometheus:
         source = PrometheusSource(args.prometheus, timeout=args.prometheus_timeout)
@@ -190,19 +204,36 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from policy.evaluate import evaluate, format_table
+    from policy.evaluate import evaluate, format_table, seed_table
     from policy.scenarios import SCENARIOS
     from qubelet.errors import UsageError
 
     if args.tasks is not None and not 1 <= args.tasks <= 1_000_000:
         raise UsageError("policy eval: --tasks must be between 1 and 1000000")
     names = EVAL_SCENARIOS if args.scenario == "all" else (args.scenario,)
-    evaluations = []
+    seeds = [args.seed]
+    if args.seeds is not None:
+        low, _, high = args.seeds.partition("-")
+        try:
+            seeds = list(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise UsageError(f"policy eval: --seeds {args.seeds!r} is not A-B (e.g. 0-9)") from None
+        if not seeds:
+            raise UsageError(f"policy eval: --seeds {args.seeds!r} is empty")
+    by_scenario: dict[str, list[Any]] = {}
     for name in names:
         scenario = SCENARIOS[name]
         if args.tasks is not None:
             scenario = scenario.scaled(args.tasks)
-        evaluations.append(evaluate(scenario, seed=args.seed))
+        by_scenario[name] = [evaluate(scenario, seed=seed) for seed in seeds]
+    evaluations = [e for runs in by_scenario.values() for e in runs]
+    if len(seeds) > 1:
+        table, figures = seed_table(by_scenario)
+        print(f"telemetry makespan / best budget-holding baseline, seeds {seeds[0]}-{seeds[-1]}")
+        print(table)
+        if args.json:
+            print(json.dumps(figures, sort_keys=True))
+        return 0
     print(format_table(evaluations))
     if args.json:
         print(json.dumps({e.scenario: e.summary() for e in evaluations}, sort_keys=True))

@@ -35,7 +35,17 @@ def circuit_matrix(tasks: Sequence[CircuitFeatures]) -> np.ndarray:
     """Stack :func:`circuit_vector` for many tasks (shape ``(len(tasks), len(FEATURE_NAMES))``)."""
     if not tasks:
         return np.zeros((0, len(FEATURE_NAMES)))
-    return np.array([circuit_vector(t) for t in tasks], dtype=float)
+    n = len(tasks)
+    columns = [
+        np.fromiter((t.num_qubits for t in tasks), dtype=float, count=n),
+        np.fromiter((t.depth for t in tasks), dtype=float, count=n),
+        np.fromiter((t.num_2q_gates for t in tasks), dtype=float, count=n),
+        np.fromiter((t.shots for t in tasks), dtype=float, count=n),
+        np.fromiter((t.num_clbits for t in tasks), dtype=float, count=n),
+    ]
+    out = np.log1p(np.maximum(np.column_stack(columns), 0.0))
+    out[:, 0] = columns[0]  # width stays linear
+    return out
 
 
 def task_from_row(row: TelemetryRow) -> CircuitFeatures:

@@ -16,6 +16,10 @@ from qubelet.errors import QubeletError
 
 BackendKind = Literal["cpu", "gpu", "qpu"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
+#: Widest subexperiment (qubits + clbits) whose error the pipeline measures (its probe simulates
+#: it exactly: ``pipeline.mitigation.observed.MAX_PROBE_QUBITS``, checked equal by a test); the
+#: simulator measures no wider one.
+OBSERVED_ERROR_MAX_WIDTH = 20
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,7 @@ class PolicyModel:
         self.rows: list[TelemetryRow] = list(rows)
         self.snapshots: dict[str, BackendSnapshot] = dict(snapshots or {})
         self._corrections: dict[str, _Correction] = {}
+        self._tasks: dict[int, CircuitFeatures] = {}
         #: per backend: (mean log factor, rows) over each calibration epoch's first rows
         self._error_fresh: dict[str, tuple[float, int]] = {}
         #: per backend and calibration epoch: (recency-weighted mean log factor, rows)
@@ -305,6 +306,7 @@ class PolicyModel:
     def fit(self) -> None:
         """(Re)fit the run-time corrections, error factors and per-backend stats."""
         self.rows = self._capped_rows()
+        self._tasks = {id(r): task_from_row(r) for r in self.rows}
         self._fit_stats()
         groups: dict[str, list[TelemetryRow]] = {}
         for row in self.rows:
@@ -314,7 +316,7 @@ class PolicyModel:
                 groups.setdefault(key, []).append(row)
         self._corrections = {}
         for key, group in groups.items():
-            tasks = [task_from_row(r) for r in group]
+            tasks = [self._tasks[id(r)] for r in group]
             kind: BackendKind = group[0]["backend_kind"]
             observed = np.array([unit_run_seconds(r) for r in group])
             target = np.log(observed) - np.log(prior_seconds(tasks, kind))
@@ -331,7 +333,7 @@ class PolicyModel:
             ok = [r for r in group if r.get("success", True) is not False]
             if ok:
                 state = BackendState(name=name, kind=ok[0]["backend_kind"], model=str(ok[0].get("model", "")))
-                predicted = self._static_seconds([task_from_row(r) for r in ok], state)
+                predicted = self._static_seconds([self._tasks[id(r)] for r in ok], state)
                 observed = np.array([unit_run_seconds(r) for r in ok])
                 weights = recency_weights(len(ok), half_life)
                 residual = np.log(observed) - np.log(predicted)
@@ -374,7 +376,7 @@ class PolicyModel:
                 continue
             mitigation = str(row.get("mitigation") or "none")
             prior = analytic_error(
-                [task_from_row(row)],
+                [self._tasks[id(row)]],
                 "qpu",
                 float(row["fidelity_2q"]),  # type: ignore[arg-type]
                 float(row.get("readout_fidelity") or DEFAULT_READOUT_FIDELITY),

@@ -1,33 +1,45 @@
-"""A discrete-event simulator of a heterogeneous cluster, to evaluate policies at scale.
+"""A discrete-event simulator of a heterogeneous cluster that runs the pipeline's own loop.
 
-Tasks arrive in waves of ``scenario.wave_size`` (as the pipeline batches them); each wave is
-decided by the policy at the moment the first busy backend drains. Each backend runs its tasks
-longest-predicted-first on its earliest free worker; a job that would start while other tenants
-hold the backend (a busy window, a cloud queue) starts when they leave. Run times are the
-scenario's true cost × any sharing slowdown × mean-one lognormal noise; an attempt fails with the
-backend's failure probability and is retried there, then on the CPU after ``max_attempts``.
-A task's realised error is the analytic error at its *start* time's true calibration × the
-backend's true error scale.
+The scheduling is not simulated: it is :class:`policy.loop.SchedulingLoop`, the loop the
+pipeline's executor runs. Only the backends are simulated, on a virtual clock: whenever workers
+are free the loop re-plans and dispatches batches; a worker runs its batch's subexperiments one
+after another, and a job that would start while other tenants hold the backend (a busy window, a
+cloud queue) starts when they leave. Run times are the scenario's true cost × any sharing
+slowdown × mean-one lognormal noise; a batch fails with the backend's per-job failure probability
+(as a real batch does: all or nothing) and the loop re-plans its subexperiments. A task's
+realised error is the analytic error at its *start* time's true calibration × the backend's true
+error scale.
 
-The policy sees only what a cluster would give it (:meth:`_Backend.state`): the inventory, the
-*published* calibration (never the drifted truth), and the jobs queued ahead (its own, which the
-submitter knows, plus other tenants', from a scrape ``metrics_lag_seconds`` old) — never the
-true wait. Telemetry rows reach a learning policy only once their task has finished; they carry
-what a pipeline records (the wait it saw, the jobs ahead when it submitted, the published
-calibration, the measured error). Work per task is O(log n): 10^5 tasks take seconds.
+The policy sees only what the pipeline can see (:meth:`_Backend.state` and the rows written when
+a batch ends, the same :class:`~policy.interface.BackendState` and
+:class:`~policy.interface.TelemetryRow` types):
+
+* the inventory and the *published* calibration (never the drifted truth), stamped with the
+  calibration's time;
+* our own in-flight work (the loop counts it) and other tenants' jobs from a queue-depth scrape
+  ``metrics_lag_seconds`` old, whose jobs have random lengths, so depth does not encode the wait;
+* per batch, the wait before it started and an equal share of its run time per subexperiment
+  (the pipeline times batches, not subexperiments);
+* a measured error only where the pipeline's probe measures one (subexperiments of at most
+  :data:`~policy.interface.OBSERVED_ERROR_MAX_WIDTH` qubits plus clbits), once per batch.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from policy.interface import BackendState, CircuitFeatures, SelectionPolicy, TelemetryRow
+from policy.interface import (
+    OBSERVED_ERROR_MAX_WIDTH,
+    BackendState,
+    CircuitFeatures,
+    SelectionPolicy,
+    TelemetryRow,
+)
+from policy.loop import Dispatch, LoopSettings, SchedulingLoop
 from policy.models import analytic_error
 from policy.scenarios import BackendSpec, Scenario
 
@@ -41,6 +53,8 @@ class SimResult:
     backend_of: list[str]  #: backend that finally ran each task
     attempts: int
     rows: list[TelemetryRow] = field(default_factory=list)
+    replans: int = 0
+    refits: int = 0
 
     def tasks_per_backend(self) -> dict[str, int]:
         """How many tasks each backend finally ran."""
@@ -105,14 +119,30 @@ def _scalar_error(task: CircuitFeatures, spec: BackendSpec, t: float) -> float:
 class _Backend:
     """Run-time state of one simulated backend."""
 
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(self, spec: BackendSpec, rng: np.random.Generator) -> None:
         self.spec = spec
-        self.free = [0.0] * max(spec.workers, 1)  # worker free times (a heap)
-        self.ends: list[float] = []  # sorted end times of every attempt submitted here
+        self.free = max(spec.workers, 1)
+        self.drained = 0.0
+        self._rng = rng
+        self._scrapes: dict[int, int] = {}
+
+    def external_depth(self, t: float) -> int:
+        """Other tenants' jobs ahead at ``t`` as a queue metric shows them.
+
+        Their jobs have random lengths (exponential around ``external_job_seconds``), so the
+        depth says roughly, never exactly, how long the wait is.
+        """
+        wait = self.spec.busy_until(t) - t
+        if wait <= 0:
+            return 0
+        bucket = int(t // 15.0)  # one draw per scrape interval
+        if bucket not in self._scrapes:
+            mean = wait / self.spec.external_job_seconds
+            self._scrapes[bucket] = max(1, int(self._rng.poisson(mean)))
+        return self._scrapes[bucket]
 
     def state(self, now: float, lag: float, epoch: float) -> BackendState:
-        """What the policy may know at ``now``: inventory, published calibration, jobs ahead."""
-        own = len(self.ends) - bisect.bisect_right(self.ends, now)
+        """What the pipeline can know at ``now``: inventory, published calibration, others' queue."""
         return BackendState(
             name=self.spec.name,
             kind=self.spec.kind,
@@ -122,13 +152,9 @@ class _Backend:
             model=self.spec.model,
             fidelity_2q=self.spec.fidelity_2q,
             readout_fidelity=self.spec.readout_fidelity,
-            queue_depth=own,
-            external_queue_depth=self.spec.external_depth(max(now - lag, 0.0)),
+            external_queue_depth=self.external_depth(max(now - lag, 0.0)),
             calibration_time=epoch if self.spec.kind == "qpu" else None,
         )
-
-    def drained_at(self) -> float:
-        return self.ends[-1] if self.ends else 0.0
 
 
 def simulate(
@@ -139,103 +165,128 @@ def simulate(
     tasks: Sequence[CircuitFeatures] | None = None,
     run_id: str = "sim",
     start_time: float = 0.0,
+    settings: LoopSettings | None = None,
 ) -> SimResult:
-    """Run ``tasks`` (default: the scenario's) through ``policy`` on the simulated cluster.
+    """Run ``tasks`` (default: the scenario's) through ``policy``'s scheduling loop on the cluster.
 
     The run starts at ``start_time`` (rows' ``ts`` are offset by it), right after the QPUs were
     calibrated: their published calibration is the scenario's, stamped ``start_time``.
+    ``settings`` default to the scenario's batch size and attempts and the loop's cadence.
     """
     rng = np.random.default_rng(seed + 7919)
     tasks = list(tasks) if tasks is not None else make_tasks(scenario, seed)
-    backends = [_Backend(spec) for spec in scenario.backends]
-    lag = scenario.metrics_lag_seconds
+    index = {t.key: i for i, t in enumerate(tasks)}
+    backends = [
+        _Backend(spec, np.random.default_rng(seed + 31 * k)) for k, spec in enumerate(scenario.backends)
+    ]
     by_name = {b.spec.name: b for b in backends}
-    fallback = next((b for b in backends if b.spec.kind == "cpu"), backends[0])
-    observe: Any = getattr(policy, "observe", None)
+    lag = scenario.metrics_lag_seconds
     now = 0.0
     if hasattr(policy, "clock"):
         policy.clock = lambda: start_time + now  # telemetry ts are simulated time
+    settings = settings or LoopSettings(batch_size=scenario.wave_size, max_attempts=10**6)
+    loop = SchedulingLoop(policy, tasks, settings)
     errors = np.zeros(len(tasks))
     backend_of = [""] * len(tasks)
     rows: list[TelemetryRow] = []
-    pending: list[tuple[float, int, TelemetryRow]] = []  # (end time, seq, row) not yet delivered
-    attempts, seq = 0, 0
+    events: list[tuple[float, int, Dispatch, bool, list[TelemetryRow]]] = []
+    attempts = 0
 
-    def deliver(until: float) -> None:
-        ready = []
-        while pending and pending[0][0] <= until:
-            ready.append(heapq.heappop(pending)[2])
-        if ready and observe is not None:
-            observe(ready)
+    def run(dispatch: Dispatch, seen: BackendState) -> None:
+        nonlocal attempts
+        backend = by_name[dispatch.backend]
+        spec = backend.spec
+        backend.free -= 1
+        idx = [index[k] for k in dispatch.keys]
+        means = true_seconds([tasks[i] for i in idx], spec)
+        t = started = spec.busy_until(now)
+        failed_at = None
+        starts = []
+        sigma = spec.noise_sigma
+        for mean in means:
+            t = spec.busy_until(t)
+            starts.append(t)
+            t += float(mean * spec.slowdown_at(t) * rng.lognormal(-sigma * sigma / 2, sigma))
+        if rng.random() < spec.failure_prob:  # the job fails part-way: nothing of it is kept
+            failed_at = started + (t - started) * float(rng.random())
+        end = t if failed_at is None else failed_at
+        attempts += len(idx)
+        ok = failed_at is None
+        share = (end - started) / len(idx)
+        probe = [
+            j
+            for j, i in enumerate(idx)
+            if tasks[i].num_qubits + tasks[i].num_clbits <= OBSERVED_ERROR_MAX_WIDTH
+        ]
+        observed = None
+        if ok and probe and spec.kind == "qpu":
+            true = float(np.mean([_scalar_error(tasks[idx[j]], spec, starts[j]) for j in probe]))
+            observed = true * float(rng.lognormal(0.0, 0.05))
+        batch_rows: list[TelemetryRow] = []
+        for j, i in enumerate(idx):
+            row: TelemetryRow = {
+                "ts": start_time + started,
+                "run_id": run_id,
+                "task_id": f"{run_id}-{dispatch.seq}/{i}",
+                "key": tasks[i].key,
+                "partition": tasks[i].partition,
+                "backend": spec.name,
+                "backend_kind": spec.kind,
+                "model": spec.model,
+                "num_qubits": tasks[i].num_qubits,
+                "depth": tasks[i].depth,
+                "num_2q_gates": tasks[i].num_2q_gates,
+                "num_clbits": tasks[i].num_clbits,
+                "shots": tasks[i].shots,
+                "batch_size": len(idx),
+                "queue_wait_seconds": started - now,
+                "queue_depth": seen.queue_depth,
+                "external_queue_depth": seen.external_queue_depth,
+                "run_seconds": share if ok else 0.0,
+                "success": ok,
+                "error": None if ok else "simulated failure",
+                "attempt": loop.attempts.get(tasks[i].key, 1),
+                "fidelity_2q": spec.fidelity_2q,  # published, not the truth
+                "readout_fidelity": spec.readout_fidelity,
+                "calibration_time": seen.calibration_time,
+                # one measurement per probe: the first row carries it
+                "observed_error": observed if j == 0 else None,
+            }
+            batch_rows.append(row)
+            if ok:
+                errors[i] = _scalar_error(tasks[i], spec, starts[j])
+                backend_of[i] = spec.name
+        rows.extend(batch_rows)
+        heapq.heappush(events, (end, dispatch.seq, dispatch, ok, batch_rows))
 
-    for lo in range(0, len(tasks), scenario.wave_size):
-        wave = list(range(lo, min(lo + scenario.wave_size, len(tasks))))
-        deliver(now)
+    while not loop.done:
         states = [b.state(now, lag, start_time) for b in backends]
-        depth_seen = {s.name: s.queue_depth for s in states}
-        others_seen = {s.name: s.external_queue_depth for s in states}
-        decisions = policy.select([tasks[i] for i in wave], states)
-        per_backend: dict[str, list[tuple[float, int, int]]] = {}
-        for pos, (i, d) in enumerate(zip(wave, decisions, strict=True)):
-            per_backend.setdefault(d.backend, []).append((-(d.predicted_seconds or 0.0), pos, i))
-        used = []
-        for name, items in per_backend.items():
-            backend = by_name[name]
-            items.sort()
-            idx = [i for _, _, i in items]
-            means = true_seconds([tasks[i] for i in idx], backend.spec)
-            for ahead, (i, mean) in enumerate(zip(idx, means, strict=True), start=depth_seen[name]):
-                run_on = backend
-                for attempt in range(1, scenario.max_attempts + 2):
-                    if attempt > scenario.max_attempts:
-                        run_on = fallback  # retried on another backend, assumed to succeed there
-                        mean = float(true_seconds([tasks[i]], run_on.spec)[0])
-                    start = run_on.spec.busy_until(max(heapq.heappop(run_on.free), now))
-                    sigma = run_on.spec.noise_sigma
-                    slow = run_on.spec.slowdown_at(start)
-                    actual = float(mean * slow * rng.lognormal(-sigma * sigma / 2, sigma))
-                    ok = attempt > scenario.max_attempts or rng.random() >= run_on.spec.failure_prob
-                    heapq.heappush(run_on.free, start + actual)
-                    bisect.insort(run_on.ends, start + actual)
-                    attempts += 1
-                    err = _scalar_error(tasks[i], run_on.spec, start)
-                    row: TelemetryRow = {
-                        "ts": start_time + start,
-                        "run_id": run_id,
-                        "task_id": f"{run_id}-{i}-{attempt}",
-                        "key": tasks[i].key,
-                        "partition": tasks[i].partition,
-                        "backend": run_on.spec.name,
-                        "backend_kind": run_on.spec.kind,
-                        "model": run_on.spec.model,
-                        "num_qubits": tasks[i].num_qubits,
-                        "depth": tasks[i].depth,
-                        "num_2q_gates": tasks[i].num_2q_gates,
-                        "num_clbits": tasks[i].num_clbits,
-                        "shots": tasks[i].shots,
-                        "batch_size": 1,
-                        "queue_wait_seconds": start - now,
-                        "queue_depth": ahead,
-                        "external_queue_depth": others_seen[run_on.spec.name],
-                        "run_seconds": actual,
-                        "success": ok,
-                        "error": None if ok else "simulated failure",
-                        "attempt": attempt,
-                        "fidelity_2q": run_on.spec.fidelity_2q,  # published, not the truth
-                        "readout_fidelity": run_on.spec.readout_fidelity,
-                        "calibration_time": start_time if run_on.spec.kind == "qpu" else None,
-                        "observed_error": err * float(rng.lognormal(0.0, 0.05)) if ok else None,
-                    }
-                    rows.append(row)
-                    heapq.heappush(pending, (start + actual, seq, row))
-                    seq += 1
-                    if ok:
-                        errors[i] = err
-                        backend_of[i] = run_on.spec.name
-                        break
-            used.append(backend)
-        # the next wave is decided when the first backend that got work drains
-        now = max(now, min(b.drained_at() for b in used))
-    makespan = max((b.drained_at() for b in backends), default=0.0)
-    deliver(float("inf"))
-    return SimResult(makespan=makespan, errors=errors, backend_of=backend_of, attempts=attempts, rows=rows)
+        free = {b.spec.name: b.free for b in backends}
+        dispatched = loop.dispatch(states, free)
+        if dispatched:
+            seen = {s.name: s for s in loop.observed_states(states)}
+            for dispatch in dispatched:
+                run(dispatch, seen[dispatch.backend])
+        if not events:
+            break
+        now = max(now, events[0][0])
+        # everything that ends at this instant is delivered before the next re-plan
+        while events and events[0][0] <= now:
+            end, _, dispatch, ok, batch_rows = heapq.heappop(events)
+            backend = by_name[dispatch.backend]
+            backend.free += 1
+            backend.drained = max(backend.drained, end)
+            if ok:
+                loop.complete(dispatch.seq, batch_rows)
+            else:
+                loop.fail(dispatch.seq, "simulated failure", batch_rows)
+    makespan = max((b.drained for b in backends), default=0.0)
+    return SimResult(
+        makespan=makespan,
+        errors=errors,
+        backend_of=backend_of,
+        attempts=attempts,
+        rows=rows,
+        replans=loop.replans,
+        refits=loop.refits,
+    )

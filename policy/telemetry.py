@@ -271,6 +271,10 @@ class TelemetryPolicy:
         }  # fmt: skip
 
     # -- learning -------------------------------------------------------------------------------
+    def refit(self) -> None:
+        """Refit the model on every row observed so far (the loop calls this at its cadence)."""
+        self.model.fit()
+
     def observe(self, rows: Sequence[TelemetryRow], *, refit: bool = True) -> None:
         """Feed back executed tasks: records the prediction-error and budget metrics, refits the model."""
         for row in rows:

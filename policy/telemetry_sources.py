@@ -154,6 +154,9 @@ class LocalHistory:
         self._rows: list[TelemetryRow] | None = None
         #: lines skipped because a write was cut short (see :func:`split_torn`)
         self.torn_lines = 0
+        #: lines holding NUL bytes (a crash left a file's length ahead of its data): the NULs
+        #: are dropped; what remains is kept if it is a whole row, skipped otherwise
+        self.nul_lines = 0
 
     def rows(self) -> list[TelemetryRow]:
         """Every valid telemetry row of the files, in file order."""
@@ -178,6 +181,12 @@ class LocalHistory:
             return []
         out: list[TelemetryRow] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
+            if "\x00" in line:
+                self.nul_lines += 1
+                log.warning("NUL bytes in telemetry line dropped", where=f"{path}:{lineno}")
+                line = line.replace("\x00", "")
+                if line.strip() and not _parses(line):
+                    continue
             if not line.strip():
                 continue
             torn, rest = (False, None) if _parses(line) else split_torn(line)

@@ -107,6 +107,15 @@ def test_resume_after_killed_run_loses_and_recomputes_nothing(tmp_path: Path) ->
         assert after[name] == stamp, f"{name} was recomputed"
     assert summary["resumed_subexperiments"] == len(before)
     assert summary["backends"]["qpu"]["tasks"] == total
+    # telemetry survives the kill: exactly one successful row per result, none lost, none twice
+    rows = []
+    for line in (run_dir / "telemetry.jsonl").read_bytes().split(b"\n"):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line the kill tore (readers skip and count it)
+    keys = sorted(str(r["key"]) for r in rows if r.get("success") is True)
+    assert keys == sorted(p.stem for p in results.glob("*.json"))
 
 
 def test_resume_with_different_circuit_is_refused(tmp_path: Path) -> None:

@@ -60,5 +60,5 @@ def test_ten_thousand_tasks_simulate_in_seconds() -> None:
     scenario = SCENARIOS["paper"].scaled(10_000)
     start = time.perf_counter()
     result = simulate(scenario, TelemetryPolicy(seed=0, record_metrics=False), seed=0)
-    assert time.perf_counter() - start < 20
+    assert time.perf_counter() - start < 60  # re-planning as it goes; bench/policy.py times it
     assert len(result.errors) == scenario.num_tasks

@@ -50,3 +50,31 @@ def test_split_torn() -> None:
     assert split_torn(row[:30]) == (True, None)
     assert split_torn(row[:30] + row) == (True, row)
     assert split_torn("not json at all") == (False, None)
+
+
+def test_nul_bytes_cost_their_line_not_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = rows_text(4)
+    # a crash left the file's length ahead of its data: NULs, then the next run's append
+    text = (
+        lines[0] + "\n" + "\x00" * 64 + lines[1] + "\n" + lines[2][:50] + "\x00" * 20 + "\n" + lines[3] + "\n"
+    )
+    path = tmp_path / "telemetry.jsonl"
+    path.write_bytes(text.encode())
+    model = tmp_path / "model.json"
+    assert main(["policy", "fit", "--telemetry", str(path), "-o", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "dropped NUL bytes from 2 telemetry lines" in out
+    assert "fitted on 3 telemetry rows" in out
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\n", b'{"backend": "cpu", "run_sec'])
+def test_no_usable_rows_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    path = tmp_path / "telemetry.jsonl"
+    path.write_bytes(content)
+    model = tmp_path / "model.json"
+    assert main(["policy", "fit", "--telemetry", str(path), "-o", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "no usable telemetry rows" in err
+    assert not model.exists()

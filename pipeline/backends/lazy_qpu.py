@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -98,6 +99,7 @@ class LazyFakeQPUBackend:
         self.name = backend_name(target)
         self.properties = properties
         self.mitigation = mitigation
+        self.calibration_time = time.time()  # when the (cached) calibration was read: its epoch
         self._backend: IQMBackend | None = None
         self._lock = threading.Lock()
 
@@ -117,6 +119,7 @@ class LazyFakeQPUBackend:
             self.properties.fidelity_2q,
             self.properties.readout_fidelity,
             self.mitigation,
+            self.calibration_time,
         )
         if self._backend is None:
             state = replace(state, queue_wait_seconds=max(state.queue_wait_seconds, BUILD_SECONDS))

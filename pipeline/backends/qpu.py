@@ -10,6 +10,7 @@ stands in for the cloud QPU.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -154,6 +155,7 @@ class IQMBackend:
             self.fidelity_2q, self.readout_fidelity = self._remote.fidelity_2q, self._remote.readout_fidelity
         else:
             self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
+        self.calibration_time = time.time()  # when this calibration was read: its epoch
 
     def state(self) -> BackendState:
         """Width, calibration and mitigation as the selection policy sees them."""
@@ -163,6 +165,7 @@ class IQMBackend:
             self.fidelity_2q,
             self.readout_fidelity,
             self.mitigation,
+            self.calibration_time,
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
@@ -292,8 +295,13 @@ def qpu_state(
     fidelity_2q: float | None,
     readout_fidelity: float | None,
     mitigation: MitigationConfig | None,
+    calibration_time: float | None = None,
 ) -> BackendState:
-    """The state a QPU reports, built or not yet built (:mod:`pipeline.backends.lazy_qpu`)."""
+    """The state a QPU reports, built or not yet built (:mod:`pipeline.backends.lazy_qpu`).
+
+    ``calibration_time`` identifies the calibration ``fidelity_2q``/``readout_fidelity`` come
+    from (the time they were read): the policy learns error corrections per calibration epoch.
+    """
     mitigation = mitigation or MitigationConfig()
     return BackendState(
         name=backend_name(target),
@@ -307,6 +315,7 @@ def qpu_state(
         job_overhead_seconds=FAKE_JOB_OVERHEAD_SECONDS if target.is_fake else REMOTE_JOB_OVERHEAD_SECONDS,
         mitigation=mitigation.level,
         mitigation_work=mitigation.relative_qpu_work,
+        calibration_time=calibration_time,
     )
 
 
