@@ -20,4 +20,5 @@ __all__ = [
     "report",
     "stages",
     "store",
+    "telemetry_log",
 ]

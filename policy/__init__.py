@@ -12,6 +12,7 @@ __all__ = [
     "evaluate",
     "features",
     "interface",
+    "loop",
     "metrics",
     "models",
     "registry",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,22 @@ def register(subparsers: Any) -> None:
     fit.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.json")
     fit.set_defaults(func=_fit)
 
-    explain = verbs.add_parser("explain", help="show each backend's predictions for one subexperiment")
+    show = verbs.add_parser("show", help="print what a fitted model learned, with its inputs' ages")
+    show.add_argument("model", type=Path, metavar="MODEL.json")
+    show.set_defaults(func=_show)
+
+    explain = verbs.add_parser(
+        "explain", help="show each backend's predictions for one subexperiment, or a real run's decisions"
+    )
+    explain.add_argument(
+        "--run-dir", type=Path, help="explain the decisions of this run (its plan.json and summary.json)"
+    )
+    explain.add_argument("--limit", type=int, default=10, help="with --run-dir: decisions to print")
     explain.add_argument("--model", type=Path, help="fitted model (default: priors only)")
-    explain.add_argument("--qubits", type=int, required=True)
-    explain.add_argument("--depth", type=int, required=True)
-    explain.add_argument("--two-qubit-gates", type=int, required=True)
-    explain.add_argument("--shots", type=int, required=True)
+    explain.add_argument("--qubits", type=int)
+    explain.add_argument("--depth", type=int)
+    explain.add_argument("--two-qubit-gates", type=int)
+    explain.add_argument("--shots", type=int)
     explain.add_argument("--clbits", type=int, help="measured bits (default: qubits)")
     explain.add_argument("--cpu-workers", type=int, default=os.cpu_count() or 1)
     explain.add_argument("--gpu", action="store_true", help="offer a GPU backend")
@@ -165,6 +176,12 @@ def _explain(args: argparse.Namespace) -> int:
     from policy.telemetry import TelemetryPolicy
     from qubelet.errors import UsageError
 
+    if args.run_dir is not None:
+        return _explain_run(args.run_dir, args.limit)
+    missing = [f for f in ("qubits", "depth", "two_qubit_gates", "shots") if getattr(args, f) is None]
+    if missing:
+        flags = ", ".join("--" + f.replace("_", "-") for f in missing)
+        raise UsageError(f"policy explain: give --run-dir DIR, or {flags} for one subexperiment")
     if args.model is not None and not args.model.is_file():
         raise UsageError(f"policy explain: model file {args.model} does not exist")
     if min(args.qubits, args.shots) < 1 or min(args.depth, args.two_qubit_gates) < 0:
@@ -200,6 +217,110 @@ def _explain(args: argparse.Namespace) -> int:
             f"{row['model'] + ' (' + str(row['training_rows']) + ' rows)':<22} {note}"
         )
     print(f"chosen: {report['chosen']} — {report['why']}")
+    return 0
+
+
+def _explain_run(run_dir: Path, limit: int) -> int:
+    """A real run's decisions: per backend how many, the budget, and each decision's candidates."""
+    from qubelet.errors import UsageError
+
+    plan_path = run_dir / "plan.json"
+    try:
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"policy explain: cannot read {plan_path}: {exc}") from None
+    decisions = plan.get("decisions") or {}
+    counts: dict[str, int] = {}
+    for decision in decisions.values():
+        counts[decision["backend"]] = counts.get(decision["backend"], 0) + 1
+    loop = plan.get("loop") or {}
+    print(
+        f"run {plan.get('run_id')}: policy {plan.get('policy')}, {len(decisions)} decisions "
+        f"({', '.join(f'{b}: {n}' for b, n in sorted(counts.items()))}); "
+        f"{len(plan.get('batches') or [])} batches, {loop.get('replans', '?')} re-plans, "
+        f"{loop.get('refits', '?')} refits"
+    )
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if summary.get("error_budget") is not None:
+            met = summary.get("error_budget_met")
+            print(
+                f"error budget {summary['error_budget']}: "
+                + ("met" if met else "NOT met" if met is False else "not predicted by this policy")
+                + f" (max predicted error {summary.get('max_predicted_error')})"
+            )
+    for key, decision in list(decisions.items())[: max(limit, 0)]:
+        print(f"{key[:12]} -> {decision['backend']}: {decision.get('reason', '')}")
+        for c in decision.get("candidates", []):
+            predicted = (
+                f"run {c['run_seconds']:.4g}s wait {c['queue_wait_seconds']:.3g}s error {c['error']:.3g}"
+                if "run_seconds" in c
+                else "no prediction"
+            )
+            verdict = "chosen" if c.get("chosen") else f"lost: {c.get('lost_because', '')}"
+            print(f"    {c['backend']:<22} {predicted:<44} {verdict}")
+    if len(decisions) > limit:
+        print(f"... {len(decisions) - limit} more (--limit N)")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _show(args: argparse.Namespace) -> int:
+    """What a model learned per backend, and each Prometheus input with its age and expiry."""
+    import time
+
+    from policy.interface import BackendState
+    from policy.models import SNAPSHOT_TTL_SECONDS, PolicyModel
+    from qubelet.errors import UsageError
+
+    if not args.model.is_file():
+        raise UsageError(f"policy show: model file {args.model} does not exist")
+    try:
+        model = PolicyModel.load(args.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"{args.model}: {len(model.rows)} telemetry rows")
+    for name, stats in sorted(model.stats.items()):
+        row = next(r for r in model.rows if r["backend"] == name)
+        state = BackendState(name=name, kind=row["backend_kind"], model=str(row.get("model", "")))
+        kind = state.kind
+        source, rows = model.correction_source(state)
+        level = stats.recent_level * stats.level_rows / (stats.level_rows + model.hyper.shrink_rows or 1)
+        per_job = stats.seconds_per_external_job
+        print(
+            f"  {name:<24} rows={stats.rows:<5} failures={stats.failures:<3} "
+            f"mean_run={stats.mean_run_seconds or 0:.4g}s "
+            f"run-time fit={source} ({rows} rows) recent x{math.exp(level):.2f} "
+            f"queue_wait={stats.queue_wait(model.hyper.recent_runs):.3g}s"
+            + (f" s/foreign job={per_job:.3g}" if per_job is not None else "")
+            + (f" error x{model.error_factor(state):.2f}" if kind == "qpu" else "")
+        )
+    if not model.snapshots:
+        print("  no Prometheus inputs")
+    now = time.time()
+    for name, snap in sorted(model.snapshots.items()):
+        parts = []
+        for field, ttl in SNAPSHOT_TTL_SECONDS.items():
+            value = getattr(snap, field)
+            if value is None:
+                continue
+            if snap.observed_at is None:
+                parts.append(f"{field}={value} (no timestamp: expired)")
+                continue
+            age = now - snap.observed_at
+            status = "expired" if age > ttl else f"expires in {_age(ttl - age)}"
+            parts.append(f"{field}={value} (age {_age(age)}, {status})")
+        print(f"  prometheus {name}: " + ("; ".join(parts) or "nothing"))
     return 0
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,16 @@ from policy.features import circuit_matrix, task_from_row
 from policy.interface import BackendKind, BackendState, CircuitFeatures, TelemetryRow
 from policy.telemetry_sources import BackendSnapshot, validate_row
 
+#: How long each Prometheus input of a model stays valid (seconds): a backend's up/down and its
+#: queue depth describe a moment, its latency and failure ratio a longer stretch. An expired or
+#: unstamped input is ignored (``PolicyModel.snapshot_value``): a GPU down at fit time is not
+#: down forever, and a queue of 40 then is not a permanent wait.
+SNAPSHOT_TTL_SECONDS: dict[str, float] = {
+    "up": 600.0,
+    "queue_depth": 600.0,
+    "mean_run_seconds": 7 * 86_400.0,
+    "failure_ratio": 7 * 86_400.0,
+}
 MODEL_FORMAT = "qubelet-policy-model"
 MODEL_VERSION = 1
 DEFAULT_FIDELITY_2Q = 0.99
@@ -481,9 +492,9 @@ class PolicyModel:
         stats = self.stats.get(state.name)
         if stats is not None and stats.rows:
             return min(stats.failure_ratio(), 0.9)
-        snap = self.snapshots.get(state.name)
-        if snap is not None and snap.failure_ratio is not None:
-            return min(max(snap.failure_ratio, 0.0), 0.9)
+        ratio = self.snapshot_value(state.name, "failure_ratio")
+        if ratio is not None:
+            return min(max(ratio, 0.0), 0.9)
         return 0.0
 
     def queue_wait(self, state: BackendState, typical_seconds: float | None = None) -> float:
@@ -497,10 +508,12 @@ class PolicyModel:
         if state.queue_wait_seconds > 0:
             return state.queue_wait_seconds
         stats = self.stats.get(state.name, BackendStats())
-        snap = self.snapshots.get(state.name)
-        depth = float(state.queue_depth) or float((snap.queue_depth if snap else None) or 0.0)
+        depth = float(state.queue_depth) or float(self.snapshot_value(state.name, "queue_depth") or 0.0)
         latency = (
-            typical_seconds or stats.mean_run_seconds or (snap.mean_run_seconds if snap else None) or 0.0
+            typical_seconds
+            or stats.mean_run_seconds
+            or self.snapshot_value(state.name, "mean_run_seconds")
+            or 0.0
         )
         backlog = depth * latency / max(state.workers, 1)
         if state.external_queue_depth > 0:
@@ -513,8 +526,15 @@ class PolicyModel:
 
     def is_up(self, state: BackendState) -> bool:
         """Healthy per the state and not reported down by Prometheus."""
-        snap = self.snapshots.get(state.name)
-        return state.healthy and not (snap is not None and snap.up is False)
+        return state.healthy and self.snapshot_value(state.name, "up") is not False
+
+    def snapshot_value(self, backend: str, name: str, now: float | None = None) -> Any:
+        """A Prometheus input of ``backend`` if it has not expired (``SNAPSHOT_TTL_SECONDS``), else None."""
+        snap = self.snapshots.get(backend)
+        if snap is None or snap.observed_at is None:
+            return None
+        age = (time.time() if now is None else now) - snap.observed_at
+        return getattr(snap, name) if age <= SNAPSHOT_TTL_SECONDS[name] else None
 
     # -- persistence --------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

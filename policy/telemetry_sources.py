@@ -88,6 +88,9 @@ class BackendSnapshot:
     queue_depth: float | None = None
     up: bool | None = None
     samples: int = 0
+    #: unix time the values were read (None in models fitted before snapshots were stamped:
+    #: treated as expired, see ``policy.models.SNAPSHOT_TTL_SECONDS``)
+    observed_at: float | None = None
 
 
 class TelemetrySource(Protocol):
@@ -134,7 +137,7 @@ def summarise(rows: Iterable[TelemetryRow]) -> dict[str, BackendSnapshot]:
     sums: dict[str, list[float]] = {}
     for row in rows:
         name = row["backend"]
-        snap = out.setdefault(name, BackendSnapshot(backend=name))
+        snap = out.setdefault(name, BackendSnapshot(backend=name, observed_at=time.time()))
         acc = sums.setdefault(name, [0.0, 0.0])
         snap.samples += 1
         acc[0] += float(row["run_seconds"])
@@ -286,10 +289,11 @@ class PrometheusSource:
         """Per backend the recent queue wait, failure ratio and run time from Prometheus."""
         out: dict[str, BackendSnapshot] = {}
 
-        def snap(name: str) -> BackendSnapshot:
-            return out.setdefault(name, BackendSnapshot(backend=name))
-
         end = time.time()
+
+        def snap(name: str) -> BackendSnapshot:
+            return out.setdefault(name, BackendSnapshot(backend=name, observed_at=end))
+
         for field_name in ("mean_run_seconds", "failure_ratio"):
             series = self._range(PROMQL[field_name].format(window=self.window), end)
             for backend, values in series.items():

@@ -51,6 +51,11 @@ def test_meetable_budget_is_recorded_as_met(tmp_path: Path, capsys: pytest.Captu
         by_name = {c["backend"]: c for c in decision["candidates"]}
         assert by_name["qpu:apollo"]["lost_because"].startswith("predicted error")
         assert by_name["qpu:apollo"]["error"] > 0.0001
+    # the run's decisions, explained from its run directory
+    assert main(["policy", "explain", "--run-dir", str(run_dir), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "error budget 0.0001: met" in out
+    assert "chosen" in out and "lost: predicted error" in out
 
 
 def test_require_budget_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -112,3 +112,38 @@ def test_explain_validates_the_inventory(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "qpus[0] (q): qubits: must be a positive integer" in err
+
+
+def test_show_prints_inputs_with_their_age_and_expired_ones_are_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from policy.interface import BackendState
+    from policy.models import PolicyModel
+    from policy.telemetry_sources import BackendSnapshot
+
+    now = time.time()
+    snapshots = {
+        "gpu": BackendSnapshot(backend="gpu", up=False, observed_at=now - 3600),  # down an hour ago
+        "qpu:apollo": BackendSnapshot(backend="qpu:apollo", queue_depth=40.0, observed_at=now - 60),
+        "cpu": BackendSnapshot(backend="cpu", up=False),  # an old model's unstamped snapshot
+    }
+    path = tmp_path / "model.json"
+    PolicyModel([], snapshots).save(path)
+    model = PolicyModel.load(path)
+    assert model.is_up(BackendState(name="gpu", kind="gpu"))  # expired: not down forever
+    assert model.is_up(BackendState(name="cpu", kind="cpu"))
+    qpu = BackendState(name="qpu:apollo", kind="qpu")
+    assert model.queue_wait(qpu, 1.0) == pytest.approx(40.0)  # fresh: still counts
+    assert model.snapshot_value("qpu:apollo", "queue_depth", now=now + 3600) is None
+    assert main(["policy", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "prometheus gpu: up=False (age 60m, expired)" in out
+    assert "prometheus cpu: up=False (no timestamp: expired)" in out
+    assert "queue_depth=40.0 (age 60s, expires in" in out
+
+
+def test_explain_needs_a_run_dir_or_a_subexperiment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "explain", "--qubits", "5"]) == 2
+    assert "give --run-dir DIR, or --depth" in capsys.readouterr().err
