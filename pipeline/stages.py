@@ -742,11 +742,13 @@ def execute_batch(
         now = time.time()
         return BatchOutcome(batch.id, backend.name, now, now, [], skipped)
     load = getattr(backend, "load", None)
+    loading = time.time()
     if callable(load):
-        # A backend built on first use (the fake QPU): its one-off start-up is not this batch's
-        # run time, which the telemetry policy learns the backend's cost from.
+        # A backend built on first use (the fake QPU): its one-off start-up is neither this
+        # batch's run time nor a queue wait (policy fit would learn a service queue from it).
         load()
     started = time.time()
+    startup = started - loading
     in_memory = manifest.circuits
     circuits = [in_memory[k] if k in in_memory else store.get_circuit(k) for k in todo]
     seeds = [subexperiment_seed(config.seed, k) for k in todo]
@@ -763,7 +765,8 @@ def execute_batch(
     for index, (key, seed, result) in enumerate(zip(todo, seeds, counts, strict=True)):
         row = telemetry_row(
             manifest, batch, backend.name, backend.kind, state, key,
-            started=started, finished=finished, batch_size=len(todo), queued_at=queued_at, attempt=attempt,
+            started=started, finished=finished, batch_size=len(todo), attempt=attempt,
+            queued_at=None if queued_at is None else queued_at + startup, startup_seconds=startup,
             # one measurement per probe: the batch's first row carries it, not every row
             observed_error=observed if index == 0 else None,
         )  # fmt: skip
@@ -803,6 +806,7 @@ def telemetry_row(
     queued_at: float | None,
     attempt: int,
     observed_error: float | None,
+    startup_seconds: float = 0.0,
 ) -> TelemetryRow:
     """The telemetry row of one result: what ran where, what was seen, how long it took."""
     feature = manifest.features[key]
@@ -836,6 +840,8 @@ def telemetry_row(
     )
     if observed_error is not None:
         row["observed_error"] = observed_error
+    if startup_seconds > 1e-3:
+        row["startup_seconds"] = round(startup_seconds, 6)
     return row
 
 

@@ -161,12 +161,22 @@ def simulated_history(scenario: Scenario, seed: int, tasks: int = HISTORY_TASKS)
     return rows
 
 
-def evaluate(scenario: Scenario, *, seed: int = 0, epsilon: float = 0.02) -> Evaluation:
-    """Run the baselines and the telemetry policy on the same tasks and compute the bound."""
+def evaluate(
+    scenario: Scenario,
+    *,
+    seed: int = 0,
+    epsilon: float = 0.02,
+    history: list[TelemetryRow] | None = None,
+) -> Evaluation:
+    """Run the baselines and the telemetry policy on the same tasks and compute the bound.
+
+    ``history`` is what the telemetry policy is fitted on (default: :func:`simulated_history`).
+    """
     from policy.registry import make_policy
 
     tasks = make_tasks(scenario, seed)
-    history = simulated_history(scenario, seed=seed + 1000)
+    if history is None:
+        history = simulated_history(scenario, seed=seed + 1000)
     outcomes: dict[str, Outcome] = {}
     for name in BASELINES:
         if name == "greedy":
@@ -188,7 +198,9 @@ def evaluate(scenario: Scenario, *, seed: int = 0, epsilon: float = 0.02) -> Eva
         epsilon=epsilon,
         record_metrics=False,
     )
-    telemetry = simulate(scenario, policy, seed=seed, tasks=tasks, run_id="telemetry")
+    telemetry = simulate(scenario, policy, seed=seed, tasks=tasks, run_id=f"telemetry-{seed}")
+    if isinstance(history, list):
+        history.extend(telemetry.rows)  # a sequence of runs keeps what this one taught
     outcomes["telemetry"] = Outcome.of(telemetry, scenario.error_budget)
     return Evaluation(
         scenario=scenario.name,
@@ -256,3 +268,18 @@ def seed_table(by_scenario: dict[str, list[Evaluation]]) -> tuple[str, dict[str,
             f"{max(ratios):>7.3f} {held:>3}/{len(evaluations):<2} {named:<34}"
         )
     return "\n".join(lines), figures
+
+
+def learning_sequence(scenario: Scenario, *, runs: int = 5, seed: int = 0) -> list[Evaluation]:
+    """``runs`` runs in a row, each on a new draw of the cluster, learning across them.
+
+    Run 0 starts cold (priors); before each later run the model is refit on every earlier run's
+    telemetry (what ``qubelet policy fit`` over their telemetry.jsonl does). Each run is judged
+    against the baselines on its own draw.
+    """
+    rows: list[TelemetryRow] = []
+    out = []
+    for k in range(runs):
+        day = history_variant(scenario, seed * 1000 + k) if k else scenario
+        out.append(evaluate(day, seed=seed + k, history=rows))
+    return out

@@ -129,6 +129,9 @@ class TelemetryRow(TypedDict, total=False):
     #: :class:`BackendState`); rows without them are unmitigated
     mitigation: str
     mitigation_work: float
+    #: optional: seconds the backend spent starting up (loading iqm-client) before this batch;
+    #: counted neither as queue wait nor as run time
+    startup_seconds: float
 
 
 class NoUsableBackendError(QubeletError, ValueError):
