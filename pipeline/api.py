@@ -54,7 +54,8 @@ class RunResult:
     #: per backend class: subexperiments run and seconds spent
     usage: dict[str, dict[str, float]]
     summary: dict[str, Any]
-    run_dir: Path
+    #: the run directory; None when :func:`run` was given none (its scratch one is removed)
+    run_dir: Path | None
     #: seconds per phase: cut (0 when the cut was reused), bind (re-expand), execute+reconstruct, total
     seconds: dict[str, float] = field(default_factory=dict)
     execution: ExecutionReport | None = None
@@ -187,6 +188,10 @@ def execute(
             circuit = load_circuit_file(Path(config.circuit_file))
         if circuit is not None:  # cutting must neither mutate the caller's object nor depend on its past
             circuit = fresh_cut_gates(circuit)
+        if circuit is not None and circuit.parameters and parameter_values is None:
+            from pipeline.validate import check_bound
+
+            check_bound(circuit)  # before the cost line: a circuit with free parameters never runs
         resuming = (Path(config.run_dir) / "manifest.json").exists()
         template = None if resuming else cut_template(config, circuit, announce)
     values = None
@@ -256,16 +261,24 @@ def run(
         partition: one label per qubit (``"AABB"``); None to follow the circuit's cut markers
             or, with ``max_subcircuit_width``, the cuts ``find_cuts`` chooses.
         parameter_values: one value per parameter (``circuit.parameters`` order) or by name.
-        run_dir: where artifacts go (default: a new temporary directory).
+        run_dir: where artifacts go (default: a temporary directory, removed before returning;
+            ``result.run_dir`` is then None).
         **options: any :class:`~pipeline.config.RunConfig` field (``shots``, ``seed``,
             ``backends``, ``policy``, ``max_subcircuit_width``, ``num_samples``, ...).
 
     Returns:
         A :class:`RunResult`; ``result.seconds["cut"]`` is 0 when an earlier call's cut was reused.
     """
-    directory = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="qubelet-run-"))
+    if run_dir is None:
+        # Nothing is left behind: the artifacts live in a scratch directory removed on return.
+        with tempfile.TemporaryDirectory(prefix="qubelet-run-") as scratch:
+            result = run(
+                circuit, observables, partition, parameter_values=parameter_values, run_dir=scratch, **options
+            )
+        result.run_dir = None
+        return result
     config = RunConfig(
-        run_dir=directory,
+        run_dir=Path(run_dir),
         observables=observable_specs(observables, circuit.num_qubits),
         partition=partition,
         **options,

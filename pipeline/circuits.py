@@ -266,11 +266,18 @@ def build_target(
     )
 
 
+#: the first bytes of every QPY file (qiskit.qpy's file header)
+_QPY_MAGIC = b"QISKIT"
+
+
 def load_circuit_file(path: Path) -> QuantumCircuit:
     """Read one circuit from a ``.qpy`` or OpenQASM 3 (``.qasm``) file, with a one-line error."""
     try:
         if path.suffix == ".qpy":
             with path.open("rb") as handle:
+                if handle.read(len(_QPY_MAGIC)) != _QPY_MAGIC:
+                    raise PipelineError(f"{path}: not a QPY file (no QPY header; written by qpy.dump?)")
+                handle.seek(0)
                 circuits = qpy.load(handle)
             if len(circuits) != 1:
                 raise PipelineError(f"{path}: expected one circuit, found {len(circuits)}")
@@ -278,7 +285,10 @@ def load_circuit_file(path: Path) -> QuantumCircuit:
             if not isinstance(loaded, QuantumCircuit):
                 raise PipelineError(f"{path}: not a QuantumCircuit")
             return loaded
-        return qasm3.loads(path.read_text())
+        text = path.read_text()
+        if not text.strip():
+            raise PipelineError(f"{path}: empty file, expected an OpenQASM 3 circuit")
+        return qasm3.loads(text)
     except PipelineError:
         raise
     except FileNotFoundError:

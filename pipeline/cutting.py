@@ -230,8 +230,9 @@ def locate_cuts(target: CutTarget, *, max_width: int | None = None, seed: int = 
             "a user circuit needs --partition (e.g. AAABBB), --max-subcircuit-width W, "
             "or CutWire/cut-gate markers in the circuit"
         )
-    if max_width >= circuit.num_qubits:  # a circuit that fits runs uncut (one partition)
-        return target
+    if max_width >= circuit.num_qubits:  # a circuit that fits runs uncut: one partition
+        labels = _connectivity_labels(circuit)
+        return replace(target, partition="".join("A" if label else IDLE_LABEL for label in labels))
     circuit = _decompose_wide_gates(circuit)
     placeholder = circuit.assign_parameters({p: 0.1 + 0.01 * i for i, p in enumerate(circuit.parameters)})
     found = _find_cuts(placeholder, max_width, seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,28 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "node_agent.cli",
     "admission_check.cli",
 )
+
+
+#: flags whose value may begin with a minus sign (an observable such as ``-XZII`` or
+#: ``-0.5*ZZII``), which argparse would otherwise take for an unknown option
+DASH_VALUE_FLAGS = frozenset({"--observables"})
+_DASH_VALUE = re.compile(r"^-[0-9.IXYZ]")
+
+
+def attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--observables -XZII`` as ``--observables=-XZII``: the form argparse reads as a value."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if token in DASH_VALUE_FLAGS and following is not None and _DASH_VALUE.match(following):
+            out.append(f"{token}={following}")
+            index += 2
+            continue
+        out.append(token)
+        index += 1
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"qubelet: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     klog.setup(args.verbose)
     func = getattr(args, "func", None)
     if func is None:

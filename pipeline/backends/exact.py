@@ -11,7 +11,8 @@ circuit with mid-circuit measurements and resets. The path depends on the circui
 
 - measurements only (gate cuts): deferred measurement, one Aer statevector pass per batch;
 - resets too (wire cuts' ``Move``): the same deferral on Aer's density matrix, where a reset is
-  a deterministic channel, while the deferred circuit fits :data:`DENSITY_MATRIX_MAX_QUBITS`;
+  a deterministic channel, while the deferred circuit fits
+  :data:`~pipeline.backends.simulators.DENSITY_MATRIX_MAX_QUBITS`;
 - wider than that: the library's branch-by-branch statevector simulation.
 
 The probabilities are stored as they are (``Counts.exact``); reconstruction gives them zero
@@ -26,15 +27,12 @@ import numpy as np
 from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
-from pipeline.backends.deferred import NotDeferrableError, add_save_probabilities, defer_measurements
-from pipeline.backends.runnable import AER_DENSITY_MATRIX_BASIS, aer_runnable
-from pipeline.backends.simulators import exact_distributions, scatter_outcomes
+from pipeline.backends.runnable import aer_runnable
+from pipeline.backends.simulators import density_matrix_distribution, exact_distributions
 from policy.interface import BackendKind, BackendState
 
 #: the backend's name in ``--backends`` and in every record it writes
 EXACT = "exact"
-#: widest deferred circuit simulated as a density matrix (4^n amplitudes: 14 qubits is 4 GiB)
-DENSITY_MATRIX_MAX_QUBITS = 12
 
 
 class ExactBackend:
@@ -68,18 +66,9 @@ class ExactBackend:
 
 def non_unitary_distribution(circuit: QuantumCircuit) -> tuple[np.ndarray, np.ndarray]:
     """Exact outcome distribution of a circuit with resets (density matrix, else branching)."""
-    try:
-        flat, sources = defer_measurements(aer_runnable(circuit, AER_DENSITY_MATRIX_BASIS), allow_resets=True)
-    except NotDeferrableError:
-        flat = None
-    if flat is not None and flat.num_qubits <= DENSITY_MATRIX_MAX_QUBITS:
-        from qiskit_aer import AerSimulator
-
-        written = [clbit for clbit, qubit in enumerate(sources) if qubit >= 0]
-        add_save_probabilities(flat, [sources[c] for c in written])
-        result = AerSimulator(method="density_matrix", max_parallel_threads=1).run(flat, shots=1).result()
-        probabilities = np.clip(np.asarray(result.data(0)["probabilities"], dtype=float), 0.0, None)
-        return scatter_outcomes(len(written), written), probabilities / probabilities.sum()
+    distribution = density_matrix_distribution(circuit)
+    if distribution is not None:
+        return distribution
     from qiskit_addon_cutting.utils.simulation import simulate_statevector_outcomes
 
     table = simulate_statevector_outcomes(circuit)
