@@ -89,7 +89,13 @@ class CloudController:
         self.metrics = metrics or DRAMetrics()
         self.elector = LeaderElector(api, identity, lease_duration_seconds=lease_duration_seconds, now=now)
         self.broadcaster = HealthBroadcaster(network_devices(self.qpus))
-        self.monitor = HealthMonitor(self.qpus, on_change=self.broadcaster.set, probe=probe)
+        self.monitor = HealthMonitor(
+            self.qpus,
+            on_change=self.broadcaster.set,
+            probe=probe,
+            flip_after=config.flags.health_flip_after_probes,
+            hold_seconds=config.flags.health_hold_seconds,
+        )
         self.reconciler = SliceReconciler(
             api,
             label_selector=f"{PUBLISHER_LABEL}={CONTROLLER_PUBLISHER}",

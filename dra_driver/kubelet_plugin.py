@@ -11,6 +11,7 @@ registration socket, so kubelet never learns of an endpoint that does not answer
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,11 +42,22 @@ log = klog.get_logger("qubelet.dra.kubelet_plugin")
 
 
 class SliceLoop:
-    """Re-publishes slices on every wake-up (health change) and every ``resync_seconds``."""
+    """Re-publishes slices on every wake-up (health change) and every ``resync_seconds``.
 
-    def __init__(self, reconcile: Callable[[], ReconcileResult], resync_seconds: float, name: str) -> None:
+    Passes are at least ``min_interval_seconds`` apart however often it is woken: wake-ups in
+    between coalesce into one write (a flapping QPU once made 49 slice writes in 10 s).
+    """
+
+    def __init__(
+        self,
+        reconcile: Callable[[], ReconcileResult],
+        resync_seconds: float,
+        name: str,
+        min_interval_seconds: float = 1.0,
+    ) -> None:
         self._reconcile = reconcile
         self.resync_seconds = resync_seconds
+        self.min_interval_seconds = min_interval_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -68,7 +80,12 @@ class SliceLoop:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        last = float("-inf")
         while not self._stop.is_set():
+            pause = last + self.min_interval_seconds - time.monotonic()
+            if pause > 0 and self._stop.wait(pause):
+                return
+            last = time.monotonic()
             self._wake.clear()
             wait = self.resync_seconds
             try:
@@ -103,6 +120,7 @@ class KubeletPlugin:
         tokens_root: str | Path = TOKENS_ROOT,
         tokens_gid: int | None = None,
         socket_check_seconds: float = 1.0,
+        slice_min_interval_seconds: float = 1.0,
     ) -> None:
         self.config = config
         #: refreshes the fidelities/calibration time the slices publish (None: the inventory's)
@@ -130,7 +148,11 @@ class KubeletPlugin:
         self.broadcaster = HealthBroadcaster(self.devices.values())
         mine = {d.qpu.name for d in self.devices.values()}
         self.monitor = HealthMonitor(
-            [q for q in config.qpus if q.name in mine], on_change=self.broadcaster.set, probe=probe
+            [q for q in config.qpus if q.name in mine],
+            on_change=self.broadcaster.set,
+            probe=probe,
+            flip_after=config.flags.health_flip_after_probes,
+            hold_seconds=config.flags.health_hold_seconds,
         )
         self.registration = RegistrationService(str(self.dra_socket))
         self.reconciler = SliceReconciler(
@@ -140,7 +162,9 @@ class KubeletPlugin:
         )
         self.publish_slices = publish_slices
         self._node_uid: str | None = None
-        self.loop = SliceLoop(self.reconcile_slices, resync_seconds, "dra-node-slices")
+        self.loop = SliceLoop(
+            self.reconcile_slices, resync_seconds, "dra-node-slices", slice_min_interval_seconds
+        )
         self.broadcaster.add_listener(self.loop.wake)
         self._dra_server: grpc.Server | None = None
         self._reg_server: grpc.Server | None = None

@@ -68,7 +68,11 @@ class DevicePlugin:
         self.metrics = metrics if metrics is not None else PluginMetrics()
         self.state = DeviceState(config, self.metrics, tokens)
         self.monitor = monitor or HealthMonitor(
-            config.qpus, on_change=self.state.set_health, on_probe=self.metrics.observe_probe
+            config.qpus,
+            on_change=self.state.set_health,
+            on_probe=self.metrics.observe_probe,
+            flip_after=config.flags.health_flip_after_probes,
+            hold_seconds=config.flags.health_hold_seconds,
         )
         #: where the CDI spec goes with ``flags.cdiEnabled`` (no CDI names without it)
         self.cdi_dir = cdi_dir

@@ -60,7 +60,13 @@ DEFAULT_HEALTH_INTERVAL_SECONDS = 10.0
 DEFAULT_PROBE_TIMEOUT_SECONDS = 5.0
 
 _TOP_KEYS = {"version", "flags", "sharing", "qpus"}
-_FLAG_KEYS = {"failOnInitError", "cdiEnabled", "healthCheckIntervalSeconds"}
+_FLAG_KEYS = {
+    "failOnInitError",
+    "cdiEnabled",
+    "healthCheckIntervalSeconds",
+    "healthFlipAfterProbes",
+    "healthHoldSeconds",
+}
 _SHARING_KEYS = {"timeSlicing"}
 _TIME_SLICING_KEYS = {"replicas"}
 _QPU_KEYS = {
@@ -161,6 +167,10 @@ class Flags:
     fail_on_init_error: bool
     cdi_enabled: bool
     health_check_interval_seconds: float
+    #: a health change is published after this many consecutive probes agree (damping)
+    health_flip_after_probes: int = 1
+    #: a published health state holds at least this long (damping)
+    health_hold_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -449,6 +459,12 @@ def _parse_qpu(raw: object, index: int, source: str, flags: Flags, default_repli
     )
 
 
+def _non_negative(value: object, ctx: _Ctx, field_name: str) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return ctx.positive_float(value, field_name)
+
+
 def _unix_seconds(value: object, ctx: _Ctx, field_name: str) -> int:
     """An RFC 3339 timestamp (YAML may already have parsed it) or unix seconds, as unix seconds."""
     import datetime as dt
@@ -485,6 +501,12 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         health_check_interval_seconds=ctx.positive_float(
             flags_raw.get("healthCheckIntervalSeconds", DEFAULT_HEALTH_INTERVAL_SECONDS),
             "flags.healthCheckIntervalSeconds",
+        ),
+        health_flip_after_probes=ctx.positive_int(
+            flags_raw.get("healthFlipAfterProbes", 1), "flags.healthFlipAfterProbes"
+        ),
+        health_hold_seconds=_non_negative(
+            flags_raw.get("healthHoldSeconds", 0), ctx, "flags.healthHoldSeconds"
         ),
     )
     sharing = ctx.mapping(top.get("sharing") or {}, "sharing", _SHARING_KEYS)

@@ -192,6 +192,11 @@ class HealthMonitor:
     ("previous probe still running") until it returns. ``on_probe(name, result)`` (optional)
     sees every probe result, for metrics. ``probe`` may be replaced (tests, benchmarks); it
     defaults to :func:`probe_once`.
+
+    Damping (``flags.healthFlipAfterProbes``, ``flags.healthHoldSeconds``): the first result is
+    published at once; after that a QPU's published health changes only when ``flip_after``
+    consecutive probes disagree with it and it has held for ``hold_seconds``, so a flapping QPU
+    does not turn into a storm of ListAndWatch updates and slice writes.
     """
 
     def __init__(
@@ -201,8 +206,14 @@ class HealthMonitor:
         *,
         on_probe: Callable[[str, ProbeResult], None] | None = None,
         probe: Callable[[QPUConfig], ProbeResult] = probe_once,
+        flip_after: int = 1,
+        hold_seconds: float = 0.0,
     ) -> None:
         """Nothing is probed until :meth:`check_now` or :meth:`start`."""
+        self.flip_after = max(1, flip_after)
+        self.hold_seconds = hold_seconds
+        self._streak: dict[str, int] = {}
+        self._published_at: dict[str, float] = {}
         self._qpus = {qpu.name: qpu for qpu in qpus}
         self._on_change = on_change
         self._on_probe = on_probe
@@ -245,10 +256,19 @@ class HealthMonitor:
                 self._on_probe(qpu.name, result)
             except Exception as exc:
                 log.error("on_probe callback failed", err=exc, qpu=qpu.name)
+        now = time.monotonic()
         with self._lock:
             previous = self._state[qpu.name]
-            self._state[qpu.name] = result.healthy
             self._reasons[qpu.name] = result.reason
+            if previous is not None and previous != result.healthy:
+                streak = self._streak[qpu.name] = self._streak.get(qpu.name, 0) + 1
+                held = now - self._published_at.get(qpu.name, 0.0)
+                if streak < self.flip_after or held < self.hold_seconds:
+                    return previous  # damped: not yet enough agreeing probes, or held too briefly
+            self._streak[qpu.name] = 0
+            if previous != result.healthy:
+                self._state[qpu.name] = result.healthy
+                self._published_at[qpu.name] = now
         before = bool(previous)
         if before != result.healthy or previous is None:
             # The first result is logged too: an Unhealthy QPU at start-up says why.
