@@ -39,6 +39,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--policy-model", type=Path, help="fitted telemetry model (qubelet policy fit)")
     parser.add_argument(
+        "--policy-config",
+        type=Path,
+        help="admin's policy knobs (YAML, version v1: epsilon, loop cadence, per-backend weight and "
+        "prior overrides; docs/policy.md)",
+    )
+    parser.add_argument(
         "--error-budget",
         type=float,
         help="telemetry/greedy policy: largest predicted error of one subexperiment's result, i.e. "
@@ -156,6 +162,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             seed=args.seed,
             policy=args.policy,
             policy_model=args.policy_model,
+            policy_config=getattr(args, "policy_config", None),
             error_budget=args.error_budget,
             require_budget=bool(getattr(args, "require_budget", False)),
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),

@@ -45,6 +45,8 @@ class RunConfig:
     #: IQM fake backend class used as the embedded QPU when no real server is configured
     qpu_backend: str = DEFAULT_QPU_SPEC
     policy_model: Path | None = None
+    #: the admin's policy knobs file (``policy.admin``: ε, weights, priors, loop cadence)
+    policy_config: Path | None = None
     #: largest predicted error of one subexperiment's result the policy accepts (None: its
     #: default); see docs/policy.md for what it bounds
     error_budget: float | None = None

@@ -174,8 +174,14 @@ class LocalExecutor:
         return pending
 
     def loop_settings(self) -> LoopSettings:
-        """The loop's cadence for this run (batch size and attempts from the run config)."""
-        return LoopSettings(batch_size=self.config.batch_size, max_attempts=self.config.max_attempts)
+        """The loop's cadence for this run.
+
+        Batch size and attempts come from the run config, the rest from the admin's policy
+        config when the policy has one.
+        """
+        base = LoopSettings(batch_size=self.config.batch_size, max_attempts=self.config.max_attempts)
+        admin = getattr(self._policy, "admin", None)
+        return base if admin is None else admin.loop_settings(base)
 
     def _write_plan(
         self, loop: SchedulingLoop, batches: Sequence[Batch], states: Sequence[BackendState]

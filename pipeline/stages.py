@@ -528,7 +528,11 @@ def policy_for(config: RunConfig) -> SelectionPolicy:
     """The selection policy a config names, with a one-line error for a bad model file."""
     try:
         return make_policy(
-            config.policy, seed=config.seed, model_path=config.policy_model, error_budget=config.error_budget
+            config.policy,
+            seed=config.seed,
+            model_path=config.policy_model,
+            error_budget=config.error_budget,
+            policy_config=config.policy_config,
         )
     except ValueError as exc:
         raise PipelineError(str(exc)) from None

@@ -6,6 +6,7 @@
 """
 
 __all__ = [
+    "admin",
     "bounds",
     "cli",
     "decide",

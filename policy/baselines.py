@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from policy.admin import PolicyConfig
 from policy.interface import (
     BackendKind,
     BackendState,
@@ -45,11 +46,22 @@ class GreedyPolicy(TelemetryPolicy):
     name = "greedy"
 
     def __init__(
-        self, *, seed: int = 0, error_budget: float = DEFAULT_ERROR_BUDGET, record_metrics: bool = True
+        self,
+        *,
+        seed: int = 0,
+        error_budget: float = DEFAULT_ERROR_BUDGET,
+        record_metrics: bool = True,
+        admin: PolicyConfig | None = None,
     ) -> None:
         super().__init__(
-            PolicyModel(), seed=seed, error_budget=error_budget, epsilon=0.0, record_metrics=record_metrics
+            PolicyModel(),
+            seed=seed,
+            error_budget=error_budget,
+            epsilon=0.0,
+            record_metrics=record_metrics,
+            admin=admin,
         )
+        self.epsilon = 0.0  # never explores, whatever the admin's ε
 
     def observe(self, rows: Sequence[TelemetryRow], *, refit: bool = True) -> None:
         """Ignore telemetry: this baseline measures what the priors alone achieve."""

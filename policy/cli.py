@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
+        "--policy-config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="admin's policy knobs for the telemetry policy",
+    )
+    evaluate.add_argument(
         "--seeds",
         metavar="A-B",
         help="evaluate every seed A..B and report per scenario the median, min and max of "
@@ -341,12 +347,17 @@ def _eval(args: argparse.Namespace) -> int:
             raise UsageError(f"policy eval: --seeds {args.seeds!r} is not A-B (e.g. 0-9)") from None
         if not seeds:
             raise UsageError(f"policy eval: --seeds {args.seeds!r} is empty")
+    admin = None
+    if args.policy_config is not None:
+        from policy.admin import load_policy_config
+
+        admin = load_policy_config(args.policy_config)  # ConfigError: one line, exit 2
     by_scenario: dict[str, list[Any]] = {}
     for name in names:
         scenario = SCENARIOS[name]
         if args.tasks is not None:
             scenario = scenario.scaled(args.tasks)
-        by_scenario[name] = [evaluate(scenario, seed=seed) for seed in seeds]
+        by_scenario[name] = [evaluate(scenario, seed=seed, admin=admin) for seed in seeds]
     evaluations = [e for runs in by_scenario.values() for e in runs]
     if len(seeds) > 1:
         table, figures = seed_table(by_scenario)

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from policy.admin import PolicyConfig
 from policy.baselines import GreedyPolicy, GreedySimulatorsPolicy
 from policy.bounds import lower_bound
 from policy.interface import SelectionPolicy, TelemetryRow
+from policy.loop import LoopSettings
 from policy.models import PolicyModel
 from policy.scenarios import BackendSpec, Scenario
 from policy.simulator import SimResult, make_tasks, simulate
@@ -167,10 +169,12 @@ def evaluate(
     seed: int = 0,
     epsilon: float = 0.02,
     history: list[TelemetryRow] | None = None,
+    admin: PolicyConfig | None = None,
 ) -> Evaluation:
     """Run the baselines and the telemetry policy on the same tasks and compute the bound.
 
-    ``history`` is what the telemetry policy is fitted on (default: :func:`simulated_history`).
+    ``history`` is what the telemetry policy is fitted on (default: :func:`simulated_history`);
+    ``admin`` the admin's knobs for the telemetry policy and its loop (``policy.admin``).
     """
     from policy.registry import make_policy
 
@@ -197,8 +201,14 @@ def evaluate(
         error_budget=scenario.error_budget,
         epsilon=epsilon,
         record_metrics=False,
+        admin=admin,
     )
-    telemetry = simulate(scenario, policy, seed=seed, tasks=tasks, run_id=f"telemetry-{seed}")
+    settings = None
+    if admin is not None:
+        settings = admin.loop_settings(LoopSettings(batch_size=scenario.wave_size, max_attempts=10**6))
+    telemetry = simulate(
+        scenario, policy, seed=seed, tasks=tasks, run_id=f"telemetry-{seed}", settings=settings
+    )
     if isinstance(history, list):
         history.extend(telemetry.rows)  # a sequence of runs keeps what this one taught
     outcomes["telemetry"] = Outcome.of(telemetry, scenario.error_budget)

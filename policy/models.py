@@ -293,8 +293,11 @@ class PolicyModel:
         rows: Iterable[TelemetryRow] = (),
         snapshots: dict[str, BackendSnapshot] | None = None,
         hyper: Hyperparameters | None = None,
+        priors: dict[BackendKind, CostCoefficients] | None = None,
     ) -> None:
         self.hyper = hyper or Hyperparameters()
+        #: prior cost models an admin overrode per class (``policy.admin``; not saved with the model)
+        self.priors: dict[BackendKind, CostCoefficients] = dict(priors or {})
         self.rows: list[TelemetryRow] = list(rows)
         self.snapshots: dict[str, BackendSnapshot] = dict(snapshots or {})
         self._corrections: dict[str, _Correction] = {}
@@ -330,7 +333,7 @@ class PolicyModel:
             tasks = [self._tasks[id(r)] for r in group]
             kind: BackendKind = group[0]["backend_kind"]
             observed = np.array([unit_run_seconds(r) for r in group])
-            target = np.log(observed) - np.log(prior_seconds(tasks, kind))
+            target = np.log(observed) - np.log(self.prior_seconds(tasks, kind))
             ridge = RidgeFit.fit(circuit_matrix(tasks), target, self.hyper.ridge_alpha)
             self._corrections[key] = _Correction(ridge=ridge, rows=len(group))
         self._fit_recent()
@@ -417,6 +420,14 @@ class PolicyModel:
             self.fit()
 
     # -- prediction ---------------------------------------------------------------------------
+    def prior_seconds(self, tasks: Sequence[CircuitFeatures], kind: BackendKind) -> np.ndarray:
+        """The prior run time of each task: the admin's override for ``kind``, else the built-in."""
+        override = self.priors.get(kind)
+        if override is None:
+            return prior_seconds(tasks, kind)
+        a = _arrays(tasks)
+        return np.maximum(override.seconds(a["n"], a["depth"], a["shots"]), _MIN_SECONDS)
+
     def correction_source(self, state: BackendState) -> tuple[str, int]:
         """Which pooled fit corrects this backend's prior, and on how many rows (``prior``, 0)."""
         for key in _level_keys(state.name, state.kind, state.model):
@@ -439,7 +450,7 @@ class PolicyModel:
 
     def _static_seconds(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> np.ndarray:
         """The prior corrected by the long-memory regression (no recent level)."""
-        prior = prior_seconds(tasks, state.kind)
+        prior = self.prior_seconds(tasks, state.kind)
         key, rows = self.correction_source(state)
         if rows == 0 or not tasks:
             return prior

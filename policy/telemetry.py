@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from policy import metrics
+from policy.admin import PolicyConfig
 from policy.decide import Assignment, UnschedulableTaskError, list_schedule
 from policy.features import backend_features, circuit_vector
 from policy.interface import (
@@ -52,13 +53,17 @@ class TelemetryPolicy:
         epsilon: float = DEFAULT_EPSILON,
         record_metrics: bool = True,
         clock: Callable[[], float] = time.time,
+        admin: PolicyConfig | None = None,
     ) -> None:
         if not 0.0 <= error_budget <= 1.0:
             raise ValueError(f"error budget must be in [0, 1], got {error_budget}")
         self.model = model or PolicyModel()
         self.seed = seed
         self.error_budget = error_budget
-        self.epsilon = epsilon
+        #: the admin's knobs (``policy.admin``): ε, per-backend weights, prior overrides, cadence
+        self.admin = admin or PolicyConfig()
+        self.epsilon = epsilon if self.admin.epsilon is None else self.admin.epsilon
+        self.model.priors.update(self.admin.priors())
         self.record_metrics = record_metrics
         #: the time telemetry ``ts`` is measured in (wall clock; the simulator sets its own)
         self.clock = clock
@@ -103,7 +108,7 @@ class TelemetryPolicy:
         widths = np.array([t.num_qubits for t in tasks])
         for b, state in enumerate(backends):
             retry = 1.0 / (1.0 - self.model.failure_ratio(state))
-            seconds[:, b] = self.model.predict_seconds(tasks, state) * retry
+            seconds[:, b] = self.model.predict_seconds(tasks, state) * retry * self.admin.weight(state)
             at = self.clock() + (0.0 if ahead is None else float(ahead[b]))
             errors[:, b] = self.model.predict_error(tasks, state, at=at)
             wide_enough = widths <= (state.max_qubits if state.max_qubits is not None else 10**9)
