@@ -16,6 +16,7 @@ QUBELET = str(Path(sys.executable).with_name("qubelet"))
 def test_upstream_service_names() -> None:
     from dra_driver.api.dra.v1 import api_pb2 as v1
     from dra_driver.api.dra.v1beta1 import api_pb2 as v1beta1
+    from dra_driver.api.dra_health.v1 import api_pb2 as health_v1
     from dra_driver.api.dra_health.v1alpha1 import api_pb2 as health
     from dra_driver.api.pluginregistration.v1 import api_pb2 as reg
 
@@ -25,6 +26,7 @@ def test_upstream_service_names() -> None:
         == "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin"
     )
     assert health.DESCRIPTOR.services_by_name["DRAResourceHealth"].full_name == "v1alpha1.DRAResourceHealth"
+    assert health_v1.DESCRIPTOR.services_by_name["DRAResourceHealth"].full_name == "v1.DRAResourceHealth"
     assert reg.DESCRIPTOR.services_by_name["Registration"].full_name == "pluginregistration.Registration"
     # field numbers kubelet relies on
     assert v1.Device.DESCRIPTOR.fields_by_name["cdi_device_ids"].number == 4
@@ -40,6 +42,7 @@ def test_device_plugin_and_dra_protos_load_in_one_process() -> None:
         "import dra_driver.api.dra.v1beta1.api_pb2 as dra\n"
         "import dra_driver.api.pluginregistration.v1.api_pb2 as reg\n"
         "import dra_driver.api.dra_health.v1alpha1.api_pb2 as h\n"
+        "import dra_driver.api.dra_health.v1.api_pb2 as h1\n"
         "print(dp.AllocateRequest.DESCRIPTOR.full_name,\n"
         "      dra.NodePrepareResourcesRequest.DESCRIPTOR.full_name)\n"
     )
