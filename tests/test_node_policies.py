@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN_SA = "system:serviceaccount:qubelet-system:qubelet-dra-kubelet-plugin"
 CONTROLLER_SA = "system:serviceaccount:qubelet-system:qubelet-dra-controller"
 NODE_CLAIM = {"authentication.kubernetes.io/node-name": ["node-a"]}
-OPTED_IN = {"quantum.example.com/qpu-access": "true"}
+OPTED_IN = {"quantum.example.com/qpu-tenant": "true"}
 
 
 def load_policies(path: str) -> dict[str, Policy]:
@@ -192,7 +192,7 @@ def tenant_request(obj: dict[str, Any], labels: dict[str, str] | None, namespace
     )
 
 
-REFUSED = "namespace team-z has not opted in to QPUs: an admin labels it quantum.example.com/qpu-access=true"
+REFUSED = "namespace team-z has not opted in to QPUs: an admin labels it quantum.example.com/qpu-tenant=true"
 
 
 @pytest.mark.parametrize(
@@ -209,7 +209,7 @@ REFUSED = "namespace team-z has not opted in to QPUs: an admin labels it quantum
 )
 def test_qpu_requests_from_a_namespace_not_opted_in_are_refused(obj: dict[str, Any]) -> None:
     assert admit(TENANT_POLICIES, tenant_request(obj, {})) == [REFUSED]
-    assert admit(TENANT_POLICIES, tenant_request(obj, {"quantum.example.com/qpu-access": "yes"})) == [REFUSED]
+    assert admit(TENANT_POLICIES, tenant_request(obj, {"quantum.example.com/qpu-tenant": "yes"})) == [REFUSED]
     assert admit(TENANT_POLICIES, tenant_request(obj, OPTED_IN)) == []
 
 
@@ -234,7 +234,7 @@ def test_workloads_namespace_is_opted_in_and_every_overlay_has_the_policy() -> N
     ):
         docs = [d for d in yaml.safe_load_all((REPO / path).read_text()) if d]
         ns = next(d for d in docs if d["metadata"]["name"] == "qubelet-workloads")
-        assert ns["metadata"]["labels"]["quantum.example.com/qpu-access"] == "true"
+        assert ns["metadata"]["labels"]["quantum.example.com/qpu-tenant"] == "true"
     for overlay in ("dra", "device-plugin"):
         kust = yaml.safe_load((REPO / "manifests" / "overlays" / overlay / "kustomization.yaml").read_text())
         assert "../../tenants" in kust["resources"]
@@ -289,3 +289,24 @@ def test_admission_check_lease_name_is_the_code_s() -> None:
     from admission_check.names import LEASE_NAME as AC_LEASE
 
     assert AC_LEASE == "qubelet-admission-check"
+
+
+# -- Pushgateway NetworkPolicy ---------------------------------------------------------------
+
+
+def test_only_step_pods_push_and_only_prometheus_reads_the_pushgateway() -> None:
+    from pipeline.cluster.render import KIND_LABEL
+
+    (policy,) = yaml.safe_load_all((REPO / "manifests/monitoring/networkpolicy.yaml").read_text())
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == "qubelet-workloads"
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "qubelet-pushgateway"}
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    steps, prometheus = rule["from"]
+    # step pods: the label the renderer puts on every step's pod, in the pushgateway's namespace
+    assert steps == {"podSelector": {"matchExpressions": [{"key": KIND_LABEL, "operator": "Exists"}]}}
+    assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    assert rule["ports"] == [{"port": 9091, "protocol": "TCP"}]
+    kust = yaml.safe_load((REPO / "manifests/monitoring/kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kust["resources"]

@@ -16,7 +16,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
 from pipeline.cluster import claims
@@ -24,7 +23,7 @@ from pipeline.cluster import inputs as run_inputs
 from pipeline.cluster import resources as res
 from pipeline.config import RunConfig
 from qubelet import serde
-from qubelet.inventory.names import MIN_FIDELITY_ANNOTATION, TOKENS_MOUNT_PATH
+from qubelet.inventory.names import MIN_FIDELITY_ANNOTATION
 
 ArgoCompat = Literal["typed", "podspecpatch"]
 
@@ -57,9 +56,6 @@ def check_argo_version(argo_compat: ArgoCompat, version: tuple[int, int, int]) -
 
 RUNS_VOLUME = "runs"
 TMP_VOLUME = "tmp"
-TOKENS_VOLUME = "iqm-tokens"
-#: The directory the token Secret is mounted at: where workloads find ``IQM_TOKENS_FILE``.
-TOKENS_MOUNT = str(PurePosixPath(TOKENS_MOUNT_PATH).parent)
 PART_OF = {"app.kubernetes.io/part-of": "qubelet", "app.kubernetes.io/name": "qubelet-pipeline"}
 KIND_LABEL = "qubelet.quantum.example.com/backend-kind"
 STEP_LABEL = "qubelet.quantum.example.com/step"
@@ -134,7 +130,6 @@ class RenderOptions:
     pvc: str = "qubelet-runs"
     runs_root: str = "/runs"
     service_account: str = "qubelet-workflow"
-    token_secret: str = "qubelet-iqm-tokens"
     retries: int = 3
     #: Use a generated ResourceClaimTemplate with a CEL qubit floor when a batch has min_qubits.
     claim_constraints: bool = False
@@ -166,8 +161,9 @@ def _container(
         mounts.append(
             {"name": run_inputs.INPUTS_VOLUME, "mountPath": run_inputs.INPUTS_MOUNT, "readOnly": True}
         )
-    if kind == "qpu":
-        mounts.append({"name": TOKENS_VOLUME, "mountPath": TOKENS_MOUNT, "readOnly": True})
+    # No token Secret here: the QPU's token file reaches the QPU step through its device (the DRA
+    # driver's CDI spec, or the device plugin's Allocate) at IQM_TOKENS_FILE, chosen per namespace
+    # by the node daemons; mounting the Secret's directory there too would collide with that file.
     return {
         "name": "main",
         "image": opts.image,
@@ -233,10 +229,6 @@ def _pod_template(
         template["inputs"] = inputs
     if outputs:
         template["outputs"] = outputs
-    if kind == "qpu":
-        template["volumes"] = [
-            {"name": TOKENS_VOLUME, "secret": {"secretName": opts.token_secret, "optional": True}}
-        ]
     if typed_claim:
         template["resourceClaims"] = [
             {"name": res.QPU_CLAIM_NAME, "resourceClaimTemplateName": claim_template}
