@@ -4,6 +4,12 @@ Every PromQL expression the controller sends is in :data:`PROMQL`. The pipeline 
 ``backend="qpu:<name>"``, the DRA driver by ``qpu="<name>"``; both are keyed here by the QPU's
 inventory name. One failed query makes the whole snapshot unavailable (``TelemetryError``): the
 controller must not admit work on half a picture.
+
+Liveness comes from Prometheus' own view first: ``device_healthy`` is the node daemons' health,
+scraped by Prometheus and kept only from targets whose ``up`` is 1 now. Pushed gauges
+(``backend_up``, from the Pushgateway, which has no authentication) decide only for a QPU that
+no scraped series covers: a pod that pushes ``backend_up=0`` cannot hold the work of a QPU the
+node daemons see healthy (manifests/monitoring/networkpolicy.yaml limits who may push at all).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ PROMQL: dict[str, str] = {
         'min by (backend) (qubelet_pipeline_backend_up{backend=~"qpu:.*"}'
         " unless on (run, task) (push_time_seconds < time() - 3600))"
     ),
-    "device_healthy": "min by (qpu) (qubelet_dra_qpu_healthy)",
+    "device_healthy": "min by (qpu) (qubelet_dra_qpu_healthy and on (job, instance) (up == 1))",
     "queue_depth": (
         'sum by (backend) (qubelet_pipeline_queue_depth{backend=~"qpu:.*"}'
         " unless on (run, task) (push_time_seconds < time() - 86400))"
@@ -81,10 +87,15 @@ class PrometheusTelemetry:
         names = set().union(*(v.keys() for v in values.values())) - {""}
         out = {}
         for qpu in sorted(names):
-            ups = [values[k][qpu] >= 1.0 for k in ("backend_up", "device_healthy") if qpu in values[k]]
+            if qpu in values["device_healthy"]:  # scraped by Prometheus from a live target
+                up: bool | None = values["device_healthy"][qpu] >= 1.0
+            elif qpu in values["backend_up"]:  # pushed only: nothing better to go on
+                up = values["backend_up"][qpu] >= 1.0
+            else:
+                up = None
             out[qpu] = QPUTelemetry(
                 name=qpu,
-                up=all(ups) if ups else None,
+                up=up,
                 queue_depth=values["queue_depth"].get(qpu, 0.0),
                 latency_seconds=values["latency_seconds"].get(qpu),
                 fidelity_2q=values["fidelity_2q"].get(qpu),

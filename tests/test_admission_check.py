@@ -266,3 +266,23 @@ def test_manifests_wire_the_check_to_the_qpu_flavor_with_least_privilege() -> No
     }  # fmt: skip
     for doc in [queue, deployment, *docs("manifests/admission-check/rbac.yaml")]:
         schemas.validate(doc)
+
+
+def test_a_pushed_backend_down_does_not_outvote_the_scraped_health(
+    kueue: FakeKueueAPI, prom: FakePrometheus
+) -> None:
+    """Anyone who can reach the Pushgateway could push backend_up=0 and hold all QPU work
+    (issue 23 #7): Prometheus' own scrape of the node daemons decides when it has one."""
+    healthy(prom)
+    prom.set(PROMQL["backend_up"], [({"backend": "qpu:apollo"}, 0)])  # forged push
+    kueue.create_workload(workload("wl-forged"))
+    assert controller(kueue, FakeResourceAPI(), prom).run_once() == {f"{NS}/wl-forged": "Ready"}
+    # with no scraped series for the QPU, the pushed gauge is all there is, and it is believed
+    prom.set(PROMQL["device_healthy"], [])
+    kueue.create_workload(workload("wl-pushed"))
+    out = controller(kueue, FakeResourceAPI(), prom).run_once()
+    assert out[f"{NS}/wl-pushed"] == "Retry"
+
+
+def test_device_health_counts_only_from_targets_prometheus_scrapes_now() -> None:
+    assert "up == 1" in PROMQL["device_healthy"]
