@@ -1,4 +1,4 @@
-"""Simulated clusters and workloads, as data.
+"""Simulated clusters and workloads, as data (the built-ins are files: ``policy.scenario_files``).
 
 Each :class:`Scenario` is a workload (partitions of cutting subexperiments) and a cluster
 (backends with a *true* cost model, noise, failures, cloud queue, calibration and its drift). The
@@ -132,145 +132,14 @@ class Scenario:
         return replace(self, partitions=parts, wave_size=wave)
 
 
-CPU_TRUTH = CostCoefficients(base=3e-3, per_shot=3e-7, per_amp_layer=6e-9)
-GPU_TRUTH = CostCoefficients(base=3e-2, per_shot=1.5e-7, per_amp_layer=3e-10)
-QPU_TRUTH = CostCoefficients(base=4e-2, per_shot=1.8e-5, per_shot_layer=1e-8)
+def _builtins() -> dict[str, Scenario]:
+    from policy.scenario_files import builtin_scenarios  # needs the classes above
 
-_CPU = BackendSpec(name="cpu", kind="cpu", cost=CPU_TRUTH, workers=3, failure_prob=0.001)
-_GPU = BackendSpec(name="gpu", kind="gpu", cost=GPU_TRUTH, noise_sigma=0.1, failure_prob=0.001)
-_QPU = BackendSpec(
-    name="qpu:apollo-onprem",
-    kind="qpu",
-    cost=QPU_TRUTH,
-    max_qubits=20,
-    model="Apollo",
-    failure_prob=0.02,
-    fidelity_2q=0.995,
-    readout_fidelity=0.98,
-    error_scale=1.1,
-)
-#: The paper's cut: a 10-qubit HEA, 3 gate cuts → 6^3 = 216 subexperiments per 5-qubit partition.
-_PAPER_PARTS = (
-    PartitionSpec("A", 216, num_qubits=5, depth=22, num_2q_gates=8, num_clbits=6),
-    PartitionSpec("B", 216, num_qubits=5, depth=22, num_2q_gates=8, num_clbits=6),
-)
+    return builtin_scenarios()
 
-SCENARIOS: dict[str, Scenario] = {
-    "paper": Scenario(
-        name="paper",
-        description="paper's cutting run: 2 partitions x 216 = 432 tasks; 3 CPU workers + 1 GPU + 1 QPU",
-        partitions=_PAPER_PARTS,
-        backends=(_CPU, _GPU, _QPU),
-    ),
-    "cloud_queue": Scenario(
-        name="cloud_queue",
-        description="as paper, but the QPU is a cloud QPU with a 15-minute queue",
-        partitions=_PAPER_PARTS,
-        backends=(_CPU, _GPU, replace(_QPU, name="qpu:apollo-cloud", queue_wait_seconds=900.0)),
-    ),
-    "drift": Scenario(
-        name="drift",
-        description="4 cut circuits (1728 tasks); QPU 2q fidelity drops 0.995 -> 0.95 at t=1 s",
-        partitions=tuple(replace(p, count=4 * p.count) for p in _PAPER_PARTS),
-        backends=(
-            _CPU,
-            _GPU,
-            replace(_QPU, drift_at_seconds=1.0, drifted_fidelity_2q=0.95, drifted_readout_fidelity=0.93),
-        ),
-        wave_size=108,
-    ),
-    "wide": Scenario(
-        name="wide",
-        description="26-qubit partitions: simulators saturate, a good 54-qubit QPU wins",
-        partitions=(
-            PartitionSpec("A", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
-            PartitionSpec("B", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
-        ),
-        backends=(
-            _CPU,
-            _GPU,
-            replace(
-                _QPU,
-                name="qpu:aphrodite-onprem",
-                model="Aphrodite",
-                max_qubits=54,
-                fidelity_2q=0.9985,
-                readout_fidelity=0.992,
-            ),
-        ),
-    ),
-}
 
-# -- scenarios where the choice matters and only learning reveals the truth ----------------------
-#: Statevector memory caps width: 2^30 amplitudes x 16 B = 16 GiB of host RAM, 2^32 x 8 B = 32 GiB
-#: on the GPU (complex64).
-_CAPPED_CPU = replace(_CPU, max_qubits=30)
-_CAPPED_GPU = replace(_GPU, max_qubits=32)
-_APHRODITE = replace(
-    _QPU,
-    name="qpu:aphrodite-onprem",
-    model="Aphrodite",
-    max_qubits=54,
-    fidelity_2q=0.9985,
-    readout_fidelity=0.992,
-)
-_PARTS_26 = (
-    PartitionSpec("A", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
-    PartitionSpec("B", 216, num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27),
-)
-
-SCENARIOS.update(
-    {
-        "qpu_only_wide": Scenario(
-            name="qpu_only_wide",
-            description="34-qubit partitions fit only the QPU; 24-qubit ones fit every backend",
-            partitions=(
-                PartitionSpec("W", 120, num_qubits=34, depth=24, num_2q_gates=30, num_clbits=34),
-                PartitionSpec("N", 360, num_qubits=24, depth=25, num_2q_gates=30, num_clbits=24),
-            ),
-            backends=(_CAPPED_CPU, _CAPPED_GPU, _APHRODITE),
-        ),
-        "queue_comes_and_goes": Scenario(
-            name="queue_comes_and_goes",
-            description="26-qubit partitions; other tenants hold the QPU for 60 s twice (20 s jobs)",
-            partitions=_PARTS_26,
-            backends=(
-                _CPU,
-                _GPU,
-                replace(
-                    _APHRODITE,
-                    name="qpu:aphrodite-cloud",
-                    busy_windows=((8.0, 68.0), (100.0, 160.0)),
-                    external_job_seconds=20.0,
-                ),
-            ),
-        ),
-        "drift_gradual": Scenario(
-            name="drift_gradual",
-            description="26-qubit partitions x2; QPU fidelity decays from t=5 s to 65 s, calibration "
-            "data is not refreshed (only observed errors show it)",
-            partitions=tuple(replace(p, count=2 * p.count) for p in _PARTS_26),
-            backends=(
-                _CPU,
-                _GPU,
-                replace(
-                    _APHRODITE,
-                    drift_at_seconds=5.0,
-                    drift_until_seconds=65.0,
-                    drifted_fidelity_2q=0.99,
-                    drifted_readout_fidelity=0.985,
-                ),
-            ),
-        ),
-        "shared_gpu": Scenario(
-            name="shared_gpu",
-            description="22-qubit deep partitions on 3 CPU workers + 1 GPU; from t=5 s another "
-            "tenant shares the GPU and our jobs run 8x slower",
-            partitions=(
-                PartitionSpec("A", 300, num_qubits=22, depth=40, num_2q_gates=60, num_clbits=22),
-                PartitionSpec("B", 300, num_qubits=22, depth=40, num_2q_gates=60, num_clbits=22),
-            ),
-            backends=(_CPU, replace(_GPU, slowdowns=((5.0, math.inf, 8.0),))),
-        ),
-    }
-)
+#: The built-in scenarios, read from their files (``policy/builtin_scenarios/*.yaml``): the
+#: paper's cut (``paper``), a cloud queue, a calibration step, wide partitions, and four where
+#: the choice matters and only learning reveals the truth (``qpu_only_wide``,
+#: ``queue_comes_and_goes``, ``drift_gradual``, ``shared_gpu``).
+SCENARIOS: dict[str, Scenario] = _builtins()
