@@ -84,12 +84,23 @@ def observable_specs(observables: Observables, num_qubits: int | None = None) ->
 
 
 def _sparse_spec(name: str | None, op: SparsePauliOp) -> str:
+    """The spec of a SparsePauliOp; unnamed, it is named by its terms as a person writes them.
+
+    ``SparsePauliOp("IIIIZZ")`` is ``IIIIZZ`` (not ``1.0*IIIIZZ``), ``ZZ - 0.5 XX`` is
+    ``ZZ-0.5*XX``: the key the results come back under.
+    """
     coefficients = np.asarray(op.coeffs)
     if np.any(np.abs(coefficients.imag) > 1e-12):
         raise PipelineError(f"observable {name or op}: coefficients must be real")
     terms = [[label, float(c.real)] for label, c in zip(op.paulis.to_labels(), coefficients, strict=True)]
-    spec = observables_from_json([{"name": name or "observable", "terms": terms}], "observable")[0]
-    return spec if name else spec.partition("=")[2]
+    if name:
+        return observables_from_json([{"name": name, "terms": terms}], "observable")[0]
+    parts = []
+    for label, coefficient in terms:
+        sign = "-" if coefficient < 0 else "+"
+        magnitude = abs(coefficient)
+        parts.append(f"{sign}{label}" if magnitude == 1.0 else f"{sign}{magnitude!r}*{label}")
+    return "".join(parts).lstrip("+")
 
 
 _TEMPLATES: OrderedDict[str, CutTemplate] = OrderedDict()
@@ -202,7 +213,7 @@ def execute(
             check_bound(circuit)
         values = parameter_dict(circuit, [] if parameter_values is None else parameter_values)
     after_cut = time.perf_counter()
-    with clock.stage("plan"):  # probing the backends is part of deciding where work runs
+    with clock.stage("backends"):  # which backends this machine has (the executor probes them)
         executor = LocalExecutor(
             config,
             progress=progress,
@@ -242,6 +253,21 @@ def _result(
     )
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse, in one line with a "did you mean", an option that is no RunConfig field."""
+    import dataclasses
+    import difflib
+
+    fields = [
+        f.name for f in dataclasses.fields(RunConfig) if f.name not in ("run_dir", "observables", "partition")
+    ]
+    for name in options:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (options: {', '.join(sorted(fields))})"
+            raise PipelineError(f"unknown run option {name!r}{hint}")
+
+
 def run(
     circuit: QuantumCircuit,
     observables: Observables,
@@ -269,6 +295,7 @@ def run(
     Returns:
         A :class:`RunResult`; ``result.seconds["cut"]`` is 0 when an earlier call's cut was reused.
     """
+    check_options(options)
     if run_dir is None:
         # Nothing is left behind: the artifacts live in a scratch directory removed on return.
         with tempfile.TemporaryDirectory(prefix="qubelet-run-") as scratch:

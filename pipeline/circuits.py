@@ -271,7 +271,7 @@ _QPY_MAGIC = b"QISKIT"
 
 
 def load_circuit_file(path: Path) -> QuantumCircuit:
-    """Read one circuit from a ``.qpy`` or OpenQASM 3 (``.qasm``) file, with a one-line error."""
+    """Read one circuit from a ``.qpy`` or OpenQASM 2 / 3 (``.qasm``) file, with a one-line error."""
     try:
         if path.suffix == ".qpy":
             with path.open("rb") as handle:
@@ -288,15 +288,37 @@ def load_circuit_file(path: Path) -> QuantumCircuit:
         text = path.read_text()
         if not text.strip():
             raise PipelineError(f"{path}: empty file, expected an OpenQASM 3 circuit")
+        if _is_qasm2(text):
+            # OpenQASM 2 (what most tools still export), read with qiskit's own qasm2 reader and
+            # the legacy gate set qelib1.inc had in qiskit's old importer.
+            from qiskit import qasm2
+
+            return qasm2.loads(text, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
         return qasm3.loads(text)
     except PipelineError:
         raise
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such circuit file") from None
     except Exception as exc:
-        kind = "QPY" if path.suffix == ".qpy" else "OpenQASM 3"
+        kind = "QPY" if path.suffix == ".qpy" else "OpenQASM 2" if _is_qasm2(_head(path)) else "OpenQASM 3"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{path}: not a valid {kind} circuit: {detail}") from None
+
+
+_QASM_VERSION = re.compile(r"^\s*(?://[^\n]*\n\s*)*OPENQASM\s+2(?:\.0)?\s*;", re.MULTILINE)
+
+
+def _is_qasm2(text: str) -> bool:
+    """Whether ``text`` declares ``OPENQASM 2.0;`` (after any leading comments)."""
+    return _QASM_VERSION.match(text) is not None
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.read(4096)
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)

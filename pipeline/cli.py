@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
+from policy.registry import POLICY_NAMES
 from qubelet import serde
 from qubelet.daemon import add_metrics_port_flag
 
@@ -20,11 +21,15 @@ DEFAULT_POLICY = RUN_DEFAULTS["policy"]
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that define a run; ``qubelet render`` and ``qubelet task generate`` reuse them."""
     d = RUN_DEFAULTS
+    # Default None: given with --circuit they are refused, not silently ignored (config_from_args).
     parser.add_argument(
-        "--qubits", type=int, default=d["qubits"], help=f"ansatz width N (default {d['qubits']})"
+        "--qubits", type=int, default=None, help=f"built-in ansatz width N (default {d['qubits']})"
     )
     parser.add_argument(
-        "--cuts", type=int, default=d["cuts"], help=f"CNOTs across the A|B cut, K (default {d['cuts']})"
+        "--cuts",
+        type=int,
+        default=None,
+        help=f"built-in ansatz: CNOTs across the A|B cut, K (default {d['cuts']})",
     )
     parser.add_argument(
         "--shots", type=int, default=d["shots"], help=f"shots per subexperiment (default {d['shots']})"
@@ -35,7 +40,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
         default=DEFAULT_POLICY,
-        help=f"backend selection: size|telemetry (default {DEFAULT_POLICY})",
+        help=f"backend selection: {'|'.join(POLICY_NAMES)} (default {DEFAULT_POLICY})",
     )
     parser.add_argument("--policy-model", type=Path, help="fitted telemetry model (qubelet policy fit)")
     parser.add_argument(
@@ -75,7 +80,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSON list of named SparsePauliOps: [{"name": "energy", "terms": [["ZZII", 1.0], ...]}]',
     )
     parser.add_argument(
-        "--circuit", type=Path, help="user circuit (.qpy or OpenQASM 3) instead of the ansatz"
+        "--circuit", type=Path, help="user circuit (.qpy, or OpenQASM 2 or 3) instead of the ansatz"
     )
     parser.add_argument(
         "--partition",
@@ -150,14 +155,23 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
         )
     except ValueError:
         raise UsageError(f"--zne-scales {args.zne_scales!r}: give odd integers such as 1,3,5") from None
+    circuit = getattr(args, "circuit", None)
+    explicit = [flag for flag in ("qubits", "cuts") if getattr(args, flag, None) is not None]
+    if circuit is not None and explicit:
+        flags = " and ".join(f"--{f} {getattr(args, f)}" for f in explicit)
+        verb = "describe" if len(explicit) > 1 else "describes"
+        raise UsageError(
+            f"{flags} {verb} the built-in ansatz: with --circuit {circuit} its width and the cut "
+            "decide (drop them; --partition or --max-subcircuit-width say where to cut)"
+        )
     try:
         observables = list(o.strip() for o in args.observables.split(",")) if args.observables else []
         if getattr(args, "observables_file", None) is not None:
             observables.extend(_observables_file(args.observables_file))
         max_subexperiments = getattr(args, "max_subexperiments", None)
         return RunConfig(
-            qubits=args.qubits,
-            cuts=args.cuts,
+            qubits=RUN_DEFAULTS["qubits"] if args.qubits is None else args.qubits,
+            cuts=RUN_DEFAULTS["cuts"] if args.cuts is None else args.cuts,
             shots=args.shots,
             seed=args.seed,
             policy=args.policy,

@@ -29,6 +29,7 @@ from pipeline.backends.factory import available_backends
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError, RunTerminated, StorageError
 from pipeline.planning import Batch, Plan, batch_decisions, decision_record
+from pipeline.report import BUILD_EVENT
 from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
     BatchOutcome,
@@ -87,7 +88,7 @@ class NoProgress:
 
 @dataclass
 class TimelineEvent:
-    """One batch attempt, for the Gantt chart and the summary."""
+    """One batch attempt (or a backend's build, ``pipeline.report.BUILD_EVENT``), for the Gantt chart."""
 
     batch: str
     backend: str
@@ -355,6 +356,12 @@ class LocalExecutor:
         self, batch: Batch, backend: Backend, outcome: BatchOutcome, report: ExecutionReport
     ) -> None:
         executed = len(outcome.executed)
+        if outcome.build_started is not None:
+            report.events.append(
+                TimelineEvent(
+                    BUILD_EVENT, backend.name, backend.kind, outcome.build_started, outcome.started, 0, True
+                )
+            )
         report.events.append(
             TimelineEvent(
                 batch.id, backend.name, backend.kind, outcome.started, outcome.finished, executed, True
@@ -435,7 +442,7 @@ class LocalExecutor:
             return self._run_locked(clock)
 
     def _run_locked(self, clock: StageClock) -> tuple[dict[str, Any], ExecutionReport]:
-        with clock.stage("cut"):
+        with clock.stage("store"):  # the cut's subexperiments and exact reference, written
             self._manifest = prepare(self.config, **self._prepare_args)
         with clock.stage("plan"):
             pending = self.plan(self._manifest)

@@ -75,6 +75,8 @@ def backends_table(summary: dict[str, Any]) -> str:
 STAGE_COLOURS = {
     "startup": "#9A9A9A",
     "cut": "#DD8452",
+    "backends": "#DA8BC3",
+    "store": "#CCB974",
     "plan": "#937860",
     "execute": "#4C72B0",
     "reconstruct": "#C44E52",
@@ -82,10 +84,14 @@ STAGE_COLOURS = {
 }
 BACKEND_COLOURS = {"cpu": "#4C72B0", "gpu": "#55A868", "qpu": "#8172B2"}
 FAILED_COLOUR = "#DD4444"
+#: A backend's one-off build (the fake QPU's import and construction) before its first batch:
+#: the ``batch`` of its timeline event, and its colour.
+BUILD_EVENT = "build"
+BUILD_COLOUR = "#B9B9D6"
 
 # Geometry of the chart, in pixels.
 _WIDTH = 1200
-_LEFT, _RIGHT, _TOP, _BOTTOM = 120, 24, 48, 48
+_LEFT, _RIGHT, _TOP, _BOTTOM = 120, 24, 48, 72
 _LANE, _BAR = 38, 26
 
 
@@ -145,7 +151,20 @@ def plot_timeline(
     draw.line([(_LEFT, axis_y), (_WIDTH - _RIGHT, axis_y)], fill="black")
     draw.line([(_LEFT, _TOP), (_LEFT, axis_y)], fill="black")
     axis_label = "seconds since the process started" if timing is not None else "seconds since start"
-    draw.text((_LEFT + plot_width / 2, height - 6), axis_label, font=font, fill="black", anchor="md")
+    draw.text((_LEFT + plot_width / 2, axis_y + 30), axis_label, font=font, fill="black", anchor="mt")
+    # Legend: what each colour is (stages present, then the lanes' kinds, build and failures).
+    entries = [(name, STAGE_COLOURS[name]) for name in STAGE_COLOURS if any(s[0] == name for s in stages)]
+    kinds = sorted({e.get("kind", _kind_of(e["backend"])) for e in events} | {_kind_of(b) for b in lanes})
+    entries += [(f"{kind} batch", BACKEND_COLOURS.get(kind, "#999999")) for kind in kinds]
+    if any(e["batch"] == BUILD_EVENT for e in events):
+        entries.append(("backend build", BUILD_COLOUR))
+    if any(not e["success"] for e in events):
+        entries.append(("failed attempt", FAILED_COLOUR))
+    x = float(_LEFT)
+    for name, colour in entries:
+        draw.rectangle([x, height - 18, x + 12, height - 6], fill=colour, outline="black")
+        draw.text((x + 16, height - 12), name, font=small, fill="black", anchor="lm")
+        x += 16 + small.getlength(name) + 14
     wall = f"wall time {t_end - t0:.2f} s" if timing is not None else ""
     heading = " - ".join(t for t in (title or "subexperiment batches per backend", wall) if t)
     draw.text((_WIDTH / 2, 14), heading, font=font, fill="black", anchor="mm")
@@ -175,6 +194,10 @@ def plot_timeline(
         row = first_lane + offset
         lane_events = [e for e in events if e["backend"] == backend]
         for event in lane_events:
+            if event["batch"] == BUILD_EVENT:
+                seconds = event["end"] - event["start"]
+                bar(row, event["start"], event["end"], BUILD_COLOUR, f"build {seconds:.1f}s")
+                continue
             bar(
                 row,
                 event["start"],
@@ -183,7 +206,7 @@ def plot_timeline(
                 str(event["batch"]).removeprefix(backend.replace(":", "-") + "-"),
                 failed=not event["success"],
             )
-        if not lane_events:
+        if not [e for e in lane_events if e["batch"] != BUILD_EVENT]:
             y_mid = _TOP + _LANE * row + _LANE / 2
             draw.text(
                 (_LEFT + 8, y_mid), "idle: the policy gave it no work", font=font, fill="#555555", anchor="lm"

@@ -371,6 +371,8 @@ class Manifest:
     expand_seconds: float = 0.0
     #: sha256 of the user's circuit (canonical QPY, parameters unbound): a resumed run must be of it
     circuit_sha256: str | None = None
+    #: the run cuts a user's circuit (a file or an API object), not the built-in ansatz
+    user_circuit: bool = False
     #: the subexperiments this process just cut, by key (not persisted): executing them from
     #: memory saves reading back every QPY file that was written a moment ago
     circuits: dict[str, QuantumCircuit] = field(default_factory=dict, repr=False, compare=False)
@@ -380,11 +382,19 @@ class Manifest:
         return self.observable_weights.get(name) or [1.0] * len(self.observable_terms[name])
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as stored in ``manifest.json``."""
+        """The manifest as stored in ``manifest.json``.
+
+        For a user circuit, the config's ``qubits`` and ``cuts`` (the built-in ansatz's knobs,
+        unused) are recorded as what the run is: the circuit's width and the cuts made.
+        """
+        config = self.config.to_json()
+        if self.user_circuit:
+            config["qubits"] = self.circuit_qubits
+            config["cuts"] = self.cut.cuts
         return {
             "version": MANIFEST_VERSION,
             "run_id": self.run_id,
-            "config": self.config.to_json(),
+            "config": config,
             "cut": self.cut.to_json(),
             "observables": {
                 "names": self.observable_names,
@@ -398,6 +408,7 @@ class Manifest:
             "parameter_values": self.parameter_values,
             "expand_seconds": self.expand_seconds,
             "circuit_sha256": self.circuit_sha256,
+            "user_circuit": self.user_circuit,
             "features": {k: f.__dict__ for k, f in self.features.items()},
         }
 
@@ -423,6 +434,7 @@ class Manifest:
                 parameter_values=data.get("parameter_values"),
                 expand_seconds=float(data.get("expand_seconds", 0.0)),
                 circuit_sha256=data.get("circuit_sha256"),
+                user_circuit=bool(data.get("user_circuit", False)),
             )
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{source}: malformed manifest ({exc})") from None
@@ -445,10 +457,12 @@ def load_plan(run_dir: Path) -> Plan:
     return Plan.from_json(read_json(store.plan_path))
 
 
-def _identity(config: RunConfig) -> dict[str, Any]:
+def _identity(config: RunConfig, user_circuit: bool = False) -> dict[str, Any]:
     data = config.to_json()
     defaults = RunConfig().to_json()  # runs written before a field existed
-    return {key: data.get(key, defaults.get(key)) for key in IDENTITY_FIELDS}
+    # A user circuit's width and cuts come from the circuit (checked by its digest), not the flags.
+    derived = ("qubits", "cuts") if user_circuit or config.circuit_file is not None else ()
+    return {key: data.get(key, defaults.get(key)) for key in IDENTITY_FIELDS if key not in derived}
 
 
 def prepare(
@@ -467,8 +481,10 @@ def prepare(
     store = ArtifactStore(config.run_dir)
     if store.manifest_path.exists():
         manifest = load_manifest(config.run_dir)
-        if _identity(manifest.config) != _identity(config):
-            differing = [k for k in IDENTITY_FIELDS if _identity(manifest.config)[k] != _identity(config)[k]]
+        user = manifest.user_circuit or circuit is not None or config.circuit_file is not None
+        if _identity(manifest.config, user) != _identity(config, user):
+            before, now = _identity(manifest.config, user), _identity(config, user)
+            differing = [k for k in IDENTITY_FIELDS if before.get(k) != now.get(k)]
             raise PipelineError(
                 f"{config.run_dir} holds a different run ({', '.join(differing)} differ); "
                 "use another --run-dir"
@@ -519,6 +535,7 @@ def prepare(
         expand_seconds=round(expand_seconds, 4),
         circuits=circuits,
         circuit_sha256=circuit_digest(template.source),
+        user_circuit=circuit is not None or config.circuit_file is not None,
     )
     write_json(store.manifest_path, manifest.to_json())
     return manifest
@@ -712,6 +729,13 @@ class BatchOutcome:
     executed: list[str]
     skipped: list[str]
     telemetry: list[TelemetryRow] = field(default_factory=list)
+    #: when this batch first built its backend (the fake QPU's one-off start-up), else None:
+    #: the build ran from here to ``started`` and shows on the timeline as its own bar
+    build_started: float | None = None
+
+
+#: A backend start-up shorter than this is not worth a bar on the timeline.
+BUILD_SHOWN_SECONDS = 0.05
 
 
 def execute_batch(
@@ -753,6 +777,7 @@ def execute_batch(
         load()
     started = time.time()
     startup = started - loading
+    build_started = loading if startup >= BUILD_SHOWN_SECONDS else None
     in_memory = manifest.circuits
     circuits = [in_memory[k] if k in in_memory else store.get_circuit(k) for k in todo]
     seeds = [subexperiment_seed(config.seed, k) for k in todo]
@@ -793,7 +818,7 @@ def execute_batch(
         )
         store.append_telemetry([dict(row)])  # per result, not per batch
         rows.append(row)
-    return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows)
+    return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows, build_started)
 
 
 def telemetry_row(

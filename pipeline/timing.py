@@ -1,4 +1,4 @@
-"""Where a run's wall time went: start-up, cut, plan, execute, reconstruct, report.
+"""Where a run's wall time went: start-up, cut, backends, store, plan, execute, reconstruct, report.
 
 A user waits for the whole command, not for its inner loop, so a run's wall time is counted
 from the process's start (:mod:`qubelet.proctime`) when the CLI runs it. The stages are recorded
@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Every stage of a local run, in order; "startup" is interpreter start-up and imports.
-STAGES = ("startup", "cut", "plan", "execute", "reconstruct", "report")
+#: Every stage of a local run, in order, each once: "startup" is interpreter start-up and
+#: imports, "cut" choosing the cuts and expanding the QPD, "backends" probing the backends
+#: this machine has, "store" writing the subexperiments (and the exact reference), "plan" the
+#: policy placing them.
+STAGES = ("startup", "cut", "backends", "store", "plan", "execute", "reconstruct", "report")
 
 
 @dataclass
