@@ -160,7 +160,8 @@ class _Server(ThreadingHTTPServer):
 class IQMServerDouble:
     """An IQM Server on ``127.0.0.1`` with one quantum computer; start it with ``running()``."""
 
-    def __init__(self, token: str, *, alias: str = "apollo", faults: Faults | None = None) -> None:
+    def __init__(self, token: str | None, *, alias: str = "apollo", faults: Faults | None = None) -> None:
+        """``token``: the bearer token every request must carry (None: an open server, no auth)."""
         from iqm.qiskit_iqm.fake_backends import IQMFakeApollo
 
         self.token = token
@@ -410,7 +411,7 @@ class IQMServerDouble:
         if self.faults.hang_seconds:
             time.sleep(self.faults.hang_seconds)
         try:
-            if handler.headers.get("Authorization") != f"Bearer {self.token}":
+            if self.token is not None and handler.headers.get("Authorization") != f"Bearer {self.token}":
                 with self._lock:
                     self.rejected_tokens += 1
                 raise _HTTPError(HTTPStatus.UNAUTHORIZED, "Invalid or expired access token", "unauthorized")
