@@ -390,3 +390,19 @@ def test_iqm_backend_submits_within_the_reservation_and_not_after_it(world: Worl
     ):
         late.run([compiled], 50, "fingerprint-2")
     assert len(world.double.submitted) == submitted
+
+
+def test_a_claim_being_deleted_keeps_its_reservation_while_a_pod_uses_it(world: World) -> None:
+    world.allocate("doomed", "apollo-cloud-r0", "runner")
+    world.controller.reconcile()
+    [held] = world.double.active_reservations(OWNER)
+    claim = world.api.read_resource_claim("work", "doomed")
+    claim.metadata.deletion_timestamp = dt.datetime.now(dt.UTC)  # deleted while its pod still runs
+    world.api.put_claim(claim)
+    world.controller.reconcile()
+    assert world.double.active_reservations(OWNER) == [held]
+    claim = world.api.read_resource_claim("work", "doomed")
+    claim.status.reserved_for = None  # the pod is gone
+    world.api.put_claim(claim)
+    world.controller.reconcile()
+    assert world.double.active_reservations(OWNER) == [] and world.double.released == [held.id]

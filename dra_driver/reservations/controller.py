@@ -147,8 +147,9 @@ class ReservationController:
     def _reconcile_claim(
         self, claim: Any, wanted: dict[str, set[str]], pending: dict[str, list[float]]
     ) -> None:
-        if claim.metadata.deletion_timestamp is not None:
-            return  # its pod is gone: whatever it held is released below
+        deleting = claim.metadata.deletion_timestamp is not None
+        if deleting and not claim.status.reserved_for:
+            return  # deleted and no pod uses it any more: whatever it held is released below
         updates: list[tuple[Any, Any]] = []
         refusals: list[tuple[QPUConfig, str]] = []
         for result in reserving_results(claim):
@@ -163,8 +164,8 @@ class ReservationController:
             if state in ("refused", "unavailable"):
                 continue  # the scheduler deallocates it; nothing of it is wanted any more
             wanted[qpu.name].add(key)
-            if state == "granted":
-                continue
+            if state == "granted" or deleting:
+                continue  # done, or going away: keep what it holds, ask for nothing new
             outcome = self._ask(claim, qpu, key)
             if outcome is None:
                 pending[qpu.name].append(self._age(claim))
