@@ -178,6 +178,8 @@ class IQMServerDouble:
         self.submitted: list[uuid.UUID] = []
         self.cancelled: list[uuid.UUID] = []
         self.rejected_tokens = 0
+        #: requests being answered right now (a hung one counts until it is answered)
+        self.in_flight = 0
         self.reservations: dict[str, _Reservation] = {}
         #: ids of reservations released by a client, in order
         self.released: list[str] = []
@@ -408,6 +410,14 @@ class IQMServerDouble:
         body = handler.rfile.read(length) if length else b""
         with self._lock:
             self.requests.append((method, parsed.path))
+            self.in_flight += 1
+        try:
+            self._handle(handler, method, parsed, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, handler: _Handler, method: str, parsed: Any, body: bytes) -> None:
         if self.faults.hang_seconds:
             time.sleep(self.faults.hang_seconds)
         try:
