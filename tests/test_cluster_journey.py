@@ -609,3 +609,76 @@ def test_render_inventory_plans_the_clusters_qpus_and_generate_agrees(
     _run_chain(workflow, _dag(workflow)[:1], pod_dir, pvc)
     plan = json.loads((pvc / "names-1" / "plan.json").read_text())
     assert sorted(b["id"] for b in plan["batches"]) == sorted(batches)
+
+
+def test_submit_watch_shows_each_step_through_admission_claim_and_execution(
+    laptop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``submit --watch`` prints the run's phase and every step's stage as they change; the test
+    plays Kueue (gate removed), the scheduler (claim allocated) and Argo (phases)."""
+    import threading
+    import time
+
+    with fko.serving(SERVED) as server:
+        _cluster(server, gpus=0)
+        kubeconfig = str(fko.kubeconfig(server, tmp_path / "kubeconfig"))
+
+        def cluster_side() -> None:
+            while not server.items(WORKFLOWS):
+                time.sleep(0.05)
+            name = server.items(WORKFLOWS)[0]["metadata"]["name"]
+            claims = f"/apis/resource.k8s.io/v1/namespaces/{NS}/resourceclaims"
+            server.put(claims, {"metadata": {"name": "n3-qpu", "namespace": NS}, "spec": {"devices": {}}})
+            qpu_step = "execute-qpu-000"
+            allocated = {
+                "devices": {
+                    "results": [
+                        {
+                            "request": "qpu",
+                            "driver": "qpu.quantum.example.com",
+                            "pool": "cloud",
+                            "device": "apollo-cloud-0",
+                        }
+                    ]
+                }
+            }
+            done = {"phase": "Succeeded", "progress": "3/3"}
+            steps = [
+                lambda: server.put(PODS, _pod(name, "n3", qpu_step, "Pending", gated=True, claim=True)),
+                lambda: server.put(PODS, _pod(name, "n3", qpu_step, "Pending", claim=True)),
+                lambda: server.put(
+                    claims,
+                    {
+                        "metadata": {"name": "n3-qpu", "namespace": NS},
+                        "spec": {"devices": {}},
+                        "status": {"allocation": allocated},
+                    },
+                ),
+                lambda: server.put(PODS, _pod(name, "n3", qpu_step, "Running", claim=True)),
+                lambda: server.put(WORKFLOWS, {**server.get(WORKFLOWS, name), "status": done}),
+            ]
+            for step in steps:
+                time.sleep(2.5)
+                step()
+
+        player = threading.Thread(target=cluster_side, daemon=True)
+        player.start()
+        code = main(
+            [
+                "submit",
+                f"--kubeconfig={kubeconfig}",
+                f"--circuit={laptop / 'my4.qasm'}",
+                "--partition=AABB",
+                "--shots=64",
+                "--backends=cpu",
+                "--watch",
+                "--timeout=60",
+            ]
+        )
+        player.join(timeout=30)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "admission: waiting for Kueue admission" in out
+    assert "claim: n3-qpu: waiting for allocation" in out
+    assert "execution: running (n3-qpu: allocated cloud/apollo-cloud-0)" in out
+    assert ": Succeeded 3/3" in out and "results: qubelet runs fetch" in out
