@@ -13,6 +13,7 @@ DeviceTaint when the cluster serves the DRADeviceTaints feature.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
@@ -128,8 +129,15 @@ def slice_capacity(devices: Iterable[k8s.V1Device]) -> int:
 
 
 def slice_name(pool: str, index: int = 0) -> str:
-    """Deterministic slice name per pool chunk: a re-create can never duplicate a slice."""
-    return f"{pool.replace('/', '-')}-{DRIVER_NAME}-{index}"
+    """Deterministic slice name per pool chunk: a re-create can never duplicate a slice.
+
+    A network pool's name (``cloud/foo``) carries 8 hex digits of its sha256, so it cannot
+    share slice names with a node called ``cloud-foo`` (node pools keep ``<node>-...``).
+    """
+    if "/" not in pool:
+        return f"{pool}-{DRIVER_NAME}-{index}"
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:8]
+    return f"{pool.replace('/', '-')}-{digest}-{DRIVER_NAME}-{index}"
 
 
 def node_selector_for(labels: Mapping[str, str], names: Iterable[str] = ()) -> k8s.V1NodeSelector:

@@ -16,7 +16,7 @@ from doubles.fake_resource_api import FakeResourceAPI
 from dra_driver.constants import PUBLISHER_LABEL, UNHEALTHY_TAINT_KEY
 from dra_driver.controller import CloudController, LeaderElector
 from dra_driver.reconcile import SliceReconciler
-from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, network_slices, node_slices, to_dict
+from dra_driver.slices import KUBELET_PLUGIN_PUBLISHER, network_slices, node_slices, slice_name, to_dict
 from qubelet.errors import NotFound
 from qubelet.inventory import Config, ProbeResult, parse_config
 from qubelet.inventory.names import DRIVER_NAME
@@ -198,7 +198,7 @@ def test_cloud_pool_published_once_by_the_leader() -> None:
     b.probe_now()
     ra = a.run_once()
     rb = b.run_once()
-    assert ra is not None and ra.created == [f"cloud-apollo-cloud-{DRIVER_NAME}-0"]
+    assert ra is not None and ra.created == [slice_name("cloud/apollo-cloud")]
     assert rb is None  # standing by
     for _ in range(3):
         clock.t += dt.timedelta(seconds=5)

@@ -310,3 +310,21 @@ def test_only_step_pods_push_and_only_prometheus_reads_the_pushgateway() -> None
     assert rule["ports"] == [{"port": 9091, "protocol": "TCP"}]
     kust = yaml.safe_load((REPO / "manifests/monitoring/kustomization.yaml").read_text())
     assert "networkpolicy.yaml" in kust["resources"]
+
+
+# -- slice names -------------------------------------------------------------------------------
+
+
+def test_a_node_named_like_a_network_pool_gets_other_slice_names() -> None:
+    """``pool.replace('/', '-')`` let node ``cloud-foo`` and pool ``cloud/foo`` share slice names:
+    one publisher's create then failed (or replaced the other's slice) forever."""
+    from dra_driver.slices import slice_name
+
+    for index in (0, 1):
+        assert slice_name("cloud-foo", index) != slice_name("cloud/foo", index)
+        assert slice_name("onprem-x", index) != slice_name("onprem/x", index)
+    assert slice_name("node-a") == "node-a-qpu.quantum.example.com-0"  # node slices keep their names
+    import re
+
+    dns = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    assert dns.match(slice_name("cloud/foo", 3)) and len(slice_name("cloud/" + "q" * 63, 99)) <= 253
