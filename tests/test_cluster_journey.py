@@ -363,6 +363,26 @@ def test_render_reads_the_cluster_through_kubeconfig(
     assert "no Kueue LocalQueue" not in printed
 
 
+def test_what_the_author_may_not_read_is_assumed_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A workflow author often may not list nodes (cluster-scoped): render keeps the GPU and says
+    it assumed so, instead of failing or silently dropping it."""
+    with fko.serving(SERVED) as server:
+        _cluster(server, gpus=0)
+        server.forbidden.add("/api/v1/nodes")
+        server.put(
+            f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NS}/localqueues",
+            {"metadata": {"name": "qubelet-gpu", "namespace": NS}},
+        )
+        kubeconfig = fko.kubeconfig(server, tmp_path / "kubeconfig")
+        workflow = _render([*GPU_RUN, f"--kubeconfig={kubeconfig}"], tmp_path / "wf.yaml")
+    printed = capsys.readouterr().out
+    assert "cluster: could not read nodes (list nodes: 403 Forbidden" in printed
+    assert "assumed they allow the requested backends" in printed
+    assert "execute-gpu" in _templates(workflow)
+
+
 def test_capabilities_fit_says_why_each_class_is_left_out() -> None:
     from pipeline.cluster.capabilities import ClusterCapabilities, fit
 

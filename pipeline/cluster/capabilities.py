@@ -40,6 +40,9 @@ class ClusterCapabilities:
     #: Kueue LocalQueues in the run's namespace; None when Kueue is not installed
     local_queues: tuple[str, ...] | None = None
     namespace: str = ""
+    #: what could not be read and why (``nodes``, ``dra``, ``localqueues``: e.g. forbidden to a
+    #: workflow author without cluster-wide list rights); :func:`fit` assumes instead, and says so
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The profile-file form."""
@@ -120,13 +123,28 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
     core = client.CoreV1Api(api_client)
     resource = client.ResourceV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
+    unreadable: dict[str, str] = {}
+
+    def forbidden(exc: ApiError) -> bool:
+        return exc.status in (401, 403)
+
     try:
-        with api_errors("list nodes"):
-            nodes = core.list_node().items
-        gpus = sum(_quantity((n.status.allocatable or {}).get(GPU_RESOURCE, 0)) for n in nodes if n.status)
-        qpu_extended = sum(
-            _quantity((n.status.allocatable or {}).get(RESOURCE_NAME, 0)) for n in nodes if n.status
-        )
+        gpus = qpu_extended = 0
+        try:
+            with api_errors("list nodes"):
+                nodes = core.list_node().items
+            gpus = sum(
+                _quantity((n.status.allocatable or {}).get(GPU_RESOURCE, 0)) for n in nodes if n.status
+            )
+            qpu_extended = sum(
+                _quantity((n.status.allocatable or {}).get(RESOURCE_NAME, 0)) for n in nodes if n.status
+            )
+        except ApiError as exc:
+            if not forbidden(exc):
+                raise
+            unreadable["nodes"] = str(exc)
+        classes: tuple[str, ...] = ()
+        slices: list[Any] = []
         try:
             with api_errors("list deviceclasses"):
                 classes = tuple(sorted(c.metadata.name for c in resource.list_device_class().items))
@@ -134,6 +152,10 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
                 slices = resource.list_resource_slice().items
         except NotFound:  # no resource.k8s.io/v1 on this server: no DRA
             classes, slices = (), []
+        except ApiError as exc:
+            if not forbidden(exc):
+                raise
+            unreadable["dra"] = str(exc)
         qpus: set[str] = set()
         for rs in slices:
             if rs.spec.driver != DRIVER_NAME:
@@ -150,6 +172,11 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
             )
         except NotFound:
             queues = None
+        except ApiError as exc:
+            if not forbidden(exc):
+                raise
+            queues = None
+            unreadable["localqueues"] = str(exc)
     except ApiError as exc:
         raise UsageError(f"reading cluster capabilities: {exc}") from None
     return ClusterCapabilities(
@@ -160,6 +187,7 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
         qpus=tuple(sorted(qpus)),
         local_queues=queues,
         namespace=namespace,
+        unreadable=unreadable,
     )
 
 
@@ -193,9 +221,15 @@ def fit(backends: Sequence[str], caps: ClusterCapabilities | None, qpu_request: 
     notes: list[str] = []
     queues = caps.local_queues
     where = f"namespace {caps.namespace}" if caps.namespace else "the namespace"
+    unknown = caps.unreadable
+    for what, why in unknown.items():
+        notes.append(f"could not read {what} ({why}): assumed they allow the requested backends")
     for kind in backends:
         reason = None
-        if kind == "gpu" and caps.gpus == 0:
+        source = {"gpu": "nodes", "qpu": "dra" if qpu_request == "claim" else "nodes"}.get(kind)
+        if source in unknown:
+            pass  # assumed present (noted above)
+        elif kind == "gpu" and caps.gpus == 0:
             reason = f"no node has {GPU_RESOURCE} capacity ({caps.source})"
         elif kind == "qpu" and qpu_request == "claim":
             if DEVICE_CLASS_NAME not in caps.device_classes:
@@ -211,7 +245,8 @@ def fit(backends: Sequence[str], caps: ClusterCapabilities | None, qpu_request: 
         else:
             left_out[kind] = reason
     if queues is None:
-        notes.append(f"Kueue is not installed ({caps.source}): steps are not queued")
+        if "localqueues" not in unknown:
+            notes.append(f"Kueue is not installed ({caps.source}): steps are not queued")
     elif QUEUES["cpu"] not in queues:
         notes.append(
             f"no Kueue LocalQueue {QUEUES['cpu']} in {where}: the generate and reconstruct steps "

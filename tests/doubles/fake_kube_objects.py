@@ -10,7 +10,8 @@ kubelet: the real ``kubernetes`` client talks to it with its own URLs. It serves
   ``dryRun`` honoured);
 - ``PATCH`` as a JSON merge patch (RFC 7386; strategic-merge patches are applied the same way,
   which is what they do to the maps and the one-element lists qubelet sends);
-- ``GET .../pods/<name>/log`` from :attr:`FakeKubeObjects.logs`.
+- ``GET .../pods/<name>/log`` from :attr:`FakeKubeObjects.logs`;
+- ``403`` for the collections in :attr:`FakeKubeObjects.forbidden` (what RBAC answers).
 
 It does not validate objects (the render tests validate them against the schemas) and runs no
 controllers: a test plays Argo's controller or the kubelet by writing objects itself.
@@ -51,6 +52,8 @@ class FakeKubeObjects(ThreadingHTTPServer):
         self.served = served
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
         self.logs: dict[tuple[str, str], str] = {}
+        #: collections this client may not list (answered 403 Forbidden, as RBAC does)
+        self.forbidden: set[str] = set()
         self.lock = threading.Lock()
 
     @property
@@ -131,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(
                 404, "NotFound", f"the server could not find the requested resource {self.path}"
             )
+        if collection in self.server.forbidden:
+            return self._status(403, "Forbidden", f"cannot list resource at {collection}")
         if name is None:
             selector = query.get("labelSelector", [""])[0]
             wanted = dict(p.split("=", 1) for p in selector.split(",") if "=" in p)
