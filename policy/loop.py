@@ -21,7 +21,8 @@ Cadence (the cost is bounded):
   least 1, at most ``batch_size``), so each backend's share leaves in about ``rounds`` (default
   4) hand-outs per worker and later ones follow a re-plan with what has been learned. Batches are
   a few times more numerous than with a one-shot plan: the price of reacting to a backend that
-  slows, fails or drifts.
+  slows, fails or drifts. With a single healthy backend there is nothing to react with, and its
+  share leaves in one hand-out per worker (batches as a one-shot plan makes them).
 * **Refit**: rows of finished subexperiments reach the policy at once (``observe`` with
   ``refit=False``: prediction-error metrics, rows appended); the model is refit before a re-plan
   once ``refit_rows`` (default 20) new rows have arrived since the last fit, so at most one fit
@@ -157,7 +158,9 @@ class SchedulingLoop:
         for decision in decisions:
             plan.setdefault(decision.backend, []).append(decision)
         workers = {s.name: max(s.workers, 1) for s in observed}
-        rounds = max(self.settings.rounds, 1)
+        # with one healthy backend there is nothing to move work between: no extra hand-outs
+        alternatives = sum(1 for s in observed if s.healthy) > 1
+        rounds = max(self.settings.rounds, 1) if alternatives else 1
         for backend, planned in plan.items():
             planned.sort(key=lambda d: -(d.predicted_seconds or 0.0))
             per = math.ceil(len(planned) / (workers.get(backend, 1) * rounds))
