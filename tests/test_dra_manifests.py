@@ -26,8 +26,8 @@ def documents(examples: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """(file, object) for every manifest; ``examples=False``: only what the kustomization ships."""
     out = []
     for path in sorted(DRA.rglob("*.yaml")):
-        if path.name == "kustomization.yaml" or (not examples and "examples" in path.parts):
-            continue
+        if path.name in ("kustomization.yaml", "qpus.yaml") or (not examples and "examples" in path.parts):
+            continue  # qpus.yaml is the inventory the ConfigMap is generated from
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 out.append((str(path.relative_to(ROOT)), doc))
@@ -65,9 +65,16 @@ def test_kustomize_renders_every_file() -> None:
     )
     assert out.returncode == 0, out.stderr
     rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
+    generated = [d for d in rendered if d["kind"] == "ConfigMap"]
+    assert [d["metadata"]["name"].startswith("qubelet-qpu-config-") for d in generated] == [True]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered if d["kind"] != "ConfigMap") == sorted(
         (d["kind"], d["metadata"]["name"]) for _, d in documents(examples=False)
     )
+    for ds in (d for d in rendered if d["kind"] in ("DaemonSet", "Deployment")):
+        names = [
+            v["configMap"]["name"] for v in ds["spec"]["template"]["spec"]["volumes"] if "configMap" in v
+        ]
+        assert names == [generated[0]["metadata"]["name"]]  # the hash reaches the pods
 
 
 def test_deviceclass_and_templates() -> None:
@@ -178,8 +185,12 @@ def test_daemonset_mounts_and_env() -> None:
 
 
 def test_configmap_holds_the_example_inventory() -> None:
-    (cm,) = by_kind("ConfigMap")
-    text = cm["data"]["qpus.yaml"]
+    """Generated with a hash in its name (an inventory edit rolls the pods), from the example."""
+    kust = yaml.safe_load((DRA / "kustomization.yaml").read_text())
+    (gen,) = kust["configMapGenerator"]
+    assert gen["name"] == "qubelet-qpu-config" and gen["files"] == ["qpus.yaml"]
+    assert not gen.get("options", {}).get("disableNameSuffixHash")
+    text = (DRA / "qpus.yaml").read_text()
     assert text == (ROOT / "manifests" / "examples" / "qpus.yaml").read_text()
     config = parse_config(yaml.safe_load(text), "configmap")
     assert {q.location for q in config.qpus} == {"onprem", "cloud"}
