@@ -217,3 +217,47 @@ def test_node_agent_component_runs_one_agent_per_node(overlay: str) -> None:
     if overlay == "dra":
         assert {"/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry"} <= mounts
     _probes_target_the_metrics_server(c)
+
+
+# -- node-agent with a kubelet-root component (issue 23) -------------------------------------
+
+
+def _kustomize(tmp_path: Path, resource: str, components: list[str]) -> subprocess.CompletedProcess[str]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    repo = Path(__file__).resolve().parent.parent / "manifests"
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+
+    def rel(p: str) -> str:  # kustomize wants relative paths
+        return os.path.relpath(repo / p, overlay)
+
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [rel(resource)], "components": [rel(c) for c in components]})
+    )
+    return subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("resource", "components"),
+    [
+        ("overlays/dra", ["components/kubelet-root-k0s", "components/node-agent"]),
+        ("overlays/dra", ["components/node-agent", "components/kubelet-root-k0s"]),
+        ("overlays/device-plugin", ["components/kubelet-root-k0s", "components/node-agent"]),
+        ("overlays/dra", ["components/kubelet-root-microk8s", "components/node-agent"]),
+    ],
+)
+def test_node_agent_with_another_kubelet_root_fails_to_build(
+    tmp_path: Path, resource: str, components: list[str]
+) -> None:
+    """It used to build and mount the wrong root; now kustomize refuses, naming a component."""
+    out = _kustomize(tmp_path, resource, components)
+    assert out.returncode != 0, "built a node agent that would look in the wrong kubelet root"
+    assert "components/node-agent" in out.stderr or "components/kubelet-root" in out.stderr
+    assert "test failed" in out.stderr
+
+
+def test_node_agent_alone_still_builds(tmp_path: Path) -> None:
+    out = _kustomize(tmp_path, "overlays/dra", ["components/node-agent"])
+    assert out.returncode == 0, out.stderr
