@@ -58,6 +58,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.35). When no backend meets it the least-error one runs, with a warning",
     )
     parser.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="read live backend health and Kueue queue depths from this Prometheus at every re-plan",
+    )
+    parser.add_argument(
         "--require-budget",
         action="store_true",
         help="refuse (exit 2) instead of running when no backend meets --error-budget",
@@ -177,6 +182,7 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             policy=args.policy,
             policy_model=args.policy_model,
             policy_config=getattr(args, "policy_config", None),
+            prometheus=getattr(args, "prometheus", None),
             error_budget=args.error_budget,
             require_budget=bool(getattr(args, "require_budget", False)),
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),

@@ -47,6 +47,8 @@ class RunConfig:
     policy_model: Path | None = None
     #: the admin's policy knobs file (``policy.admin``: ε, weights, priors, loop cadence)
     policy_config: Path | None = None
+    #: Prometheus base URL the scheduling loop reads live health and Kueue queues from (None: off)
+    prometheus: str | None = None
     #: largest predicted error of one subexperiment's result the policy accepts (None: its
     #: default); see docs/policy.md for what it bounds
     error_budget: float | None = None

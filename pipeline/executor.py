@@ -277,8 +277,16 @@ class LocalExecutor:
         states: list[BackendState] = []
         written = 0.0
         try:
+            live = None
+            if self.config.prometheus:
+                from policy.live import LiveSignals
+                from policy.telemetry_sources import PrometheusSource
+
+                live = LiveSignals(PrometheusSource(self.config.prometheus))
             while True:
                 states = [b.state() for b in self.backends.values()]
+                if live is not None:
+                    states = live.apply(states)
                 try:
                     dispatched = loop.dispatch(states, free)
                 except NoUsableBackendError as exc:

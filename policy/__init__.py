@@ -13,6 +13,7 @@ __all__ = [
     "evaluate",
     "features",
     "interface",
+    "live",
     "loop",
     "metrics",
     "models",
