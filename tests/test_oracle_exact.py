@@ -32,7 +32,7 @@ from test_pipeline_user_circuits import (
     qaoa_ring,
     wire_tutorial_original,
 )
-from test_pipeline_user_defects import width_tutorial_circuit
+from test_pipeline_user_defects import mirror_circuit, width_tutorial_circuit
 
 from pipeline import api, stages
 from pipeline.backends.base import Counts
@@ -149,6 +149,21 @@ def test_tutorial_1_width(tmp_path: Path) -> None:
     assert_exact_run(result, circuit, labels, partition="AABB")
 
 
+def test_tutorial_1_partition_bbaa(tmp_path: Path) -> None:
+    circuit = width_tutorial_circuit()
+    labels = TUTORIAL_PAULIS
+    result = api.run(circuit, labels, "BBAA", run_dir=tmp_path, backends=("exact",))
+    assert_exact_run(result, circuit, labels, partition="BBAA")
+
+
+def test_mirror_circuit(tmp_path: Path) -> None:
+    """Equal subexperiments in A and B (each sampled on its own with shots): exact here."""
+    circuit = mirror_circuit()
+    labels = ["ZIZI", "IZIZ", "XXII", "IIYY", "ZZZZ"]
+    result = api.run(circuit, labels, "AABB", run_dir=tmp_path, backends=("exact",))
+    assert_exact_run(result, circuit, labels, partition="AABB")
+
+
 def test_tutorial_1_circular_reps1(tmp_path: Path) -> None:
     circuit = width_tutorial_circuit(entanglement="circular", reps=1)
     labels = TUTORIAL_PAULIS
@@ -206,14 +221,19 @@ def automatic_cut_finding_circuit() -> QuantumCircuit:
 
     The installed qiskit's random_circuit draws other gates for the tutorial's seed than the
     tutorial shows, and find_cuts (seed 111) needs 8 cuts for width 4 where the tutorial needed
-    2 (21.6 million terms): it runs as the tutorial does, on 1,000 QPD samples. Every term of
+    2 (21.6 million terms): it runs on a sample of its QPD, as the tutorial does. Every term of
     it is too many to run exactly in a test; the property tests run find_cuts exactly.
     """
     return random_circuit(7, 6, max_operands=2, seed=1242)
 
 
+@pytest.mark.slow  # the library's find_cuts searches ~30 s for this circuit at width 4
 def test_tutorial_4_as_the_tutorial_runs_it_on_the_cpu_backend(tmp_path: Path) -> None:
-    """Width 4, find_cuts seed 111, 1,000 QPD samples: the tutorial's own settings."""
+    """Width 4, find_cuts seed 111, a sampled QPD: the tutorial's settings.
+
+    The tutorial draws 1,000 samples of its 2-cut QPD (96 subexperiments); this circuit needs 8
+    cuts, where 1,000 draws are ~2,000 distinct subexperiments (minutes here), so it draws 100.
+    """
     circuit = automatic_cut_finding_circuit()
     labels = ["ZIIIIII", "IIIZIII", "IIIIIIZ"]
     result = api.run(
@@ -224,10 +244,10 @@ def test_tutorial_4_as_the_tutorial_runs_it_on_the_cpu_backend(tmp_path: Path) -
         max_subcircuit_width=4,
         seed=111,
         shots=1000,
-        num_samples=1000,
+        num_samples=100,
     )
     assert max(result.summary["subcircuit_widths"].values()) <= 4
-    assert result.summary["num_samples"] == 1000
+    assert result.summary["num_samples"] == 100
     for label, ex in zip(labels, exact_values(circuit, labels), strict=True):
         assert abs(result.values[label] - ex) <= 4 * result.stderrs[label], label
 
@@ -240,9 +260,11 @@ def test_three_partitions(tmp_path: Path) -> None:
 
 
 def test_qaoa_ring_found_cuts(tmp_path: Path) -> None:
-    circuit = qaoa_ring(8)
-    labels = ["ZZIIIIII", "IIIZZIII", "ZIIIIIIZ", "XXXXXXXX"]
-    result = api.run(circuit, labels, run_dir=tmp_path, backends=("exact",), max_subcircuit_width=4)
+    """The user-circuit test's 16-qubit ring, cut by find_cuts into halves of width 8."""
+    circuit = qaoa_ring(16)
+    labels = ["Z" * 2 + "I" * 14, "I" * 7 + "ZZ" + "I" * 7, "Z" + "I" * 14 + "Z", "X" * 16]
+    result = api.run(circuit, labels, run_dir=tmp_path, backends=("exact",), max_subcircuit_width=8)
+    assert max(result.summary["subcircuit_widths"].values()) <= 8
     for label, ex in zip(labels, exact_values(circuit, labels), strict=True):
         assert abs(result.values[label] - ex) <= TOLERANCE, label
 
