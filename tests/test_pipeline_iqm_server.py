@@ -226,6 +226,19 @@ def test_mixed_token_sources_are_refused_in_one_line(
     iqm.assert_no_token(out, err)
 
 
+def test_iqm_token_alone_is_accepted(
+    iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iqm-client takes the token from IQM_TOKEN; qubelet used to refuse it without a file (issue 23)."""
+    monkeypatch.delenv("IQM_TOKENS_FILE")
+    monkeypatch.setenv("IQM_TOKEN", iqm.token)
+    run_dir = tmp_path / "r"
+    code, out, err = run_cli([*RUN, "--run-dir", str(run_dir)], capsys)
+    assert code == 0, err
+    assert iqm.double.submitted and iqm.double.rejected_tokens == 0
+    iqm.assert_no_token(out, err)
+
+
 @pytest.mark.parametrize("faults", [Faults(stall_jobs=True)])
 def test_sigterm_cancels_the_job_on_the_server(iqm: Env, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

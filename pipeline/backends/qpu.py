@@ -70,8 +70,11 @@ def resolve_qpu_target(default_spec: str, env: Mapping[str, str] | None = None) 
     elif spec == "iqm":
         if not server_url:
             raise PipelineError("QPU backend 'iqm' needs IQM_SERVER_URL to be set")
-        if not tokens or not Path(tokens).is_file():
-            raise PipelineError(f"IQM_TOKENS_FILE={tokens or '(unset)'}: no such token file")
+        # iqm-client takes the token from IQM_TOKEN or from the file IQM_TOKENS_FILE names
+        if not env.get("IQM_TOKEN") and (not tokens or not Path(tokens).is_file()):
+            raise PipelineError(
+                f"IQM_TOKENS_FILE={tokens or '(unset)'}: no such token file (and IQM_TOKEN is not set)"
+            )
         default_name = "iqm"
     else:
         raise PipelineError(f"unknown QPU backend {spec!r}: use fake:<IQMFake class> or 'iqm'")
