@@ -878,7 +878,8 @@ def backend_usage(infos: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]
     """Per backend class: tasks run and seconds spent (from the stored results' records)."""
     usage: dict[str, dict[str, float]] = defaultdict(lambda: {"tasks": 0, "seconds": 0.0})
     for info in infos:
-        entry = usage[info.get("kind", "unknown")]
+        # the exact backend is a CPU simulator to the scheduler, but not sampled shots to a reader
+        entry = usage["exact" if info.get("backend") == "exact" else info.get("kind", "unknown")]
         entry["tasks"] += 1
         entry["seconds"] += float(info.get("seconds", 0.0))
     return {

@@ -274,6 +274,11 @@ def test_qaoa_ring_found_cuts(tmp_path: Path) -> None:
 # -- the exact backend itself --------------------------------------------------------------------
 
 
+def test_exact_results_are_reported_as_exact(tmp_path: Path) -> None:
+    result = api.run(width_tutorial_circuit(), ["ZZII"], "AABB", run_dir=tmp_path, backends=("exact",))
+    assert set(result.usage) == {"exact"} and result.usage["exact"]["tasks"] > 0
+
+
 def test_exact_backend_runs_alone() -> None:
     with pytest.raises(PipelineError, match="exact runs alone"):
         RunConfig(backends=("exact", "cpu"))
