@@ -1,9 +1,11 @@
 """The decision: list scheduling for earliest expected completion within an error budget.
 
 Given predicted run times ``T[i, b]`` (seconds, already inflated for expected retries) and
-predicted errors ``E[i, b]``, tasks are taken longest-first (by their best eligible time, the
-LPT order that keeps list scheduling within 4/3 of optimal on identical machines) and each goes
-to the backend whose earliest free worker would finish it first::
+predicted errors ``E[i, b]``, tasks are taken most-constrained first (fewest eligible backends:
+a task only the QPU can run is placed before work a simulator could take instead), then
+longest-first (by their best eligible time, the LPT order that keeps list scheduling within 4/3
+of optimal on identical machines), and each goes to the backend whose earliest free worker would
+finish it first::
 
     finish(i, b) = max(start_b, earliest free worker of b) + T[i, b]
 
@@ -70,7 +72,10 @@ def list_schedule(
     fallback = fits & (errors <= least_error + 1e-12)
     eligible = np.where(within.any(axis=1, keepdims=True), within, fallback)
     masked = np.where(eligible, seconds, np.inf)
-    order = sorted(range(n_tasks), key=lambda i: (-float(masked[i].min()), i))
+    # most constrained first (a task only one backend can run must not find that backend filled
+    # by work others could have taken), then longest first (LPT) among equally constrained ones
+    choices = eligible.sum(axis=1)
+    order = sorted(range(n_tasks), key=lambda i: (int(choices[i]), -float(masked[i].min()), i))
     free: list[list[float]] = [[float(start[b])] * max(int(workers[b]), 1) for b in range(n_backends)]
     for heap in free:
         heapq.heapify(heap)

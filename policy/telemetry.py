@@ -113,7 +113,12 @@ class TelemetryPolicy:
             errors[:, b] = self.model.predict_error(tasks, state, at=at)
             wide_enough = widths <= (state.max_qubits if state.max_qubits is not None else 10**9)
             fits[:, b] = wide_enough & self.model.is_up(state)
-        typical = seconds.mean(axis=0) if n else np.zeros(m)
+        # the run time of a job queued on a backend: the mean over the tasks it can run at all (a
+        # task too wide for it has an astronomical predicted time that must not price its queue)
+        typical = np.zeros(m)
+        for b, state in enumerate(backends):
+            can = widths <= (state.max_qubits if state.max_qubits is not None else 10**9)
+            typical[b] = float(seconds[can, b].mean()) if can.any() else 0.0
         start = np.array(
             [
                 self.model.queue_wait(s, float(typical[b])) + s.job_overhead_seconds
