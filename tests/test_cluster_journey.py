@@ -702,3 +702,32 @@ def test_submit_watch_shows_each_step_through_admission_claim_and_execution(
     assert "claim: n3-qpu: waiting for allocation" in out
     assert "execution: running (n3-qpu: allocated cloud/apollo-cloud-0)" in out
     assert ": Succeeded 3/3" in out and "results: qubelet runs fetch" in out
+
+
+def test_inventory_qpus_the_cluster_does_not_publish_are_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump(PROFILE_NO_GPU))  # publishes apollo-cloud only
+    out = tmp_path / "wf.yaml"
+    argv = [
+        "render", "--qubits=6", "--cuts=1", "--shots=64", "--policy=size", "--backends=cpu,qpu",
+        f"--inventory={INVENTORY}", f"--cluster-profile={profile}", "--run-id=pub-1", "-o", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert (
+        f"cluster: left out QPU adonis-onprem: no ResourceSlice publishes it (--cluster-profile {profile})"
+        in (capsys.readouterr().out)
+    )
+    docs = _docs(out)
+    workflow, configmap = docs[-1], next(d for d in docs if d["kind"] == "ConfigMap")
+    shipped = yaml.safe_load(configmap["data"][run_inputs.INVENTORY])
+    assert [q["name"] for q in shipped["qpus"]] == ["apollo-cloud"]
+    batches = [t["arguments"]["parameters"][0]["value"] for t in _dag(workflow) if "arguments" in t]
+    assert batches and not any("adonis" in b for b in batches), batches
+    pod_dir, pvc = tmp_path / "pod", tmp_path / "pvc"
+    (pod_dir / "tmp").mkdir(parents=True)
+    run_inputs.materialise(configmap, pod_dir)
+    _run_chain(workflow, _dag(workflow)[:1], pod_dir, pvc)
+    plan = json.loads((pvc / "pub-1" / "plan.json").read_text())
+    assert sorted(b["id"] for b in plan["batches"]) == sorted(batches)

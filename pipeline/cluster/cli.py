@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,29 @@ def _model_under_inventory_names(config: Any, inventory: Path, scratch: Path) ->
     renamed(model, used).save(copy)
     line = "names: " + ", ".join(f"{local} (the model's) is {name}" for local, name in used.items())
     return replace(config, policy_model=copy), line
+
+
+def _published_inventory(
+    inventory: Path, published: Sequence[str], scratch: Path
+) -> tuple[Path | None, list[str]]:
+    """The inventory with only the QPUs the cluster publishes (a copy in ``scratch``), and the rest.
+
+    The copy is what render plans with and what travels to the generate step, so both plan for
+    the same QPUs. None when no QPU of the inventory is published.
+    """
+    import yaml
+
+    data = yaml.safe_load(inventory.read_text())
+    qpus = data.get("qpus") or []
+    keep = [q for q in qpus if isinstance(q, dict) and q.get("name") in published]
+    dropped = [str(q.get("name")) for q in qpus if isinstance(q, dict) and q not in keep]
+    if not dropped:
+        return inventory, []
+    if not keep:
+        return None, dropped
+    copy = scratch / "inventory.yaml"
+    copy.write_text(yaml.safe_dump({**data, "qpus": keep}, sort_keys=False))
+    return copy, dropped
 
 
 def _inputs(
@@ -375,7 +399,8 @@ def render_documents(args: argparse.Namespace, api_client: Any = None) -> Render
 
     opts = _options(args)
     requested = tuple(b.strip() for b in str(args.backends).split(",") if b.strip())
-    fitted = capabilities.fit(requested, cluster_capabilities(args, api_client), opts.qpu_request)
+    caps = cluster_capabilities(args, api_client)
+    fitted = capabilities.fit(requested, caps, opts.qpu_request)
     messages = fitted.lines()
     if not fitted.kept:
         raise UsageError(
@@ -385,6 +410,22 @@ def render_documents(args: argparse.Namespace, api_client: Any = None) -> Render
     args = argparse.Namespace(**{**vars(args), "backends": ",".join(fitted.kept)})
     scratch = tempfile.TemporaryDirectory(prefix="qubelet-render-")
     try:
+        inventory = getattr(args, "inventory", None)
+        if inventory is not None and caps is not None and caps.qpus and "qpu" in fitted.kept:
+            inventory, dropped = _published_inventory(inventory, caps.qpus, Path(scratch.name))
+            messages.extend(
+                f"cluster: left out QPU {name}: no ResourceSlice publishes it ({caps.source})"
+                for name in dropped
+            )
+            if inventory is None:
+                kept = [k for k in fitted.kept if k != "qpu"]
+                if not kept:
+                    raise UsageError(
+                        "no backend runs on this cluster: none of the inventory's QPUs is published"
+                    )
+                messages.append("cluster: left out qpu: none of the inventory's QPUs is published")
+                args = argparse.Namespace(**{**vars(args), "backends": ",".join(kept)})
+            args = argparse.Namespace(**{**vars(args), "inventory": inventory})
         config = _config(args, Path("unused"))
         qpus = inventory_qpus(getattr(args, "inventory", None))
         if qpus is not None and config.policy_model is not None:
