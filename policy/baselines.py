@@ -20,7 +20,7 @@ from policy.interface import (
     TelemetryRow,
 )
 from policy.models import PolicyModel
-from policy.size_rule import assign_by_class
+from policy.size_rule import assign_by_class, record_decisions
 from policy.telemetry import DEFAULT_ERROR_BUDGET, TelemetryPolicy
 
 _ALL_CPU_ORDER: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
@@ -34,10 +34,15 @@ class AllCpuPolicy:
     """Every task on a CPU simulator; wider than every CPU → GPU, then QPU."""
 
     name = "all_cpu"
+    #: count decisions in ``qubelet_policy_decisions_total``
+    record_metrics = True
 
     def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         """One decision per task, round-robin over the CPUs that fit it."""
-        return assign_by_class(tasks, backends, lambda _task: _ALL_CPU_ORDER, _all_cpu_reason)
+        decisions = assign_by_class(tasks, backends, lambda _task: _ALL_CPU_ORDER, _all_cpu_reason)
+        if self.record_metrics:
+            record_decisions(self.name, decisions)
+        return decisions
 
 
 class GreedyPolicy(TelemetryPolicy):

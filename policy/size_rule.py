@@ -90,9 +90,22 @@ class SizePolicy:
     """Assigns by circuit width alone; round-robins between backends of the chosen class."""
 
     name = "size"
+    #: count decisions in ``qubelet_policy_decisions_total`` (the dashboard's decisions panel)
+    record_metrics = True
 
     def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         """The paper's class for each task's width, falling back when that class has no backend."""
-        return assign_by_class(
+        decisions = assign_by_class(
             tasks, backends, lambda task: _FALLBACK_ORDER[preferred_kind(task.num_qubits)], _size_reason
         )
+        if self.record_metrics:
+            record_decisions(self.name, decisions)
+        return decisions
+
+
+def record_decisions(policy: str, decisions: Sequence[Decision]) -> None:
+    """Count ``decisions`` per backend, as the telemetry policy counts its own."""
+    from policy import metrics
+
+    for d in decisions:
+        metrics.record_decision(policy, d.kind, d.backend)

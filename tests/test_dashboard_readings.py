@@ -105,3 +105,20 @@ def test_the_checker_catches_the_old_decisions_panel() -> None:
     assert match is not None
     assert "rate" in _enclosing_functions(old, match.start())
     assert 'namespace="$namespace"' not in (match.group(3) or "")
+
+
+def test_every_policy_counts_its_decisions_per_backend() -> None:
+    """The decisions panel has data for the size and all_cpu policies too, per QPU by name."""
+    from policy import metrics
+    from policy.interface import BackendState, CircuitFeatures
+    from policy.registry import make_policy
+
+    qpu = BackendState(name="qpu:apollo-cloud", kind="qpu", max_qubits=20)
+    cpu = BackendState(name="cpu", kind="cpu")
+    task = CircuitFeatures("k", 5, 10, 4, 5, 128)
+    for name, backend in (("size", qpu), ("all_cpu", cpu)):
+        counter = metrics.DECISIONS.labels(policy=name, backend_kind=backend.kind, backend=backend.name)
+        before = counter._value.get()
+        [decision] = make_policy(name).select([task], [cpu, qpu])
+        assert decision.backend == backend.name
+        assert counter._value.get() == before + 1
