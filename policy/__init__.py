@@ -18,9 +18,11 @@ __all__ = [
     "metrics",
     "models",
     "registry",
+    "scenario_files",
     "scenarios",
     "simulator",
     "size_rule",
     "telemetry",
     "telemetry_sources",
+    "trace",
 ]

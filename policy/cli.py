@@ -75,6 +75,14 @@ def register(subparsers: Any) -> None:
         metavar="FILE.yaml",
         help="evaluate the scenario in this file instead (version v1, schema in docs/policy.md); repeatable",
     )
+    evaluate.add_argument(
+        "--trace",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="replay a recorded run: its subexperiments on backends costed from its telemetry; repeatable",
+    )
     evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
@@ -339,12 +347,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.tasks is not None and not 1 <= args.tasks <= 1_000_000:
         raise UsageError("policy eval: --tasks must be between 1 and 1000000")
-    if args.scenario_file:
+    if args.scenario_file or args.trace:
         from policy.scenario_files import load_scenario
+        from policy.trace import scenario_from_trace
 
         chosen = {}
         for path in args.scenario_file:
             scenario = load_scenario(path)  # ConfigError: one line naming the file, exit 2
+            chosen[scenario.name] = scenario
+        for run_dir in args.trace:
+            scenario = scenario_from_trace(run_dir)
             chosen[scenario.name] = scenario
     else:
         names = EVAL_SCENARIOS if args.scenario == "all" else (args.scenario,)

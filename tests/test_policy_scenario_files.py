@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,20 @@ def test_bad_scenario_files_are_one_line_errors(
     assert message in str(info.value) and "\n" not in str(info.value)
     assert main(["policy", "eval", "--scenario-file", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_recorded_run_is_replayed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    flags = ["--qubits", "4", "--cuts", "1", "--shots", "300", "--backends", "cpu", "--policy", "greedy"]
+    assert main(["run", *flags, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    capsys.readouterr()
+    from policy.trace import scenario_from_trace
+
+    scenario = scenario_from_trace(run_dir)
+    assert [b.name for b in scenario.backends] == ["cpu"]
+    assert scenario.num_tasks == len(json.loads((run_dir / "manifest.json").read_text())["features"])
+    assert main(["policy", "eval", "--trace", str(run_dir)]) == 0
+    assert "trace:run" in capsys.readouterr().out
+    (run_dir / "telemetry.jsonl").write_bytes(b"\x00\x00\n")
+    assert main(["policy", "eval", "--trace", str(run_dir)]) == 2
+    assert "no usable telemetry rows to replay" in capsys.readouterr().err
