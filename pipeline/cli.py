@@ -375,9 +375,10 @@ def _report_run(result: Any) -> None:
         f"{label}: {count} ({summary['distinct_subexperiments'][label]} distinct)"
         for label, count in summary["subexperiments"].items()
     )
+    sampling = "exact distributions" if set(summary["backends"]) == {"exact"} else f"{summary['shots']} shots"
     print(
         f"qubelet run: {summary['qubits']} qubits, {summary['cuts']} cuts "
-        f"({summary['coefficient_terms']} coefficient terms), {summary['shots']} shots, "
+        f"({summary['coefficient_terms']} coefficient terms), {sampling}, "
         f"policy {summary['policy']}"
     )
     print(f"subexperiments per partition: {subexp}")

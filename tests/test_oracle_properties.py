@@ -126,7 +126,7 @@ EXACT_BUDGET = Budget(BUDGET_SECONDS)
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     derandomize=True,
     deadline=None,
     database=None,

@@ -97,7 +97,7 @@ def test_an_observable_with_a_leading_minus(
     path = _qpy(tmp_path / "c.qpy", circuit)
     run_dir = tmp_path / "r"
     flag = ["--observables", "-XZII"] if form == "separate" else ["--observables=-XZII"]
-    code, _out, err = _run(
+    code, out, err = _run(
         capsys,
         "--circuit",
         str(path),
@@ -110,6 +110,7 @@ def test_an_observable_with_a_leading_minus(
         str(run_dir),
     )
     assert code == 0, err
+    assert "coefficient terms), exact distributions, policy" in out
     (obs,) = json.loads((run_dir / "summary.json").read_text())["observables"]
     assert obs["name"] == "-XZII"
     assert obs["value"] == pytest.approx(-exact_values(circuit, ["XZII"])[0], abs=TOLERANCE)
