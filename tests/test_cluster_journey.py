@@ -731,3 +731,38 @@ def test_inventory_qpus_the_cluster_does_not_publish_are_left_out(
     _run_chain(workflow, _dag(workflow)[:1], pod_dir, pvc)
     plan = json.loads((pvc / "pub-1" / "plan.json").read_text())
     assert sorted(b["id"] for b in plan["batches"]) == sorted(batches)
+
+
+def test_fetch_of_a_sweep_writes_each_set(tmp_path: Path) -> None:
+    """Each set's reconstruct node publishes its results; fetch lays them out as sets/NNNN."""
+    from pipeline.cluster import runs
+
+    def node(index: int) -> dict[str, Any]:
+        value = {
+            "set_dir": f"sets/{index:04d}",
+            "summary": {"set": index},
+            "table": f"t{index}\n",
+            "timeline_png": "",
+        }
+        return {
+            "templateName": "reconstruct",
+            "outputs": {"parameters": [{"name": "results", "value": json.dumps(value)}]},
+        }
+
+    wf = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "sweep-x", "namespace": NS, "labels": dict(render.PART_OF)},
+        "spec": {"templates": []},
+        "status": {"phase": "Succeeded", "nodes": {"a": node(0), "b": node(1)}},
+    }
+    with fko.serving(SERVED) as server:
+        server.put(WORKFLOWS, wf)
+        written = runs.fetch(fko.api_client(server), NS, "sweep-x", tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "sets/0000/summary.json",
+        "sets/0000/table.txt",
+        "sets/0001/summary.json",
+        "sets/0001/table.txt",
+    ]
+    assert json.loads((tmp_path / "sets/0001/summary.json").read_text()) == {"set": 1}
