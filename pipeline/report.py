@@ -115,9 +115,10 @@ def plot_timeline(
 ) -> Path:
     """A Gantt chart (PNG) of where the run's time went.
 
-    The top lane shows every stage (start-up, cut, plan, execute, reconstruct, report) with its
-    seconds; below it one lane per backend, one labelled bar per batch attempt (failed ones red
-    and hatched). A backend the run had but gave no work is an empty lane marked idle, so "why
+    The top lane shows every stage (start-up, cut, backends, store, plan, execute, reconstruct,
+    report) with its seconds; below it one lane per backend, one labelled bar per batch attempt
+    (failed ones red and hatched) and a backend's one-off build; a legend names the colours. A
+    backend the run had but gave no work is an empty lane marked idle, so "why
     is the QPU not used" is visible too. Drawn with Pillow: matplotlib's import alone took longer
     than a small run's execution.
     """
