@@ -120,7 +120,8 @@ def test_failed_job_is_resubmitted_once_because_the_server_says_so(
         [*RUN, "--shots", "500", "--batch-size", "1000", "--run-dir", str(run_dir)], capsys
     )
     assert code == 0, err
-    assert batches_of(run_dir) == 1
+    # the failed batch and its re-plan: plan.json lists every batch the loop dispatched
+    assert batches_of(run_dir) == 2
     assert len(iqm.double.submitted) == 2  # the failed job, then its resubmission
     rows = [json.loads(line) for line in (run_dir / "telemetry.jsonl").read_text().splitlines()]
     assert any(not r["success"] for r in rows)
@@ -160,7 +161,8 @@ def test_retry_reattaches_to_a_submitted_job(
         [*RUN, "--shots", "500", "--batch-size", "1000", "--run-dir", str(run_dir)], capsys
     )
     assert code == 0, err
-    assert batches_of(run_dir) == 1
+    # the failed attempt and its re-plan (same subexperiments: the same job fingerprint)
+    assert batches_of(run_dir) == 2
     assert len(iqm.double.submitted) == 1
     assert ("GET", f"/api/v1/jobs/{iqm.double.submitted[0]}") in iqm.double.requests
 
