@@ -397,6 +397,8 @@ def _report_run(result: Any) -> None:
     print(report.results_table(summary))
     print()
     print(report.backends_table(summary))
+    for warning in report.backend_warnings(summary):
+        print(f"qubelet: warning: {warning}", file=sys.stderr)
     mitigation = report.mitigation_line(summary)
     if mitigation:
         print(mitigation)

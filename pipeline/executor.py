@@ -263,6 +263,8 @@ class LocalExecutor:
     def execute(self, pending: Sequence[str]) -> ExecutionReport:
         """Run the scheduling loop over ``pending`` on the backends' worker pools."""
         report = ExecutionReport()
+        #: backend name → the failure that made it unhealthy (named in the final error line)
+        gave_up_on: dict[str, str] = {}
         loop = SchedulingLoop(
             self._policy, [self._manifest.features[k] for k in pending], self.loop_settings()
         )
@@ -330,6 +332,7 @@ class LocalExecutor:
                     if loop.fail(dispatch.seq, f"{type(error).__name__}: {error}", rows):
                         metrics.BACKEND_UP.labels(backend.name).set(0)
                         log.warning("backend marked unhealthy", backend=backend.name)
+                        gave_up_on[backend.name] = f"{type(error).__name__}: {error}"
                     if any(key in loop.pending for key in batch.keys):
                         report.retried += 1
                         metrics.TASKS.labels(backend.name, "retried").inc(len(batch.keys))
@@ -344,9 +347,11 @@ class LocalExecutor:
         report.moved = loop.moved
         if loop.given_up:
             first, reason = next(iter(loop.given_up.items()))
+            # the real cause (a job timeout, a refused token), not only "no healthy backend fits"
+            causes = "".join(f"; {name} marked unhealthy after: {why}" for name, why in gave_up_on.items())
             raise PipelineError(
                 f"{len(loop.given_up)} subexperiments failed after retries "
-                f"(first: {first[:12]}: {reason}); results so far are kept, rerun with "
+                f"(first: {first[:12]}: {reason}{causes}); results so far are kept, rerun with "
                 f"--run-dir {self.config.run_dir} to resume"
             )
         return report

@@ -67,8 +67,26 @@ def backends_table(summary: dict[str, Any]) -> str:
     for kind, usage in summary["backends"].items():
         lines.append(f"{kind:<8} {usage['tasks']:>5}  {usage['seconds']:.3f}")
     for kind, reason in summary.get("unavailable_backends", {}).items():
-        lines.append(f"{kind:<8}     -  unavailable: {reason}")
+        loud = "WARNING " if configured_but_failing(reason) else ""
+        lines.append(f"{kind:<8}     -  {loud}unavailable: {reason}")
     return "\n".join(lines)
+
+
+def configured_but_failing(reason: str) -> bool:
+    """Whether an unavailable backend was set up to run and failed, not merely absent here.
+
+    A real QPU's server refused the token or did not answer (loud); no GPU on a laptop (quiet).
+    """
+    return reason.startswith("IQM server ")
+
+
+def backend_warnings(summary: dict[str, Any]) -> list[str]:
+    """A line for stderr per configured backend that failed, so a fallback is never silent."""
+    return [
+        f"QPU {kind} unavailable, the run used the other backends: {reason}"
+        for kind, reason in summary.get("unavailable_backends", {}).items()
+        if configured_but_failing(reason)
+    ]
 
 
 #: Colours of the stage lane (execute takes its backends' colours below it).

@@ -218,6 +218,23 @@ def test_rejected_token(iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert stale not in out and stale not in err
 
 
+def test_rejected_token_with_default_backends_is_a_loud_warning(
+    iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default backends fall back to the CPU; a QPU failing auth used to be one quiet table row."""
+    write_tokens_file(iqm.tokens_file, make_token())
+    args = ["run", "--qubits", "4", "--cuts", "1", "--policy", "size", "--no-progress"]
+    code, out, err = run_cli([*args, "--run-dir", str(tmp_path / "r")], capsys)
+    assert code == 0, err  # the answer is still computed, on the other backends
+    warnings = [line for line in err.splitlines() if line.startswith("qubelet: warning: ")]
+    assert len(warnings) == 1, err
+    assert "QPU qpu unavailable, the run used the other backends: " in warnings[0]
+    assert f"IQM server {iqm.double.url}/apollo: rejected the token file" in warnings[0]
+    (row,) = [line for line in out.splitlines() if line.startswith("qpu ")]
+    assert "WARNING unavailable: IQM server" in row
+    iqm.assert_no_token(out, err)
+
+
 def test_mixed_token_sources_are_refused_in_one_line(
     iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,6 +255,21 @@ def test_iqm_token_alone_is_accepted(
     code, out, err = run_cli([*RUN, "--run-dir", str(run_dir)], capsys)
     assert code == 0, err
     assert iqm.double.submitted and iqm.double.rejected_tokens == 0
+    iqm.assert_no_token(out, err)
+
+
+@pytest.mark.parametrize("faults", [Faults(stall_jobs=True)])
+def test_job_timeout_is_named_in_the_final_line(
+    iqm: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that never finishes, --max-attempts 3: the last line used to say only that no healthy
+    backend was left; it names why the QPU was given up (issue 23)."""
+    monkeypatch.setenv("QUBELET_IQM_JOB_TIMEOUT", "1")
+    code, out, err = run_cli([*RUN, "--max-attempts", "3", "--run-dir", str(tmp_path / "r")], capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "qpu:iqm marked unhealthy after: BackendFailedError: IQM server" in line
+    assert "did not finish within 1 s" in line
     iqm.assert_no_token(out, err)
 
 
