@@ -51,6 +51,9 @@ class RunResult:
     values: dict[str, float]
     stderrs: dict[str, float]
     exact: dict[str, float | None]
+    #: per observable, the zero-noise extrapolation's systematic term (0 without ZNE); compare
+    #: errors with ``hypot(stderr, systematic)`` (see pipeline.mitigation.systematic)
+    systematics: dict[str, float]
     #: per backend class: subexperiments run and seconds spent
     usage: dict[str, dict[str, float]]
     summary: dict[str, Any]
@@ -244,6 +247,7 @@ def _result(
     return RunResult(
         values={o["name"]: o["value"] for o in observables},
         stderrs={o["name"]: o["stderr"] for o in observables},
+        systematics={o["name"]: float(o.get("systematic", 0.0)) for o in observables},
         exact={o["name"]: o["exact"] for o in observables},
         usage=summary["backends"],
         summary=summary,
@@ -390,6 +394,7 @@ def sweep(
                 "parameters": named,
                 "values": result.values,
                 "stderrs": result.stderrs,
+                "systematics": result.systematics,
                 "exact": result.exact,
                 "seconds": result.seconds,
             }

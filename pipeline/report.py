@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.mitigation.systematic import combined
 from pipeline.timing import StageClock
 
 
@@ -16,24 +17,33 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def results_table(summary: dict[str, Any]) -> str:
-    """Observable, reconstructed value ± stderr, exact value, error and error in standard errors.
+    """Observable, reconstructed value ± stderr, exact value, error and error in uncertainties.
 
     When QPU results were mitigated, the raw (unmitigated) value and error stand beside the
-    mitigated ones, so the effect of mitigation is read off one table.
+    mitigated ones, so the effect of mitigation is read off one table. When values were
+    extrapolated to zero noise, a ``systematic`` column gives the extrapolation's model spread
+    (:mod:`pipeline.mitigation.systematic`) and errors are measured in the combined uncertainty
+    ``sqrt(stderr² + systematic²)``: the standard error alone does not cover a model's bias.
     """
-    mitigated = any("raw" in obs for obs in summary["observables"])
-    header: tuple[str, ...] = ("observable", "reconstructed", "stderr", "exact", "error", "|error|/stderr")
+    observables = summary["observables"]
+    mitigated = any("raw" in obs for obs in observables)
+    extrapolated = any(obs.get("systematic") for obs in observables)
+    header: tuple[str, ...] = ("observable", "reconstructed", "stderr")
+    if extrapolated:
+        header = (*header, "systematic")
+    header = (*header, "exact", "error", "|error|/uncertainty" if extrapolated else "|error|/stderr")
     if mitigated:
         header = (*header, "raw", "raw error", "raw |error|/stderr")
     rows = []
-    for obs in summary["observables"]:
-        row = [
-            obs["name"],
-            _fmt(obs["value"]),
-            f"{obs['stderr']:.4f}",
+    for obs in observables:
+        systematic = float(obs.get("systematic") or 0.0)
+        row = [obs["name"], _fmt(obs["value"]), f"{obs['stderr']:.4f}"]
+        if extrapolated:
+            row.append(f"{systematic:.4f}")
+        row += [
             _fmt(obs["exact"]),
             _fmt(obs["error"]),
-            _sigmas(obs["error"], obs["stderr"]),
+            _sigmas(obs["error"], combined(obs["stderr"], systematic)),
         ]
         if mitigated:
             raw = obs.get("raw") or {"value": obs["value"], "error": obs["error"], "stderr": obs["stderr"]}
@@ -46,8 +56,8 @@ def results_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _sigmas(error: float | None, stderr: float) -> str:
-    return "—" if error is None or stderr <= 0 else f"{abs(error) / stderr:.2f}"
+def _sigmas(error: float | None, uncertainty: float) -> str:
+    return "—" if error is None or uncertainty <= 0 else f"{abs(error) / uncertainty:.2f}"
 
 
 def mitigation_line(summary: dict[str, Any]) -> str | None:

@@ -48,6 +48,7 @@ from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.moments import RAW
 from pipeline.mitigation.observed import batch_observed_error
+from pipeline.mitigation.systematic import extrapolation_systematics
 from pipeline.planning import Batch, Plan, batch_decisions, decision_record
 from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
@@ -913,10 +914,14 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     mitigated = mitigation.readout and any(c.readout for c in counts.values())
     recon = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=mitigation if mitigated else RAW)
     raw = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=RAW) if mitigated else recon
+    terms_of = [(manifest.observable_terms[n], manifest.weights_of(n)) for n in manifest.observable_names]
+    systematics = extrapolation_systematics(
+        manifest.cut, counts, mitigation if mitigated else RAW, recon, terms_of
+    )
     observables = []
-    for name in manifest.observable_names:
-        terms = manifest.observable_terms[name]
-        weights = manifest.weights_of(name)
+    for name, (terms, weights), systematic in zip(
+        manifest.observable_names, terms_of, systematics, strict=True
+    ):
         value = recon.value_of(terms, weights)
         exact = (
             float(sum(w * manifest.exact[p] for p, w in zip(terms, weights, strict=True)))
@@ -927,6 +932,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
             "name": name,
             "value": value,
             "stderr": recon.stderr_of(terms, weights),
+            "systematic": systematic,  # of the extrapolation (pipeline.mitigation.systematic)
             "exact": exact,
             "error": (value - exact) if exact is not None else None,
         }

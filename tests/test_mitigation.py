@@ -124,6 +124,17 @@ def test_counts_keep_mitigation_data_through_json() -> None:
     assert plain.readout is None and plain.folded == ()
 
 
+@pytest.mark.parametrize("scales", [(1, 3), (1, 3, 5), (1, 3, 5, 7), (1, 5, 9)])
+@pytest.mark.parametrize("method", ["linear", "richardson"])
+def test_extrapolation_weights_are_mitiqs(scales: tuple[int, ...], method: str) -> None:
+    from mitiq.zne.inference import LinearFactory, RichardsonFactory
+
+    factory = LinearFactory if method == "linear" else RichardsonFactory
+    xs = [float(s) for s in scales]
+    theirs = [factory.extrapolate(xs, list(unit)) for unit in np.eye(len(xs))]
+    assert extrapolation_weights(scales, method) == pytest.approx(theirs, abs=1e-12)
+
+
 def test_extrapolation_weights_match_mitiq_on_polynomials() -> None:
     scales = (1, 3, 5)
     richardson = np.array(extrapolation_weights(scales, "richardson"))
@@ -235,6 +246,18 @@ def test_run_reports_raw_and_mitigated_side_by_side(tmp_path: Path) -> None:
     assert usage["extra_shots"] == usage["extra_circuits"] * 100_000
     assert readout.summary["mitigation"]["backends"]["qpu:adonis"]["extra_circuits"] == 0
 
+    # Extrapolated values carry a systematic term beside their stderr; nothing else does, and
+    # the table measures errors in the combined uncertainty when there is one.
+    from pipeline.report import results_table
+
+    assert all(o["systematic"] > 0 for o in zne.summary["observables"])
+    assert all(o["systematic"] == 0 for o in readout.summary["observables"])
+    assert all(o["systematic"] == 0 for o in unmitigated.summary["observables"])
+    assert zne.systematics == {o["name"]: o["systematic"] for o in zne.summary["observables"]}
+    assert "systematic" in results_table(zne.summary).splitlines()[0]
+    assert "|error|/uncertainty" in results_table(zne.summary).splitlines()[0]
+    assert "systematic" not in results_table(readout.summary)
+
     # Telemetry carries the level and the measured error of each QPU batch against ideal values:
     # what `policy fit` learns mitigated errors from. Readout mitigation measurably helps.
     import json
@@ -246,7 +269,7 @@ def test_run_reports_raw_and_mitigated_side_by_side(tmp_path: Path) -> None:
     raw_rows, readout_rows = qpu_rows(unmitigated), qpu_rows(readout)
     assert {r["mitigation"] for r in raw_rows} == {"none"}
     assert {r["mitigation"] for r in readout_rows} == {"readout"}
-    assert {r["mitigation_work"] for r in qpu_rows(zne)} == {4.0}
+    assert {r["mitigation_work"] for r in qpu_rows(zne)} == {9.0}  # 1 + 3 + 5 gate layers
     raw_error = sum(float(r["observed_error"]) for r in raw_rows) / len(raw_rows)  # type: ignore[arg-type]
     readout_error = sum(float(r["observed_error"]) for r in readout_rows) / len(readout_rows)  # type: ignore[arg-type]
     assert readout_error < 0.7 * raw_error
@@ -264,3 +287,17 @@ def test_run_reports_raw_and_mitigated_side_by_side(tmp_path: Path) -> None:
         recon = reconstruct(manifest.cut, counts.__getitem__, with_library=True, mitigation=level)
         assert recon.library_values is not None
         assert recon.library_values == pytest.approx([p.value for p in recon.paulis], abs=1e-9)
+
+
+def test_extrapolation_alternatives() -> None:
+    """A value is compared with the other model on its scale factors and with one factor fewer."""
+    from pipeline.mitigation.systematic import alternatives, describe
+
+    line = MitigationConfig(level="zne", zne_scales=(1, 3, 5), extrapolation="linear")
+    assert [describe(a) for a in alternatives(line)] == ["richardson (1,3,5)", "linear (1,3)"]
+    richardson = MitigationConfig(level="zne", zne_scales=(1, 3, 5, 7), extrapolation="richardson")
+    assert [describe(a) for a in alternatives(richardson)] == ["linear (1,3,5,7)", "richardson (1,3,5)"]
+    # Two points cannot test a model: the alternative is no extrapolation at all.
+    two = MitigationConfig(level="zne", zne_scales=(1, 3))
+    assert [describe(a) for a in alternatives(two)] == ["no extrapolation"]
+    assert alternatives(READOUT) == [] and alternatives(NONE) == []

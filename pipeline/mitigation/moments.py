@@ -50,6 +50,13 @@ def _scaled(counts: Counts) -> list[tuple[int, Counts]]:
     return [(1, counts), *counts.folded]
 
 
+def scale_moments(
+    counts: Counts, num_obs_bits: int, masks: Sequence[int], readout: bool
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per scale factor (1 for the unfolded circuit): mean and covariance, before extrapolation."""
+    return {scale: _single_moments(c, num_obs_bits, masks, readout) for scale, c in _scaled(counts)}
+
+
 def subexperiment_moments(
     counts: Counts, num_obs_bits: int, masks: Sequence[int], mitigation: MitigationConfig = RAW
 ) -> tuple[np.ndarray, np.ndarray]:

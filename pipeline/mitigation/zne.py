@@ -1,19 +1,24 @@
-"""Zero-noise extrapolation: fold two-qubit gates, then extrapolate linearly in the data.
+"""Zero-noise extrapolation: fold gates, then extrapolate linearly in the data.
 
-Folding replaces every two-qubit gate ``G`` of a device-transpiled circuit by
-``G (G† G)^((λ−1)/2)`` for an odd scale factor ``λ``: the same unitary, ``λ`` times the
-two-qubit gate noise (the dominant noise on IQM devices). Barriers around each fold keep a later
+Folding replaces every gate ``G`` of a device-transpiled circuit (``--zne-fold all``, the
+default) or only its two-qubit gates (``2q``) by ``G (G† G)^((λ−1)/2)`` for an odd scale factor
+``λ``: the same unitary, ``λ`` times the gate noise. Barriers around each fold keep a later
 optimisation pass from cancelling it. Only device-level circuits are folded, so the fold is what
 runs.
 
-Extrapolation to ``λ = 0`` uses mitiq's factories. Linear and Richardson extrapolation are linear
-maps of the measured values, ``E_0 = Σ_s γ_s E_s``, so their weights are mitiq's extrapolation of
-unit vectors, and the variance of the extrapolated value is ``Σ_s γ_s² Var(E_s)`` (the scale
-factors are independent samples). That is what keeps the error bars honest: Richardson on
-(1, 3, 5) multiplies the variance by Σγ² ≈ 5.2, a linear fit through (1, 3) by 2.5. That is
-also why the default is (1, 3) linear: at a few thousand shots its smaller variance outweighs
-Richardson's smaller bias. Exponential extrapolation is not linear in the data and has no such
-per-shot form, so it is not offered.
+Extrapolation to ``λ = 0`` is mitiq's linear (least-squares line) or Richardson (polynomial
+through every point) factory's. Both are linear maps of the measured values,
+``E_0 = Σ_s γ_s E_s``, so the variance of the extrapolated value is ``Σ_s γ_s² Var(E_s)`` (the
+scale factors are independent samples): 1.46x for a line through (1, 3, 5), 2.5x through (1, 3),
+5.2x for Richardson on (1, 3, 5). That variance is only the statistical part: whether the model
+fits how the noise grows is a systematic question, answered by
+:mod:`pipeline.mitigation.systematic`. Exponential extrapolation is not linear in the data and has
+no such per-shot form, so it is not offered.
+
+The default, a line through (1, 3, 5), is chosen from measurements (bench/mitigation.py,
+docs/benchmarks.md): on IQMFakeApollo it left the smallest error on the tutorial circuits, and its
+three points let the model be checked against Richardson, which on this device overshoots by many
+standard errors.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ if TYPE_CHECKING:  # run configs import the defaults below; they must not pay fo
     from qiskit import QuantumCircuit
 
 EXTRAPOLATIONS = ("linear", "richardson")
-DEFAULT_SCALES: tuple[int, ...] = (1, 3)
+DEFAULT_SCALES: tuple[int, ...] = (1, 3, 5)
 DEFAULT_EXTRAPOLATION = "linear"
 
 
@@ -75,15 +80,22 @@ def fold_two_qubit_gates(circuit: QuantumCircuit, scale: int, which: str = "2q")
 
 @lru_cache(maxsize=32)
 def extrapolation_weights(scales: tuple[int, ...], method: str) -> tuple[float, ...]:
-    """``γ_s`` with ``E_0 = Σ_s γ_s E_s`` for mitiq's linear or Richardson extrapolation."""
-    from mitiq.zne.inference import LinearFactory, RichardsonFactory
+    """``γ_s`` with ``E_0 = Σ_s γ_s E_s`` for mitiq's linear or Richardson extrapolation.
 
+    Closed forms, not mitiq itself: importing mitiq imports cirq, seconds of start-up for two
+    small formulas. Linear is the least-squares line's intercept (the first row of
+    ``(XᵀX)⁻¹Xᵀ`` with ``X = [1, λ]``); Richardson the Lagrange polynomial through every point,
+    evaluated at 0. ``tests/test_mitigation.py`` checks both against mitiq's factories.
+    """
     if method not in EXTRAPOLATIONS:
         raise ValueError(f"unknown extrapolation {method!r}: choose one of {', '.join(EXTRAPOLATIONS)}")
-    factory = LinearFactory if method == "linear" else RichardsonFactory
-    xs = [float(s) for s in scales]
-    unit = np.eye(len(xs))
-    return tuple(float(factory.extrapolate(xs, list(unit[j]))) for j in range(len(xs)))
+    xs = np.array([float(s) for s in scales])
+    if method == "linear":
+        design = np.column_stack([np.ones_like(xs), xs])
+        return tuple(float(w) for w in np.linalg.pinv(design)[0])
+    return tuple(
+        float(np.prod([xm / (xm - xj) for m, xm in enumerate(xs) if m != j])) for j, xj in enumerate(xs)
+    )
 
 
 def combine(
