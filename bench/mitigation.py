@@ -15,6 +15,12 @@ uncertainty, and the extra QPU circuits. One seed is one noisy sample of a noisy
 figures worth quoting are the medians and spreads, not any single seed.
 
     python bench/mitigation.py [--seeds 8] [--shots 4096 65536] [--qubits 10] [--cuts 3]
+    python bench/mitigation.py --circuit width-tutorial --seeds 24 --shots 2000 65536
+
+``--circuit width-tutorial`` is qiskit-addon-cutting's tutorial 1 (``efficient_su2(4, linear,
+reps=2)``, every angle 0.4, partition AABB, observables ZZII IZZI IIZZ XIXI ZIZZ IXIX); ``mirror``
+two alike halves joined by one CZ (AABB; Z0Z2 Z1Z3 X0X2 Z0 Z1Z2). For those the seed only draws
+the samples.
 
 The last line is one JSON object.
 """
@@ -66,7 +72,28 @@ def subsample(counts: Any, shots: int, rng: np.random.Generator) -> Any:
 Figures = dict[int, dict[str, list[dict[str, float]]]]
 
 
-def run_seed(qubits: int, cuts: int, shots: list[int], seed: int) -> tuple[Figures, int]:
+def user_circuit(name: str) -> tuple[Any, str, tuple[str, ...]]:
+    """A fixed circuit, its partition and observables (``--circuit``); None for the demo's ansatz."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit.library import efficient_su2
+
+    if name == "width-tutorial":
+        circuit = efficient_su2(4, entanglement="linear", reps=2)
+        circuit.assign_parameters([0.4] * len(circuit.parameters), inplace=True)
+        return circuit, "AABB", ("ZZII", "IZZI", "IIZZ", "XIXI", "ZIZZ", "IXIX")
+    circuit = QuantumCircuit(4)
+    for offset in (0, 2):
+        circuit.ry(0.7, offset)
+        circuit.ry(1.1, offset + 1)
+        circuit.cx(offset, offset + 1)
+    circuit.cz(1, 3)
+    for offset in (0, 2):
+        circuit.ry(0.3, offset)
+        circuit.cx(offset, offset + 1)
+    return circuit, "AABB", ("Z0Z2", "Z1Z3", "X0X2", "Z0", "Z1Z2")
+
+
+def run_seed(qubits: int, cuts: int, shots: list[int], seed: int, circuit_name: str) -> tuple[Figures, int]:
     """One ZNE run at the largest shot count: per shot count and level, every observable's figures.
 
     Also returns how many distinct subexperiments ran on the QPU (each costs one extra circuit
@@ -82,6 +109,10 @@ def run_seed(qubits: int, cuts: int, shots: list[int], seed: int) -> tuple[Figur
 
     run_dir = Path(tempfile.mkdtemp(prefix="qubelet-bench-mitigation-"))
     try:
+        options: dict[str, Any] = {}
+        circuit = None
+        if circuit_name != "demo":
+            circuit, options["partition"], options["observables"] = user_circuit(circuit_name)
         config = RunConfig(
             qubits=qubits,
             cuts=cuts,
@@ -92,8 +123,9 @@ def run_seed(qubits: int, cuts: int, shots: list[int], seed: int) -> tuple[Figur
             run_dir=run_dir,
             mitigation="zne",
             zne_scales=SCALES,
+            **options,
         )
-        LocalExecutor(config).run()
+        LocalExecutor(config, circuit=circuit).run()
         manifest = stages.load_manifest(run_dir)
         store = ArtifactStore(run_dir)
         counts = {k: Counts.from_json(store.get_result_record(k)) for k in manifest.cut.unique_keys()}
@@ -161,23 +193,22 @@ def main() -> int:
     parser.add_argument("--cuts", type=int, default=3)
     parser.add_argument("--shots", type=int, nargs="+", default=[4096, 65536])
     parser.add_argument("--seeds", type=int, default=8, help="seeds 0 .. N-1 (default 8)")
+    parser.add_argument("--circuit", choices=("demo", "width-tutorial", "mirror"), default="demo")
     args = parser.parse_args()
 
     started = time.perf_counter()
     results = []
     qpu_subexperiments = 0
     for seed in range(args.seeds):
-        figures, qpu_subexperiments = run_seed(args.qubits, args.cuts, args.shots, seed)
+        figures, qpu_subexperiments = run_seed(args.qubits, args.cuts, args.shots, seed, args.circuit)
         results.append(figures)
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     tables = {}
+    circuit_label = f"N={args.qubits}, K={args.cuts}" if args.circuit == "demo" else args.circuit
     for shots in sorted(args.shots):
         rows = summarise([r[shots] for r in results], qpu_subexperiments)
         tables[str(shots)] = rows
-        print(
-            f"\nN={args.qubits}, K={args.cuts}, {shots} shots, {args.seeds} seeds, "
-            "policy size on IQMFakeApollo"
-        )
+        print(f"\n{circuit_label}, {shots} shots, {args.seeds} seeds, policy size on IQMFakeApollo")
         print(
             f"{'level':<24} {'sum|err| (median)':>17} {'vs none: median [q25, q75] (min-max)':>38} "
             f"{'within 2 unc.':>13} {'max |err|/unc.':>14} {'median unc.':>11} {'QPU work':>8}"
@@ -194,6 +225,7 @@ def main() -> int:
             )
     summary = {
         "benchmark": "mitigation",
+        "circuit": args.circuit,
         "qubits": args.qubits,
         "cuts": args.cuts,
         "seeds": args.seeds,

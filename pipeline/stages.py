@@ -46,11 +46,9 @@ from pipeline.cutting import (
 from pipeline.errors import PipelineError
 from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
-from pipeline.mitigation.moments import RAW
 from pipeline.mitigation.observed import batch_observed_error
-from pipeline.mitigation.systematic import extrapolation_systematics
+from pipeline.observable_summary import observable_estimates
 from pipeline.planning import Batch, Plan, batch_decisions, decision_record
-from pipeline.reconstruct import reconstruct as reconstruct_values
 from pipeline.records import ExpectedRecord, problem_with
 from pipeline.store import ArtifactStore, atomic_write, canonical_qpy, read_json, write_json
 from pipeline.telemetry_log import backfill
@@ -911,39 +909,7 @@ def reconstruct(run_dir: Path, wall_seconds: float | None = None) -> dict[str, A
     backfill(store, records)
     counts = {key: Counts.from_json(records[key]) for key in keys}
     mitigation = manifest.config.mitigation_config()
-    mitigated = mitigation.readout and any(c.readout for c in counts.values())
-    recon = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=mitigation if mitigated else RAW)
-    raw = reconstruct_values(manifest.cut, counts.__getitem__, mitigation=RAW) if mitigated else recon
-    terms_of = [(manifest.observable_terms[n], manifest.weights_of(n)) for n in manifest.observable_names]
-    systematics = extrapolation_systematics(
-        manifest.cut, counts, mitigation if mitigated else RAW, recon, terms_of
-    )
-    observables = []
-    for name, (terms, weights), systematic in zip(
-        manifest.observable_names, terms_of, systematics, strict=True
-    ):
-        value = recon.value_of(terms, weights)
-        exact = (
-            float(sum(w * manifest.exact[p] for p, w in zip(terms, weights, strict=True)))
-            if manifest.exact is not None
-            else None
-        )
-        entry: dict[str, Any] = {
-            "name": name,
-            "value": value,
-            "stderr": recon.stderr_of(terms, weights),
-            "systematic": systematic,  # of the extrapolation (pipeline.mitigation.systematic)
-            "exact": exact,
-            "error": (value - exact) if exact is not None else None,
-        }
-        if mitigated:
-            raw_value = raw.value_of(terms, weights)
-            entry["raw"] = {
-                "value": raw_value,
-                "stderr": raw.stderr_of(terms, weights),
-                "error": (raw_value - exact) if exact is not None else None,
-            }
-        observables.append(entry)
+    observables = observable_estimates(manifest, counts)
     infos = list(records.values())
     if wall_seconds is None:
         wall_seconds = max(i["finished"] for i in infos) - min(i["started"] for i in infos)
