@@ -203,7 +203,7 @@ def env(e2e_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             {
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": ns, "labels": {"quantum.example.com/qpu-access": "true"}},
+                "metadata": {"name": ns, "labels": {"quantum.example.com/qpu-tenant": "true"}},
             }
         )
         wait_for(lambda: e2e_cluster.kubectl("get", "serviceaccount", "default", "-n", ns), 30, "default SA")
