@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -25,6 +24,7 @@ from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
 from pipeline.backends.qpu import (
+    FAKE_CALIBRATION_EPOCH,
     FAKE_PREFIX,
     KNOWN_FAKES,
     IQMBackend,
@@ -99,7 +99,7 @@ class LazyFakeQPUBackend:
         self.name = backend_name(target)
         self.properties = properties
         self.mitigation = mitigation
-        self.calibration_time = time.time()  # when the (cached) calibration was read: its epoch
+        self.calibration_time = FAKE_CALIBRATION_EPOCH  # a fake QPU's one calibration
         self._backend: IQMBackend | None = None
         self._lock = threading.Lock()
 

@@ -158,7 +158,9 @@ class IQMBackend:
             self.fidelity_2q, self.readout_fidelity = self._remote.fidelity_2q, self._remote.readout_fidelity
         else:
             self.fidelity_2q, self.readout_fidelity = calibration_of(self._backend)
-        self.calibration_time = time.time()  # when this calibration was read: its epoch
+        # the calibration's epoch: a fake QPU has one calibration forever; a server's is the one
+        # read now
+        self.calibration_time = FAKE_CALIBRATION_EPOCH if target.is_fake else time.time()
 
     def state(self) -> BackendState:
         """Width, calibration and mitigation as the selection policy sees them."""
@@ -290,6 +292,11 @@ def run_noisy_exact(
         np.add.at(histogram, scatter_outcomes(len(written), written), sampled)
         out.append(Counts.from_samples(histogram, circuit.num_clbits))
     return out
+
+
+#: calibration epoch of every fake QPU: its error profile never changes, so errors the policy
+#: learns on it carry across runs (a server QPU's epoch is when its calibration was read)
+FAKE_CALIBRATION_EPOCH = 0.0
 
 
 def qpu_state(
