@@ -226,8 +226,8 @@ def main() -> int:
     summary = {
         "benchmark": "mitigation",
         "circuit": args.circuit,
-        "qubits": args.qubits,
-        "cuts": args.cuts,
+        "qubits": args.qubits if args.circuit == "demo" else None,
+        "cuts": args.cuts if args.circuit == "demo" else None,
         "seeds": args.seeds,
         "seconds": round(time.perf_counter() - started, 1),
         "levels": {
