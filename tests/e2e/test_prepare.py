@@ -64,9 +64,9 @@ def _wait_apollo_free(e2e: E2ECluster) -> None:
 
 
 def _cdi_specs(e2e: E2ECluster, node: str) -> dict[str, dict[str, Any]]:
-    """CDI id -> container edits, from every spec in ``node``'s CDI directory."""
+    """CDI id -> container edits, from every spec of our driver in ``node``'s CDI directory."""
     out = {}
-    for path in (e2e.node_dir(node) / "host" / "var" / "run" / "cdi").glob("*.json"):
+    for path in e2e.node_dir(node).rglob(f"{DRIVER_NAME}-*.json"):
         doc = json.loads(path.read_text())
         out.update({f"{doc['kind']}={d['name']}": d["containerEdits"] for d in doc["devices"]})
     return out
