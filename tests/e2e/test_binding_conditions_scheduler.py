@@ -157,6 +157,17 @@ def _qpu(name: str, double: IQMServerDouble, health: Path) -> dict[str, Any]:
     }
 
 
+def _created(create: Callable[[], Any]) -> None:
+    """Create an object; one that exists already (409) is fine."""
+    from kubernetes.client import ApiException
+
+    try:
+        create()
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
 def _apply_rbac(api: Any) -> None:
     from kubernetes import client
 
@@ -188,9 +199,11 @@ def cluster(apiserver_kubeconfig: str) -> Iterator[Cluster]:  # noqa: F811 (the 
     procs: list[subprocess.Popen[bytes]] = []
     with a.running(), b.running():
         c = Cluster(apiserver_kubeconfig, state, a, b)
-        for ns in (NS, "qubelet-system"):
-            c.core.create_namespace({"metadata": {"name": ns}})
-            c.core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+        for ns in (NS, "qubelet-system"):  # another module of the session may have made them
+            _created(lambda ns=ns: c.core.create_namespace({"metadata": {"name": ns}}))
+            _created(
+                lambda ns=ns: c.core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+            )
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         c.core.create_node({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}})
         capacity = {"cpu": "4", "memory": "8Gi", "pods": "20"}
@@ -215,13 +228,15 @@ def cluster(apiserver_kubeconfig: str) -> Iterator[Cluster]:  # noqa: F811 (the 
         )
         # The TaintNodesByCondition admission plugin taints a new Node not-ready; no kubelet lifts it.
         c.core.patch_node(NODE, {"spec": {"taints": []}})
-        c.res.create_device_class(
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "DeviceClass",
-                "metadata": {"name": DEVICE_CLASS_NAME},
-                "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER_NAME}"'}}]},
-            }
+        _created(
+            lambda: c.res.create_device_class(
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "DeviceClass",
+                    "metadata": {"name": DEVICE_CLASS_NAME},
+                    "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER_NAME}"'}}]},
+                }
+            )
         )
         # The controller runs as its ServiceAccount with exactly the shipped RBAC.
         c.core.create_namespaced_service_account(
@@ -261,7 +276,10 @@ def cluster(apiserver_kubeconfig: str) -> Iterator[Cluster]:  # noqa: F811 (the 
         c.start_controller()
         try:
             wait_for(
-                lambda: len([s for s in c.res.list_resource_slice().items if s.spec.devices]) == 2,
+                lambda: (
+                    {"cloud/resv-a", "cloud/resv-b"}
+                    <= {s.spec.pool.name for s in c.res.list_resource_slice().items if s.spec.devices}
+                ),
                 120,
                 "the reservation QPUs' slices",
             )
@@ -273,6 +291,9 @@ def cluster(apiserver_kubeconfig: str) -> Iterator[Cluster]:  # noqa: F811 (the 
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=20)
+            for piece in c.res.list_resource_slice().items:  # leave the session's API server as found
+                if piece.spec.pool.name in ("cloud/resv-a", "cloud/resv-b"):
+                    c.res.delete_resource_slice(piece.metadata.name)
             if os.environ.get("QUBELET_E2E_EVIDENCE"):
                 out = Path(os.environ["QUBELET_E2E_EVIDENCE"])
                 out.mkdir(parents=True, exist_ok=True)
