@@ -1,6 +1,10 @@
 # qubelet: two commands on a fresh machine.
 #   make demo   set up .venv and run the local hybrid circuit-cutting job
-#   make test   set up .venv and run ruff, mypy and pytest
+#   make test   set up .venv and run ruff, mypy and pytest (the e2e tests too, when the control
+#               plane is built; they skip with the reason otherwise)
+#   make cluster-up / cluster-down   a real local control plane (Kubernetes, Kueue, qubelet's
+#               daemons) to try `qubelet submit` and the admission flow on; needs Go once
+#   make e2e    only the e2e suite (tests/e2e) on that control plane
 #
 # The install is locked: uv.lock pins every package (and its hashes) that CI tested, and
 # `uv sync --locked` installs exactly that set, failing if pyproject.toml changed without a new
@@ -15,7 +19,7 @@ DEMO_DIR ?= runs/demo
 PROTO_OUT := .
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv lock demo test lint typecheck pytest bench protos metrics-doc gpu clean
+.PHONY: venv lock demo test lint typecheck pytest bench protos metrics-doc gpu clean controlplane cluster-up cluster-down e2e
 
 venv: $(STAMP)
 
@@ -56,6 +60,25 @@ pytest: venv
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
+
+# The real control plane (test tooling): etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager, kubectl and Kueue built from the Go modules in hack/controlplane into
+# .cache/controlplane (reused while their go.mod/go.sum are unchanged; override the place with
+# QUBELET_CONTROLPLANE_CACHE). The first build takes tens of minutes.
+controlplane:
+	bash hack/controlplane/build.sh
+
+# Everything hack/cluster.py starts is on loopback; the last line printed is the kubeconfig.
+CLUSTER_STATE ?= .cluster
+cluster-up: venv
+	$(PY) hack/cluster.py up --state-dir $(CLUSTER_STATE)
+
+cluster-down:
+	$(PY) hack/cluster.py down --state-dir $(CLUSTER_STATE)
+
+# QUBELET_E2E_BUILD=1 builds the control plane first if needed (CI=true does too).
+e2e: venv
+	$(VENV)/bin/pytest -m e2e tests/e2e
 
 bench: venv
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -20,7 +20,7 @@ from pipeline.planning import Batch, batch_decisions
 from policy.interface import BackendState, Decision
 from qubelet.cli import main
 from qubelet.inventory import parse_config
-from qubelet.inventory.names import DRIVER_NAME, MIN_FIDELITY_ANNOTATION
+from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME, MIN_FIDELITY_ANNOTATION
 
 pytestmark = pytest.mark.timeout(180)
 K8S = "1.37"
@@ -54,7 +54,7 @@ def test_batch_ranks_the_policy_pick_first_then_by_predicted_finish_within_the_f
 
 def test_ranked_claim_has_ordered_cel_alternatives_and_is_valid_kubernetes() -> None:
     batch = _batch()
-    opts = render.RenderOptions()
+    opts = render.RenderOptions(claim_choices="ranked")
     (template,) = render.claim_templates([batch], opts)
     schemas.validate_core(template, K8S)
     (request,) = template["spec"]["spec"]["devices"]["requests"]
@@ -102,9 +102,34 @@ def test_selectors_read_only_attributes_the_driver_publishes() -> None:
     assert used and used <= published, used - published
 
 
+def test_default_claim_is_one_device_of_the_class_kueue_admits() -> None:
+    """Kueue (through v0.19) refuses firstAvailable and CEL selectors: the default asks neither.
+
+    tests/e2e/test_kueue.py shows the real Kueue admitting this and refusing the ranked form.
+    """
+    batch = _batch()
+    (template,) = render.claim_templates([batch], render.RenderOptions())
+    schemas.validate_core(template, K8S)
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    assert request == {
+        "name": "qpu",
+        "exactly": {"deviceClassName": DEVICE_CLASS_NAME, "allocationMode": "ExactCount", "count": 1},
+    }
+    ranking = template["metadata"]["annotations"]["qubelet.quantum.example.com/ranking"]
+    assert ranking.startswith("not enforced under Kueue") and "model-apollo" in ranking
+    workflow = render.build_workflow(render.RunArgs(), "r1", [batch], render.RenderOptions())
+    (step,) = [t for t in workflow["spec"]["templates"] if t.get("resourceClaims")]
+    name = template["metadata"]["name"]
+    assert step["resourceClaims"] == [{"name": "qpu", "resourceClaimTemplateName": name}]
+    # the floor travels on the pod: the admission check enforces it before Kueue admits
+    assert step["metadata"]["annotations"] == {MIN_FIDELITY_ANNOTATION: "0.99"}
+    assert step["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "qubelet-qpu"
+
+
 def test_render_cli_for_qpu_backends(tmp_path: Path) -> None:
     out = tmp_path / "wf.yaml"
-    argv = ["render", "--qubits=6", "--cuts=1", "--shots=64", "--backends=qpu", "-o", str(out)]
+    argv = ["render", "--qubits=6", "--cuts=1", "--shots=64", "--backends=qpu", "--claim-choices=ranked"]
+    argv += ["-o", str(out)]
     assert main(argv) == 0
     docs: list[dict[str, Any]] = list(yaml.safe_load_all(out.read_text()))
     templates = [d for d in docs if d["kind"] == "ResourceClaimTemplate"]

@@ -151,3 +151,30 @@ def resource_claim_template(
         "metadata": metadata,
         "spec": {"spec": {"devices": {"requests": [request]}}},
     }
+
+
+def kueue_template_name(alts: Sequence[Alternative]) -> str:
+    """The Kueue-mode template's name: deterministic per ranking, distinct from the ranked one's."""
+    key = json.dumps(["kueue", [[a.name, a.expression] for a in alts]])
+    return f"qpu-kueue-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def kueue_claim_template(name: str, namespace: str, alts: Sequence[Alternative]) -> dict[str, Any]:
+    """A claim Kueue admits: ``exactly`` one device of the class, no selectors, the ranking as a note.
+
+    Kueue (v0.17 through v0.19) marks a Workload inadmissible when a claim request uses
+    ``firstAvailable`` or CEL ``selectors`` (``pkg/dra/claims.go``: "FirstAvailable device
+    selection is not supported", "CEL selectors are not supported"), so a Kueue-managed step
+    may only ask for a count of the DeviceClass it maps in ``deviceClassMappings``. The policy's
+    ranking stays on the template as the annotation ``qubelet.quantum.example.com/ranking``
+    (marked not enforced); the fidelity floor is enforced before admission by the admission
+    check, from the step pod's ``min-fidelity-2q`` annotation.
+    """
+    request = {
+        "name": REQUEST_NAME,
+        "exactly": {"deviceClassName": DEVICE_CLASS_NAME, "allocationMode": "ExactCount", "count": 1},
+    }
+    ranking = "not enforced under Kueue (any device of the class); " + "; ".join(
+        f"{a.name}: {a.why}" for a in alts
+    )
+    return resource_claim_template(name, namespace, request, {"qubelet.quantum.example.com/ranking": ranking})

@@ -274,10 +274,12 @@ def _add_render_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--claim-choices",
-        choices=("ranked", "single", "off"),
-        default="ranked",
-        help="QPU claims: the policy's ranked QPUs as firstAvailable alternatives (ranked), only the "
-        "best one for clusters without prioritized lists (single), or the plain qpu template (off)",
+        choices=("kueue", "ranked", "single", "off"),
+        default=d["claim_choices"],
+        help="QPU claims: one device of the class, which Kueue admits, the policy's ranking as an "
+        "annotation and its fidelity floor checked at admission (kueue, the default); the ranked "
+        "QPUs as firstAvailable alternatives (ranked) or only the best one (single), both refused "
+        "by Kueue through v0.19, for QPU steps Kueue does not manage; the plain qpu template (off)",
     )
     parser.add_argument(
         "--run-id", default=None, help="run directory name on the PVC (default: the plan's id)"
@@ -344,7 +346,7 @@ def _options(args: argparse.Namespace) -> Any:
         qpu_request=args.qpu_request,
         argo_compat=args.argo_compat,
         claim_constraints=args.claim_constraints,
-        claim_choices=getattr(args, "claim_choices", "ranked"),
+        claim_choices=getattr(args, "claim_choices", "kueue"),
         pvc=args.pvc,
         retries=args.retries,
     )

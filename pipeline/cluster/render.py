@@ -133,9 +133,13 @@ class RenderOptions:
     retries: int = 3
     #: Use a generated ResourceClaimTemplate with a CEL qubit floor when a batch has min_qubits.
     claim_constraints: bool = False
-    #: QPU batches with ranked choices: ``firstAvailable`` over them (``ranked``), the best one
-    #: only (``single``, clusters without prioritized lists), or the plain template (``off``).
-    claim_choices: Literal["ranked", "single", "off"] = "ranked"
+    #: QPU batches with ranked choices: a claim Kueue admits (``kueue``: ``exactly`` one device of
+    #: the class, the ranking as an annotation, the floor on the pod for the admission check),
+    #: ``firstAvailable`` over them (``ranked``), the best one only (``single``), or the plain
+    #: template (``off``). Kueue through v0.19 refuses firstAvailable and CEL selectors, and
+    #: every rendered step carries a Kueue queue label: ``ranked``/``single`` are for clusters
+    #: where Kueue does not manage the QPU steps (docs/cluster-guide.md).
+    claim_choices: Literal["kueue", "ranked", "single", "off"] = "kueue"
     generate_name: str = "qubelet-cutting-"
     extra_labels: dict[str, str] = field(default_factory=dict)
     #: Where steps push their final metrics (manifests/monitoring ships it); empty: no push,
@@ -463,6 +467,8 @@ def _ranked_claim(batch: BatchLike, opts: RenderOptions) -> tuple[str, list[clai
     if batch.kind != "qpu" or opts.qpu_request != "claim" or opts.claim_choices == "off" or not choices:
         return None
     alts = claims.alternatives(choices, batch.min_qubits, getattr(batch, "min_fidelity_2q", None))
+    if opts.claim_choices == "kueue":
+        return claims.kueue_template_name(alts), alts
     return claims.template_name(alts, opts.claim_choices == "single"), alts
 
 
@@ -474,9 +480,13 @@ def claim_templates(batches: Sequence[BatchLike], opts: RenderOptions) -> list[d
         ranked = _ranked_claim(batch, opts)
         if ranked is not None:
             name, alts = ranked
-            out.setdefault(
-                name, claims.claim_template(name, opts.namespace, alts, single=opts.claim_choices == "single")
-            )
+            if opts.claim_choices == "kueue":
+                out.setdefault(name, claims.kueue_claim_template(name, opts.namespace, alts))
+            else:
+                out.setdefault(
+                    name,
+                    claims.claim_template(name, opts.namespace, alts, single=opts.claim_choices == "single"),
+                )
         elif (
             batch.kind == "qpu"
             and batch.min_qubits
