@@ -40,6 +40,8 @@ def _load_cluster_module() -> Any:
 
 cluster_mod = _load_cluster_module()
 IN_CI = os.environ.get("CI") == "true"
+#: The label a namespace needs before it may ask for a QPU (manifests/tenants, in both overlays).
+TENANT = {"quantum.example.com/qpu-tenant": "true"}
 #: The session's cluster once up: a failing test's report gets the tail of every process log.
 _ACTIVE: list[Any] = []
 

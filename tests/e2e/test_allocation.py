@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import TENANT, wait_for
 
 from pipeline.cluster import claims
 from qubelet.cli import main
@@ -29,7 +29,7 @@ ATTRS = f'device.attributes["{DRIVER_NAME}"]'
 @pytest.fixture
 def ns(e2e_cluster: Any) -> Iterator[str]:
     name = f"alloc-{uuid.uuid4().hex[:6]}"
-    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": TENANT}})
     wait_for(lambda: e2e_cluster.kubectl("get", "serviceaccount", "default", "-n", name), 30, "default SA")
     yield name
     e2e_cluster.kubectl("delete", "namespace", name, "--wait=false")

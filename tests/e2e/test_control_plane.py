@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from conftest import wait_for
+from conftest import TENANT, wait_for
 
 from qubelet.inventory.names import DEVICE_CLASS_NAME, DRIVER_NAME
 
@@ -48,7 +48,7 @@ def test_foreign_claim_and_pod_allocated_bound_and_prepared(e2e_cluster: Any) ->
     ns = f"foreign-{suffix}"
     attrs = f'device.attributes["{DRIVER_NAME}"]'
     e2e_cluster.apply(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": TENANT}},
     )
     wait_for(lambda: e2e_cluster.kubectl("get", "serviceaccount", "default", "-n", ns), 30, "default SA")
     e2e_cluster.apply(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, TENANT, wait_for
 
 QPU = "quantum.example.com/qpu"
 
@@ -31,7 +31,7 @@ QPU = "quantum.example.com/qpu"
 @pytest.fixture
 def ns(e2e_cluster: Any) -> Iterator[str]:
     name = f"agent-{uuid.uuid4().hex[:6]}"
-    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": TENANT}})
     wait_for(lambda: e2e_cluster.kubectl("get", "serviceaccount", "default", "-n", name), 30, "default SA")
     yield name
     e2e_cluster.kubectl("delete", "namespace", name, "--wait=false")

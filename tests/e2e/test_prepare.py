@@ -28,7 +28,7 @@ import pytest
 if not (Path(__file__).resolve().parent / "conftest.py").exists():
     pytest.skip("the e2e harness (tests/e2e/conftest.py) is not here", allow_module_level=True)
 
-from conftest import wait_for  # tests/e2e/conftest.py
+from conftest import TENANT, wait_for  # tests/e2e/conftest.py
 
 from pipeline.cluster import claims
 from qubelet.inventory.names import CDI_KIND, DEVICE_CLASS_NAME, DRIVER_NAME
@@ -41,7 +41,7 @@ ATTRS = f'device.attributes["{DRIVER_NAME}"]'
 @pytest.fixture
 def ns(e2e_cluster: E2ECluster) -> Iterator[str]:
     name = f"prepare-{uuid.uuid4().hex[:6]}"
-    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    e2e_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": TENANT}})
     wait_for(lambda: e2e_cluster.kubectl("get", "serviceaccount", "default", "-n", name), 30, "default SA")
     yield name
     e2e_cluster.kubectl("delete", "namespace", name, "--wait=false")
