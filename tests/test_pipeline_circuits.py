@@ -90,16 +90,19 @@ def test_user_circuit_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "kind"),
-    [("bad.qpy", b"not qpy", "QPY"), ("bad.qasm", b"OPENQASM 3.0; qubit[2] q; frob q;", "OpenQASM 3")],
+    ("name", "content", "says"),
+    [
+        ("bad.qpy", b"not qpy", "not a QPY file"),
+        ("bad.qasm", b"OPENQASM 3.0; qubit[2] q; frob q;", "not a valid OpenQASM 3 circuit"),
+    ],
 )
-def test_malformed_circuit_files(tmp_path: Path, name: str, content: bytes, kind: str) -> None:
+def test_malformed_circuit_files(tmp_path: Path, name: str, content: bytes, says: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(PipelineError) as info:
         load_circuit_file(path)
     message = str(info.value)
-    assert message.startswith(str(path)) and f"not a valid {kind} circuit" in message
+    assert message.startswith(str(path)) and says in message
     assert "\n" not in message
 
 

@@ -63,11 +63,18 @@ def test_run_config_and_plan_round_trip() -> None:
     assert Plan.from_json(plan.to_json()) == plan
 
 
-def test_cli_defaults_are_the_run_configs() -> None:
+def test_cli_defaults_are_the_run_configs(capsys: pytest.CaptureFixture[str]) -> None:
     from qubelet.cli import build_parser
 
     args = build_parser().parse_args(["run"])
     declared = RunConfig()
-    for name in ("qubits", "cuts", "shots", "seed", "policy", "qpu_backend", "batch_size", "max_attempts"):
+    # --qubits/--cuts default to None so that giving them with --circuit can be refused; the run
+    # then takes RunConfig's values, which the help text names.
+    assert args.qubits is None and args.cuts is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default {declared.qubits}" in help_text and f"default {declared.cuts}" in help_text
+    for name in ("shots", "seed", "policy", "qpu_backend", "batch_size", "max_attempts"):
         assert getattr(args, name) == getattr(declared, name), name
     assert tuple(args.backends.split(",")) == declared.backends
