@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from admission_check.decide import Verdict, decide
@@ -44,20 +44,41 @@ def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def min_fidelity(workload: dict[str, Any]) -> float | None:
-    """The strictest fidelity floor any of the Workload's pod sets carries (None: no floor)."""
+def _floor(annotations: dict[str, Any], where: str) -> float | None:
+    raw = annotations.get(MIN_FIDELITY_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        log.warning("bad fidelity annotation ignored", object=where, value=str(raw))
+        return None
+    return value if 0.0 < value <= 1.0 else None
+
+
+def owner_pods(workload: dict[str, Any]) -> list[str]:
+    """Names of the Pods owning ``workload`` (Kueue's pod integration; a pod group owns several)."""
+    return [
+        str(ref["name"])
+        for ref in (workload.get("metadata") or {}).get("ownerReferences") or []
+        if ref.get("kind") == "Pod" and ref.get("apiVersion") == "v1" and ref.get("name")
+    ]
+
+
+def min_fidelity(workload: dict[str, Any], pods: Sequence[dict[str, Any]] = ()) -> float | None:
+    """The strictest fidelity floor of the Workload's pod-set templates and its owner ``pods``.
+
+    Pod-set templates carry metadata for Jobs; for plain pods Kueue copies only the spec, so the
+    floor lives on the owner pods' annotations (None: no floor anywhere).
+    """
     floors = []
     for pod_set in (workload.get("spec") or {}).get("podSets") or []:
         annotations = ((pod_set.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-        raw = annotations.get(MIN_FIDELITY_ANNOTATION)
-        try:
-            value = float(raw) if raw is not None else None
-        except ValueError:
-            log.warning("bad fidelity annotation ignored", workload=_key(workload), value=str(raw))
-            continue
-        if value is not None and 0.0 < value <= 1.0:
-            floors.append(value)
-    return max(floors) if floors else None
+        floors.append(_floor(annotations, _key(workload)))
+    for pod in pods:
+        floors.append(_floor((pod.get("metadata") or {}).get("annotations") or {}, _key(pod)))
+    found = [f for f in floors if f is not None]
+    return max(found) if found else None
 
 
 def _key(workload: dict[str, Any]) -> str:
@@ -130,9 +151,12 @@ class AdmissionCheckController:
         snapshot, error = self._snapshot()
         out: dict[str, str] = {}
         for workload, entry in pending:
+            pods = self._owner_pods(workload)
+            if pods is None:
+                continue  # the floor is unknown: leave the check Pending for the next pass
             verdict = decide(
                 snapshot,
-                min_fidelity(workload),
+                min_fidelity(workload, pods),
                 max_wait_seconds=self.max_wait_seconds,
                 reject_unmeetable=self.reject_unmeetable,
                 telemetry_error=error,
@@ -140,6 +164,20 @@ class AdmissionCheckController:
             if self._write(workload, str(entry["name"]), verdict):
                 out[_key(workload)] = verdict.state
         return out
+
+    def _owner_pods(self, workload: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The Workload's owner Pods, read live; None when one cannot be read (no verdict yet)."""
+        namespace = str((workload.get("metadata") or {}).get("namespace", ""))
+        pods = []
+        for name in owner_pods(workload):
+            try:
+                pods.append(self.kueue.read_pod(namespace, name))
+            except ApiError as exc:
+                log.warning(
+                    "owner pod unreadable, check left Pending", workload=_key(workload), error=str(exc)
+                )
+                return None
+        return pods
 
     def _snapshot(self) -> tuple[Snapshot | None, str]:
         try:

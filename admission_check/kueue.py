@@ -1,6 +1,8 @@
 """The Kueue objects the controller reads and writes, as plain dicts, behind a small protocol.
 
-``KueueAPI`` is what the controller needs: list Workloads, replace a Workload's status (with its
+``KueueAPI`` is what the controller needs: list Workloads, read a Workload's owner Pod (Kueue's
+pod integration copies only the pod *spec* into the Workload, so a plain pod's fidelity-floor
+annotation is read from the pod itself), replace a Workload's status (with its
 ``resourceVersion``, so a stale writer gets a Conflict instead of overwriting), read and update an
 AdmissionCheck's status. :class:`KubeKueueAPI` is the real one (kubernetes ``CustomObjectsApi``,
 status subresource); tests use the double in ``tests/doubles/fake_kueue_api.py``.
@@ -25,6 +27,10 @@ class KueueAPI(Protocol):
         """Write ``body``'s status; ``metadata.resourceVersion`` must be current (else Conflict)."""
         ...
 
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """One Pod as a dict (NotFound when absent): the owner of a pod-integration Workload."""
+        ...
+
     def list_admission_checks(self) -> list[dict[str, Any]]:
         """Every AdmissionCheck (cluster-scoped)."""
         ...
@@ -41,6 +47,8 @@ class KubeKueueAPI:
         from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self._serialize = api_client.sanitize_for_serialization
 
     def list_workloads(self) -> list[dict[str, Any]]:
         """Every Workload in every namespace."""
@@ -55,6 +63,12 @@ class KubeKueueAPI:
                 KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", name, body
             )
         return dict(out)
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """GET ``pods/<name>`` (the ClusterRole grants ``get`` on pods, nothing more)."""
+        with api_errors(f"get pod {namespace}/{name}"):
+            pod = self.core.read_namespaced_pod(name, namespace)
+        return dict(self._serialize(pod))
 
     def list_admission_checks(self) -> list[dict[str, Any]]:
         """Every AdmissionCheck."""

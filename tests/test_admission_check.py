@@ -164,6 +164,58 @@ def test_rejected_when_drift_puts_every_qpu_below_the_budget(
     assert "best apollo at 0.97" in check_entry(kueue, "wl-x")["message"]
 
 
+def pod_workload(name: str, owners: dict[str, float | None]) -> dict[str, Any]:
+    """A Workload as Kueue v0.17's pod integration builds it: the podSet template carries only
+    the pod spec (no metadata), and each pod of the group is an ownerReference."""
+    wl = workload(name, floor=None)
+    del wl["spec"]["podSets"][0]["template"]["metadata"]
+    wl["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": f"uid-{pod}"} for pod in owners
+    ]
+    return wl
+
+
+def owner_pod(name: str, floor: float | None) -> dict[str, Any]:
+    annotations = {MIN_FIDELITY_ANNOTATION: f"{floor}"} if floor is not None else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+        "spec": {"containers": [{"name": "main", "image": "ghcr.io/qubelet/pipeline:0.1.0"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("owners", "verdict"),
+    [
+        ({"step-a": 0.9999}, "Retry"),  # one pod, floor above the only QPU's 0.995
+        ({"step-a": 0.99}, "Ready"),
+        ({"step-a": 0.9, "step-b": 0.9999, "step-c": None}, "Retry"),  # a pod group: the strictest
+        ({"step-a": 0.9, "step-b": 0.99}, "Ready"),
+    ],
+    ids=["pod-unmeetable", "pod-meetable", "group-strictest-unmeetable", "group-meetable"],
+)
+def test_a_pod_workloads_floor_is_read_from_its_owner_pods(
+    kueue: FakeKueueAPI, prom: FakePrometheus, owners: dict[str, float | None], verdict: str
+) -> None:
+    healthy(prom, fidelity=0.995)
+    for pod, floor in owners.items():
+        kueue.create_pod(owner_pod(pod, floor))
+    kueue.create_workload(pod_workload("pod-step-a", owners))
+    assert controller(kueue, FakeResourceAPI(), prom).run_once() == {f"{NS}/pod-step-a": verdict}
+    entry = check_entry(kueue, "pod-step-a")
+    floor = max(f for f in owners.values() if f is not None)
+    assert f"2q fidelity >= {floor:g}" in entry["message"], entry
+
+
+def test_an_unreadable_owner_pod_leaves_the_check_pending(kueue: FakeKueueAPI, prom: FakePrometheus) -> None:
+    healthy(prom)
+    kueue.create_pod(owner_pod("step-a", 0.9999))
+    kueue.create_workload(pod_workload("pod-step-a", {"step-a": 0.9999, "step-gone": None}))
+    assert controller(kueue, FakeResourceAPI(), prom).run_once() == {}
+    assert check_entry(kueue, "pod-step-a")["state"] == "Pending"
+
+
 def test_only_pending_checks_are_decided_and_queue_depth_is_exported(
     kueue: FakeKueueAPI, prom: FakePrometheus
 ) -> None:
@@ -259,6 +311,10 @@ def test_manifests_wire_the_check_to_the_qpu_flavor_with_least_privilege() -> No
         for verb in r["verbs"]
         if verb in {"create", "update", "patch", "delete"}
     }
+    reads_of_core = {
+        (res, verb) for r in rules if r["apiGroups"] == [""] for res in r["resources"] for verb in r["verbs"]
+    }
+    assert reads_of_core == {("pods", "get")}  # the owner pod's floor annotation; no list/watch
     assert writes == {
         ("workloads/status", "update"), ("workloads/status", "patch"),
         ("admissionchecks/status", "update"), ("admissionchecks/status", "patch"),

@@ -1,4 +1,4 @@
-"""Test double for the Kueue part of an API server (cannot run here): Workloads and AdmissionChecks.
+"""Test double for the Kueue part of an API server (cannot run here): Workloads, AdmissionChecks, Pods.
 
 It keeps kueue.x-k8s.io/v1beta2 objects as JSON dicts and behaves like the API server does for
 them: every write is validated against the vendored CRD schema (``manifests/crds``, strict about
@@ -29,6 +29,7 @@ class FakeKueueAPI:
         self._rv = itertools.count(1)
         self.workloads: dict[tuple[str, str], dict[str, Any]] = {}
         self.admission_checks: dict[str, dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.status_writes = 0
 
     # -- helpers ------------------------------------------------------------------------------
@@ -76,6 +77,24 @@ class FakeKueueAPI:
             self.admission_checks[obj["metadata"]["name"]] = self._stamp(obj)
             return copy.deepcopy(obj)
 
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Pod (the owner of a pod-integration Workload); a uid is assigned."""
+        obj = copy.deepcopy(body)
+        if obj.get("apiVersion") != "v1" or obj.get("kind") != "Pod":
+            raise ApiError("Pod: apiVersion/kind must be v1/Pod", status=400)
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        with self._lock:
+            if key in self.pods:
+                raise Conflict(f"pods {key[1]} already exists", status=409, reason="AlreadyExists")
+            obj["metadata"].setdefault("uid", f"uid-{key[1]}")
+            self.pods[key] = self._stamp(obj)
+            return copy.deepcopy(obj)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a Pod (its Workload stays until Kueue's garbage collection)."""
+        with self._lock:
+            self.pods.pop((namespace, name), None)
+
     def read_workload(self, namespace: str, name: str) -> dict[str, Any]:
         """One Workload (NotFound when absent)."""
         with self._lock:
@@ -102,6 +121,13 @@ class FakeKueueAPI:
             self.workloads[(namespace, name)] = self._stamp(updated)
             self.status_writes += 1
             return copy.deepcopy(updated)
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """One Pod (NotFound when absent), as ``GET pods/<name>`` returns it."""
+        with self._lock:
+            if (namespace, name) not in self.pods:
+                raise NotFound(f'pods "{name}" not found', status=404, reason="NotFound")
+            return copy.deepcopy(self.pods[(namespace, name)])
 
     def list_admission_checks(self) -> list[dict[str, Any]]:
         """Every AdmissionCheck."""

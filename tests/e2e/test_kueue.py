@@ -27,6 +27,7 @@ from argo_pods import step_pod
 from conftest import wait_for
 
 from qubelet.cli import main
+from qubelet.inventory.names import MIN_FIDELITY_ANNOTATION
 
 NS = "qubelet-workloads"
 GATE = "kueue.x-k8s.io/admission"
@@ -239,5 +240,50 @@ def test_workflow_template_steps_are_admitted_as_applied_by_the_overlay(e2e_clus
                 60,
                 f"{name} bound",
             )
+    finally:
+        delete_pods(e2e_cluster, pods)
+
+
+def test_a_step_pods_fidelity_floor_is_enforced_by_the_check(e2e_cluster: Any, tmp_path: Path) -> None:
+    """Kueue's pod integration copies only the pod spec into the Workload; the check reads the
+    step pod's ``min-fidelity-2q`` annotation from the owner pod. 0.9999 is above every QPU's
+    calibration: Retry (Kueue resets it to Pending with a retryCount) and the pod stays gated;
+    a meetable floor is admitted."""
+    docs = render(tmp_path)
+    e2e_cluster.apply(*[d for d in docs if d["kind"] == "ResourceClaimTemplate"])
+    unmeetable, meetable = qpu_step_pods(docs, f"k9-{uuid.uuid4().hex[:4]}")[:2]
+    unmeetable["metadata"].setdefault("annotations", {})[MIN_FIDELITY_ANNOTATION] = "0.9999"
+    meetable["metadata"].setdefault("annotations", {})[MIN_FIDELITY_ANNOTATION] = "0.9"
+    pods = [unmeetable, meetable]
+    try:
+        for pod in pods:
+            create_one(e2e_cluster, pod)
+        bad, good = unmeetable["metadata"]["name"], meetable["metadata"]["name"]
+
+        def retried() -> Any:
+            wl = workload_for(e2e_cluster, bad)
+            check = {c["name"]: c for c in (wl or {}).get("status", {}).get("admissionChecks", [])}.get(
+                "qubelet"
+            )
+            if not check:
+                return None
+            said_retry = check["state"] == "Retry" or check.get("retryCount", 0) >= 1
+            return wl if said_retry or "Previously: Retry" in check.get("message", "") else None
+
+        wl = wait_for(retried, 90, f"the check's Retry for {bad} (floor 0.9999)")
+        assert conditions(wl).get("Admitted", {}).get("status") != "True", wl["status"]
+
+        def admitted() -> Any:
+            w = workload_for(e2e_cluster, good)
+            return w if w and conditions(w).get("Admitted", {}).get("status") == "True" else None
+
+        ok = wait_for(admitted, 90, f"Kueue to admit {good} (floor 0.9)")
+        checks = {c["name"]: c for c in ok["status"]["admissionChecks"]}
+        assert checks["qubelet"]["state"] == "Ready" and "2q fidelity >= 0.9" in checks["qubelet"]["message"]
+        wl = workload_for(e2e_cluster, bad)
+        assert wl and conditions(wl).get("Admitted", {}).get("status") != "True", wl
+        gated = e2e_cluster.kubectl_json("get", "pod", bad, "-n", NS)
+        assert {"name": GATE} in gated["spec"]["schedulingGates"], gated["spec"]
+        assert not gated["spec"].get("nodeName")
     finally:
         delete_pods(e2e_cluster, pods)
