@@ -167,9 +167,9 @@ def kueue_claim_template(name: str, namespace: str, alts: Sequence[Alternative])
     selection is not supported", "CEL selectors are not supported"), so a Kueue-managed step
     may only ask for a count of the DeviceClass it maps in ``deviceClassMappings``. The policy's
     ranking stays on the template as the annotation ``qubelet.quantum.example.com/ranking``
-    (marked not enforced). The step pod keeps its ``min-fidelity-2q`` annotation, but Kueue
-    v0.17's pod integration copies only the pod's spec into the Workload, so the admission check
-    does not see it there (docs/cluster-guide.md): under Kueue the floor is not enforced yet.
+    (marked not enforced); the fidelity floor is enforced before admission by the admission
+    check, from the step pod's ``min-fidelity-2q`` annotation (read from the Workload's owner
+    pod: Kueue v0.17's pod integration copies only the pod's spec into the Workload).
     """
     request = {
         "name": REQUEST_NAME,
