@@ -25,12 +25,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from policy.interface import BACKEND_KINDS, BackendKind, BackendState
 from policy.loop import LoopSettings
 from policy.models import CostCoefficients
 from qubelet.errors import ConfigError
+from qubelet.yamlfile import read_yaml_file
 
 _PRIOR_KEYS = {
     "base": "base",
@@ -164,16 +163,4 @@ def parse_policy_config(data: Any, source: str) -> PolicyConfig:
 def load_policy_config(path: str | os.PathLike[str]) -> PolicyConfig:
     """Read and validate a policy config file (one-line :class:`ConfigError` on any problem)."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from exc
-    return parse_policy_config(data, source)
+    return parse_policy_config(read_yaml_file(source), source)

@@ -23,6 +23,7 @@ import yaml
 from policy.interface import BACKEND_KINDS
 from policy.models import CostCoefficients
 from qubelet.errors import ConfigError
+from qubelet.yamlfile import read_yaml_file
 
 if TYPE_CHECKING:  # policy.scenarios reads its built-ins through this module: imported late
     from policy.scenarios import Scenario
@@ -132,19 +133,7 @@ def parse_scenario(data: Any, source: str) -> Scenario:
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate a scenario file."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from exc
-    return parse_scenario(data, source)
+    return parse_scenario(read_yaml_file(source), source)
 
 
 def _plain(value: Any) -> Any:

@@ -20,9 +20,8 @@ from pathlib import PurePosixPath
 from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
-import yaml
-
 from qubelet.errors import ConfigError
+from qubelet.yamlfile import read_yaml_file
 
 __all__ = [
     "MAX_DEVICES",
@@ -538,51 +537,7 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     return Config(version=version, flags=flags, qpus=tuple(qpus), source=source)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last of two equal keys silently, so a ``replicas`` written twice (or a
-    ``health`` block pasted over another) would take effect without anyone noticing. YAML 1.2
-    says keys are unique; the error names the line of the second key and of the first. Keys
-    that come from a merge (``<<: *anchor``) may still be overridden, as YAML intends.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-            try:
-                seen = first_line.get(key)
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            if seen is not None:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first given on line {seen})",
-                    key_node.start_mark,
-                )
-            first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate an inventory file; any problem raises a one-line :class:`ConfigError`."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason}") from exc
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML: {where}{problem}") from exc
-    return parse_config(data, source)
+    return parse_config(read_yaml_file(source), source)
