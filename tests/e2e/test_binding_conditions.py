@@ -14,9 +14,6 @@ What the real scheduler must do with the conditions: hold the pod in PreBind unt
 the other QPU, or leave the pod pending. Evidence for the closing note goes to
 ``$QUBELET_E2E_EVIDENCE`` (a directory) when set.
 
-Written against the harness's API (``e2e_cluster``, ``cluster.procs``) before the harness was on
-main; the same flows were shown on the real API server and scheduler by the issue's closing
-note. Until ``tests/e2e/conftest.py`` exists the module skips.
 """
 
 from __future__ import annotations
@@ -32,10 +29,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-if not (Path(__file__).parent / "conftest.py").exists():  # the e2e harness (hack/cluster.py) is not here
-    pytest.skip("e2e harness not present (tests/e2e/conftest.py)", allow_module_level=True)
-
 from conftest import wait_for
 from doubles.iqm_server import Faults, IQMServerDouble
 

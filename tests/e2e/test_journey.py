@@ -29,18 +29,13 @@ from typing import Any
 
 import pytest
 import yaml
+from argo_pods import step_pod
+from conftest import wait_for  # tests/e2e/conftest.py, beside argo_pods
 from qiskit import QuantumCircuit, qpy
 
 from pipeline.cluster import inputs as run_inputs
 from pipeline.cluster.runs import RESULTS_PARAMETER
 from qubelet.cli import main
-
-# The e2e harness (tests/e2e/conftest.py, argo_pods.py, hack/cluster.py) is the "cp" helper's;
-# until it is on this tree these tests have nothing to run on.
-step_pod = pytest.importorskip(
-    "argo_pods", reason="the e2e harness (tests/e2e/argo_pods.py) is not here"
-).step_pod
-from conftest import wait_for  # noqa: E402  (tests/e2e/conftest.py, beside argo_pods)
 
 NS = "qubelet-workloads"
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"

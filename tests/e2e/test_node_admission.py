@@ -14,18 +14,10 @@ not disturbed. Policies take a moment to load after the overlay is applied: each
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-
-# The e2e harness (tests/e2e/conftest.py, hack/cluster.py) is the "cp" helper's; until it is on
-# this tree there is no cluster to run on. Proven meanwhile against the real kube-apiserver with
-# the harness's etcd + apiserver steps (docs/notes: issue-23).
-if not (Path(__file__).resolve().parent / "conftest.py").exists():
-    pytest.skip("the e2e harness (tests/e2e/conftest.py) is not here", allow_module_level=True)
-
 from conftest import wait_for  # tests/e2e/conftest.py
 
 E2ECluster = Any  # tests/e2e/conftest.py's E2ECluster: .cluster.nodes, .kubeconfig, .core, .resource

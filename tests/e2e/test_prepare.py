@@ -18,16 +18,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-# The e2e harness (tests/e2e/conftest.py, hack/cluster.py) is the "cp" helper's; until it is on
-# this tree there is no cluster with a kubelet double to run on.
-if not (Path(__file__).resolve().parent / "conftest.py").exists():
-    pytest.skip("the e2e harness (tests/e2e/conftest.py) is not here", allow_module_level=True)
-
 from conftest import TENANT, wait_for  # tests/e2e/conftest.py
 
 from pipeline.cluster import claims

@@ -9,16 +9,9 @@ the taint-mode stability are in ``test_slices.py`` (a bare API server suffices t
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-# The e2e harness (tests/e2e/conftest.py, hack/cluster.py) is the "cp" helper's; until it is on
-# this tree there is no cluster with daemons to run on.
-if not (Path(__file__).resolve().parent / "conftest.py").exists():
-    pytest.skip("the e2e harness (tests/e2e/conftest.py) is not here", allow_module_level=True)
-
 from conftest import wait_for  # tests/e2e/conftest.py
 
 from dra_driver.constants import CONTROLLER_PUBLISHER, PUBLISHER_LABEL
