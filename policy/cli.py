@@ -83,6 +83,12 @@ def register(subparsers: Any) -> None:
         metavar="RUN_DIR",
         help="replay a recorded run: its subexperiments on backends costed from its telemetry; repeatable",
     )
+    evaluate.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="with --trace: also replay the cluster during the run from this Prometheus "
+        "(backend down spans, Kueue pending workloads), a range query over the run's span",
+    )
     evaluate.add_argument("--tasks", type=int, help="scale the scenario to about N subexperiments")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
@@ -347,17 +353,27 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.tasks is not None and not 1 <= args.tasks <= 1_000_000:
         raise UsageError("policy eval: --tasks must be between 1 and 1000000")
+    if args.prometheus and not args.trace:
+        raise UsageError("policy eval: --prometheus replays a run's cluster: it needs --trace RUN_DIR")
     if args.scenario_file or args.trace:
         from policy.scenario_files import load_scenario
+        from policy.telemetry_sources import PrometheusSource
         from policy.trace import scenario_from_trace
+
+        prometheus = PrometheusSource(args.prometheus) if args.prometheus else None
 
         chosen = {}
         for path in args.scenario_file:
             scenario = load_scenario(path)  # ConfigError: one line naming the file, exit 2
             chosen[scenario.name] = scenario
         for run_dir in args.trace:
-            scenario = scenario_from_trace(run_dir)
+            scenario = scenario_from_trace(run_dir, prometheus)
             chosen[scenario.name] = scenario
+            for spec in scenario.backends:
+                spans = [f"down {a:.0f}-{b:.0f} s" for a, b in spec.down_windows]
+                spans += [f"others ahead {a:.0f}-{b:.0f} s" for a, b in spec.busy_windows]
+                if spans:
+                    print(f"{scenario.name}: {spec.name}: " + ", ".join(spans))
     else:
         names = EVAL_SCENARIOS if args.scenario == "all" else (args.scenario,)
         chosen = {name: SCENARIOS[name] for name in names}

@@ -11,7 +11,8 @@ Cadence (the cost is bounded):
 
 * **Re-plan**: the policy is asked where *every* not-yet-dispatched subexperiment should run,
   given the backends' current states (our own in-flight work counted as their
-  ``queue_depth``), at the first dispatch, after any failed batch, and whenever
+  ``queue_depth``), at the first dispatch, after any failed batch, as soon as a backend the
+  last plan still holds work for is reported unhealthy, and whenever
   ``replan_fraction`` (default 10 %) of the subexperiments pending at the last plan have
   finished since. That is about ``ln(n) / replan_fraction`` plans per run (~90 for 10^4
   subexperiments), each one ``select`` over what is left: the whole loop costs about
@@ -134,7 +135,7 @@ class SchedulingLoop:
         if not self.pending or not any(n > 0 for n in free.values()):
             return []
         due = max(1.0, self.settings.replan_fraction * self._pending_at_plan)
-        if self._plan is None or self._done_since_plan >= due:
+        if self._plan is None or self._done_since_plan >= due or self._planned_on_unhealthy(states):
             self._replan(states)
         assert self._plan is not None
         out: list[Dispatch] = []
@@ -146,6 +147,13 @@ class SchedulingLoop:
                 del planned[: len(chunk)]
                 out.append(self._hand_out(backend, chunk))
         return out
+
+    def _planned_on_unhealthy(self, states: Sequence[BackendState]) -> bool:
+        """Whether the last plan still holds work for a backend now reported unhealthy."""
+        if self._plan is None:
+            return False
+        down = {s.name for s in states if not s.healthy}
+        return any(planned and backend in down for backend, planned in self._plan.items())
 
     def _replan(self, states: Sequence[BackendState]) -> None:
         self._maybe_refit()

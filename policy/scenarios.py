@@ -66,6 +66,9 @@ class BackendSpec:
     external_job_seconds: float = 30.0
     #: ``(start, end, factor)``: other tenants share the device, our run times × ``factor``
     slowdowns: tuple[tuple[float, float, float], ...] = ()
+    #: ``(start, end)`` spans when the backend is down (reported not up): offered as unhealthy,
+    #: it serves nothing until the span ends (a replayed Prometheus range fills these)
+    down_windows: tuple[tuple[float, float], ...] = ()
 
     def calibration_at(self, t: float) -> tuple[float | None, float | None]:
         """True (f2q, readout fidelity) at simulated time ``t`` (the policy never sees this)."""
@@ -94,6 +97,19 @@ class BackendSpec:
             if start <= t < end:
                 return end
         return t
+
+    def down_at(self, t: float) -> bool:
+        """Whether the backend is down at ``t`` (within one of ``down_windows``)."""
+        return any(start <= t < end for start, end in self.down_windows)
+
+    def available_at(self, t: float) -> float:
+        """The earliest time at or after ``t`` when the backend is up and others have left it."""
+        while True:
+            later = self.busy_until(t)
+            later = next((end for start, end in self.down_windows if start <= later < end), later)
+            if later == t:
+                return t
+            t = later
 
     def external_depth(self, t: float) -> int:
         """Other tenants' jobs queued ahead at time ``t`` (what the backend's queue metric shows)."""

@@ -6,7 +6,9 @@ are free the loop re-plans and dispatches batches; a worker runs its batch's sub
 after another, and a job that would start while other tenants hold the backend (a busy window, a
 cloud queue) starts when they leave. Run times are the scenario's true cost × any sharing
 slowdown × mean-one lognormal noise; a batch fails with the backend's per-job failure probability
-(as a real batch does: all or nothing) and the loop re-plans its subexperiments. A task's
+(as a real batch does: all or nothing), and so does one running when its backend goes down (a
+``down_windows`` span: the backend is then offered as unhealthy and serves nothing); the loop
+re-plans their subexperiments. A task's
 realised error is the analytic error at its *start* time's true calibration × the backend's true
 error scale.
 
@@ -147,7 +149,7 @@ class _Backend:
             name=self.spec.name,
             kind=self.spec.kind,
             workers=self.spec.workers,
-            healthy=self.spec.healthy,
+            healthy=self.spec.healthy and not self.spec.down_at(max(now - lag, 0.0)),
             max_qubits=self.spec.max_qubits,
             model=self.spec.model,
             fidelity_2q=self.spec.fidelity_2q,
@@ -199,7 +201,7 @@ def simulate(
         backend.free -= 1
         idx = [index[k] for k in dispatch.keys]
         means = true_seconds([tasks[i] for i in idx], spec)
-        t = started = spec.busy_until(now)
+        t = started = spec.available_at(now)
         failed_at = None
         starts = []
         sigma = spec.noise_sigma
@@ -209,6 +211,10 @@ def simulate(
             t += float(mean * spec.slowdown_at(t) * rng.lognormal(-sigma * sigma / 2, sigma))
         if rng.random() < spec.failure_prob:  # the job fails part-way: nothing of it is kept
             failed_at = started + (t - started) * float(rng.random())
+        # the backend goes down while the job runs: the job fails then (all or nothing)
+        went_down = min((a for a, _ in spec.down_windows if started < a < t), default=None)
+        if went_down is not None and (failed_at is None or went_down < failed_at):
+            failed_at = went_down
         end = t if failed_at is None else failed_at
         attempts += len(idx)
         ok = failed_at is None

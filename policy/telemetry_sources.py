@@ -320,6 +320,26 @@ class PrometheusSource:
         values = self._instant(PROMQL["unhealthy_devices"])
         return int(sum(values.values())) if values else None
 
+    def series(
+        self, query: str, start: float, end: float, step: float, label: str = "backend"
+    ) -> dict[str, list[tuple[float, float]]]:
+        """A range query's samples ``(unix time, value)`` per value of ``label`` (empty on failure)."""
+        params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        out: dict[str, list[tuple[float, float]]] = {}
+        for item in self._get("/api/v1/query_range", params) or []:
+            if not isinstance(item, dict):
+                continue
+            samples = []
+            for pair in item.get("values", []):
+                try:
+                    ts, value = float(pair[0]), float(pair[1])
+                except (IndexError, TypeError, ValueError):
+                    continue
+                if math.isfinite(value):
+                    samples.append((ts, value))
+            out[str(item.get("metric", {}).get(label, ""))] = samples
+        return out
+
     # -- HTTP -----------------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
         try:

@@ -7,12 +7,23 @@ spread as noise, its failed share of batches as failure probability, a QPU's sho
 as its cloud queue and the calibration its rows recorded. The policies are then compared on that
 cluster like on any scenario. Rows are read with the same tolerance as ``policy fit`` (torn and
 NUL lines skipped); a run without usable rows is a one-line error.
+
+With a Prometheus server (``--prometheus URL``) the cluster's conditions during the run are
+replayed too, from a range query over the run's span (its first row's time to its last row's
+plus :data:`REPLAY_TAIL_SECONDS`, at :data:`REPLAY_STEP_SECONDS`): every step a backend's
+``qubelet_pipeline_backend_up`` was 0 becomes one of its ``down_windows`` (offered as unhealthy,
+serving nothing), and every step Kueue had workloads pending in LocalQueue ``qubelet-<kind>``
+becomes a ``busy_windows`` span of that kind's backends (other tenants ahead), both on the
+replay's clock (0 = the run's first row). The same queries ``qubelet run --prometheus`` reads
+live (``policy.telemetry_sources.PROMQL``).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +32,62 @@ from policy.features import task_from_row
 from policy.interface import CircuitFeatures, TelemetryRow
 from policy.models import PRIOR_COSTS, CostCoefficients, prior_seconds, unit_run_seconds
 from policy.scenarios import BackendSpec, PartitionSpec, Scenario
-from policy.telemetry_sources import LocalHistory
+from policy.telemetry_sources import PROMQL, LocalHistory, PrometheusSource
 from qubelet.errors import ConfigError
+
+#: seconds after the run's last row that a Prometheus replay still covers (slower policies' tail)
+REPLAY_TAIL_SECONDS = 600.0
+#: resolution of a Prometheus replay (the default scrape interval of the stack's ServiceMonitors)
+REPLAY_STEP_SECONDS = 15.0
+
+Windows = tuple[tuple[float, float], ...]
+
+
+def windows_where(
+    samples: list[tuple[float, float]], holds: Callable[[float], bool], origin: float, step: float
+) -> Windows:
+    """Spans ``[t, t + step)`` of the samples where ``holds(value)``, merged, relative to ``origin``.
+
+    A sample stands for the step that starts at it (a range query's value at ``t`` is the last
+    scrape at or before ``t``), so adjacent matching samples make one span.
+    """
+    spans: list[list[float]] = []
+    for ts, value in sorted(samples):
+        if not holds(value):
+            continue
+        begin = max(ts - origin, 0.0)
+        end = ts - origin + step
+        if end <= 0:
+            continue
+        if spans and begin <= spans[-1][1] + 1e-9:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([begin, end])
+    return tuple((a, b) for a, b in spans)
+
+
+def cluster_windows(
+    source: PrometheusSource,
+    kinds: dict[str, str],
+    start: float,
+    end: float,
+    step: float = REPLAY_STEP_SECONDS,
+) -> tuple[dict[str, Windows], dict[str, Windows]]:
+    """Per backend name (``kinds``: name → kind), its down spans and its others-ahead spans.
+
+    Read from ``source`` over ``[start, end]``; times relative to ``start``. A backend Prometheus
+    has no series for is neither down nor busy.
+    """
+    start = round(start, 3)  # the query's resolution: evaluation times are then start + k·step
+    up = source.series(PROMQL["backend_up"], start, end, step)
+    pending = source.series(PROMQL["kueue_pending"], start, end, step, label="name")
+    down = {name: windows_where(up[name], lambda v: v < 1.0, start, step) for name in kinds if name in up}
+    busy_by_kind = {
+        queue.removeprefix("qubelet-"): windows_where(samples, lambda v: v > 0.0, start, step)
+        for queue, samples in pending.items()
+    }
+    busy = {name: busy_by_kind[kind] for name, kind in kinds.items() if kind in busy_by_kind}
+    return down, busy
 
 
 def _scaled(cost: CostCoefficients, factor: float) -> CostCoefficients:
@@ -60,8 +125,11 @@ def _backend(name: str, rows: list[TelemetryRow], cpu_workers: int) -> BackendSp
     )
 
 
-def scenario_from_trace(run_dir: Path) -> Scenario:
-    """The scenario a recorded run describes (see the module docstring)."""
+def scenario_from_trace(run_dir: Path, prometheus: PrometheusSource | None = None) -> Scenario:
+    """The scenario a recorded run describes, with ``prometheus``'s range (see the module docstring).
+
+    A Prometheus that cannot be read is one warning (the source logs it) and no windows.
+    """
     manifest_path = run_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -82,10 +150,24 @@ def scenario_from_trace(run_dir: Path) -> Scenario:
     for row in sorted(rows, key=lambda r: float(r.get("ts", 0.0) or 0.0)):
         by_backend.setdefault(row["backend"], []).append(row)
     backends = tuple(_backend(name, group, cpu_workers) for name, group in sorted(by_backend.items()))
+    description = f"replay of run {manifest.get('run_id')} ({len(rows)} telemetry rows)"
+    if prometheus is not None:
+        times = [float(r.get("ts", 0.0) or 0.0) for r in rows]
+        start, end = min(times), max(times) + REPLAY_TAIL_SECONDS
+        down, busy = cluster_windows(prometheus, {b.name: b.kind for b in backends}, start, end)
+        backends = tuple(
+            replace(
+                b,
+                down_windows=down.get(b.name, ()),
+                busy_windows=tuple(sorted((*b.busy_windows, *busy.get(b.name, ())))),
+            )
+            for b in backends
+        )
+        description += f"; cluster from {prometheus.url} over {end - start:.0f} s"
     config = manifest.get("config", {})
     return Scenario(
         name=f"trace:{run_dir.name}",
-        description=f"replay of run {manifest.get('run_id')} ({len(rows)} telemetry rows)",
+        description=description,
         partitions=partitions,
         backends=backends,
         wave_size=int(config.get("batch_size", 64) or 64),
