@@ -334,7 +334,11 @@ def _dry_run(config: Any, parameters: Path | None) -> int:
             template = api.cut_template(config, circuit)
             values, sets = api.parameter_dict(circuit, rows[0]), len(rows)
         preview = stages.preview(
-            config, states=[b.state() for b in backends], template=template, parameter_values=values
+            config,
+            states=[b.state() for b in backends],
+            template=template,
+            parameter_values=values,
+            rehearse_loop=True,
         )
     except PipelineError as exc:
         raise UsageError(str(exc)) from None

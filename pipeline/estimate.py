@@ -48,7 +48,10 @@ class RunEstimate:
 
     def describe(self) -> str:
         """One line: the numbers a workflow author decides on."""
-        split = ", ".join(f"{name} {b.tasks}" for name, b in self.per_backend.items())
+        split = ", ".join(
+            f"{name} {b.tasks} in {b.batches} batch{'' if b.batches == 1 else 'es'}"
+            for name, b in self.per_backend.items()
+        )
         mitigation = f" ({self.mitigation_shots} for mitigation)" if self.mitigation_shots else ""
         return (
             f"estimate: {self.subexperiments} subexperiments ({self.distinct} distinct: {split}), "

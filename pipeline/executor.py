@@ -28,7 +28,7 @@ from pipeline.backends.base import Backend
 from pipeline.backends.factory import available_backends
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError, RunTerminated, StorageError
-from pipeline.planning import Batch, Plan, batch_decisions, decision_record
+from pipeline.planning import Batch, Plan, batch_decisions, decision_record, loop_settings_for
 from pipeline.report import BUILD_EVENT
 from pipeline.runlock import run_dir_lock
 from pipeline.stages import (
@@ -180,9 +180,7 @@ class LocalExecutor:
         Batch size and attempts come from the run config, the rest from the admin's policy
         config when the policy has one.
         """
-        base = LoopSettings(batch_size=self.config.batch_size, max_attempts=self.config.max_attempts)
-        admin = getattr(self._policy, "admin", None)
-        return base if admin is None else admin.loop_settings(base)
+        return loop_settings_for(self.config, self._policy)
 
     def _write_plan(
         self, loop: SchedulingLoop, batches: Sequence[Batch], states: Sequence[BackendState]

@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy.interface import BackendKind, BackendState, Decision
+from policy.loop import LoopSettings
 from qubelet import serde
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
 
 
 @dataclass
@@ -199,3 +203,14 @@ def decision_record(
         "predicted_error": decision.predicted_error,
         "candidates": candidates,
     }
+
+
+def loop_settings_for(config: RunConfig, policy: object) -> LoopSettings:
+    """The loop's cadence for a run (the executor's loop and the dry run's rehearsal of it).
+
+    Batch size and attempts come from ``config``, the rest from the policy's admin config when
+    it has one.
+    """
+    base = LoopSettings(batch_size=config.batch_size, max_attempts=config.max_attempts)
+    admin = getattr(policy, "admin", None)
+    return base if admin is None else admin.loop_settings(base)

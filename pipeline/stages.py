@@ -48,7 +48,7 @@ from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
 from pipeline.mitigation.observed import batch_observed_error
 from pipeline.observable_summary import observable_estimates
-from pipeline.planning import Batch, Plan, batch_decisions, decision_record
+from pipeline.planning import Batch, Plan, batch_decisions, decision_record, loop_settings_for
 from pipeline.records import ExpectedRecord, problem_with
 from pipeline.store import ArtifactStore, atomic_write, canonical_qpy, read_json, write_json
 from pipeline.telemetry_log import backfill
@@ -649,11 +649,15 @@ def preview(
     states: Sequence[BackendState] | None = None,
     template: CutTemplate | None = None,
     parameter_values: dict[str, float] | None = None,
+    rehearse_loop: bool = False,
 ) -> Preview:
     """:func:`plan_from_cut` and the cost estimate of that plan (:mod:`pipeline.estimate`).
 
     ``states`` are the backends to plan for (default: the nominal cluster classes); a
-    ``template`` (a parametrised circuit's cut) is bound to ``parameter_values`` first.
+    ``template`` (a parametrised circuit's cut) is bound to ``parameter_values`` first. With
+    ``rehearse_loop`` (a local run's dry run) the estimate costs the split and batches the
+    executor's scheduling loop would make under the predictions (:mod:`policy.rehearsal`), not
+    the one-shot plan a cluster run's steps are rendered from.
     """
     template = template or make_template(config)
     problem, subexperiments, coefficients = expand_for(
@@ -675,11 +679,14 @@ def preview(
     jobs: dict[str, int] = {}
     for batch in batches:
         jobs[batch.backend] = jobs.get(batch.backend, 0) + 1
+    assignment = {d.key: d.backend for d in decisions}
     try:
+        if rehearse_loop and tasks:
+            assignment, jobs = rehearse_run(config, tasks, states)
         estimate = estimate_run(
             subexperiments=template.estimate.subexperiments,
             tasks=tasks,
-            assignment={d.key: d.backend for d in decisions},
+            assignment=assignment,
             batches=jobs,
             states=states,
             shots=config.shots,
@@ -689,6 +696,26 @@ def preview(
     except ValueError as exc:  # an unreadable model file: one line
         raise PipelineError(str(exc)) from None
     return Preview(plan=plan, cost=template.estimate, estimate=estimate, cut_seconds=template.seconds)
+
+
+def rehearse_run(
+    config: RunConfig, tasks: Sequence[CircuitFeatures], states: Sequence[BackendState]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The scheduling loop's split (key → backend) and batches per backend, on predicted times."""
+    from pipeline.estimate import load_model
+    from policy.rehearsal import rehearse
+
+    model, _ = load_model(config.policy_model)
+    policy = policy_for(config)
+    rehearsal = rehearse(
+        policy,
+        tasks,
+        states,
+        loop_settings_for(config, policy),
+        predict=lambda work, state: float(model.predict_seconds(work, state).sum()),
+        queue_wait=lambda state: float(model.queue_wait(state)),
+    )
+    return rehearsal.assignment(), rehearsal.batches()
 
 
 def generate(
