@@ -160,6 +160,10 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
         )
     except ValueError:
         raise UsageError(f"--zne-scales {args.zne_scales!r}: give odd integers such as 1,3,5") from None
+    if getattr(args, "kubeconfig", None) is not None and not getattr(args, "cluster_health", False):
+        raise UsageError(
+            f"--kubeconfig {args.kubeconfig}: read only with --cluster-health (add it, or drop this)"
+        )
     circuit = getattr(args, "circuit", None)
     explicit = [flag for flag in ("qubits", "cuts") if getattr(args, flag, None) is not None]
     if circuit is not None and explicit:
@@ -183,6 +187,8 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             policy_model=args.policy_model,
             policy_config=getattr(args, "policy_config", None),
             prometheus=getattr(args, "prometheus", None),
+            cluster_health=bool(getattr(args, "cluster_health", False)),
+            kubeconfig=getattr(args, "kubeconfig", None),
             error_budget=args.error_budget,
             require_budget=bool(getattr(args, "require_budget", False)),
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
@@ -458,6 +464,20 @@ def register(subparsers: Any) -> None:
         type=int,
         default=RUN_DEFAULTS["max_attempts"],
         help=f"attempts per batch (default {RUN_DEFAULTS['max_attempts']})",
+    )
+    parser.add_argument(
+        "--cluster-health",
+        action="store_true",
+        help="at every re-plan read QPU health from the cluster: a QPU whose devices in the DRA "
+        "driver's ResourceSlices are all tainted NoSchedule/NoExecute is offered as unhealthy "
+        "(needs list on resource.k8s.io resourceslices; docs/policy.md)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="with --cluster-health: the cluster to read (default: the pod's service account, "
+        "else $KUBECONFIG or ~/.kube/config)",
     )
     parser.add_argument(
         "--lock-wait",

@@ -49,6 +49,12 @@ class RunConfig:
     policy_config: Path | None = None
     #: Prometheus base URL the scheduling loop reads live health and Kueue queues from (None: off)
     prometheus: str | None = None
+    #: read QPU health from our DRA driver's ResourceSlice device taints at every re-plan
+    #: (``policy.cluster_health``)
+    cluster_health: bool = False
+    #: the kubeconfig ``cluster_health`` reads through (None: the pod's service account, else
+    #: ``$KUBECONFIG`` or ``~/.kube/config``)
+    kubeconfig: Path | None = None
     #: largest predicted error of one subexperiment's result the policy accepts (None: its
     #: default); see docs/policy.md for what it bounds
     error_budget: float | None = None

@@ -48,7 +48,7 @@ from pipeline.termination import terminate_on_sigterm
 from pipeline.timing import StageClock
 from policy import metrics as policy_metrics
 from policy.interface import BackendState, NoUsableBackendError, TelemetryRow
-from policy.loop import Dispatch, LoopSettings, SchedulingLoop
+from policy.loop import UNHEALTHY_AFTER, Dispatch, LoopSettings, SchedulingLoop
 from qubelet import klog
 
 log = klog.get_logger("qubelet.pipeline")
@@ -108,6 +108,39 @@ class ExecutionReport:
     moved: int = 0
 
 
+class StateSignal(Protocol):
+    """A live source of what the backends' own states cannot know (the cluster's view)."""
+
+    def apply(self, states: Sequence[BackendState]) -> list[BackendState]:
+        """``states`` with this source's word on their health and queues."""
+        ...
+
+
+def live_signals(config: RunConfig) -> list[StateSignal]:
+    """The cluster's signals the run asked for, applied to the backends' states at every re-plan.
+
+    ``--prometheus URL``: health and Kueue queues from Prometheus (:mod:`policy.live`);
+    ``--cluster-health``: QPU device taints from ResourceSlices (:mod:`policy.cluster_health`),
+    through ``--kubeconfig`` or the pod's service account.
+
+    Raises:
+        UsageError: ``--cluster-health`` and no usable Kubernetes configuration (one line).
+    """
+    signals: list[StateSignal] = []
+    if config.prometheus:
+        from policy.live import LiveSignals
+        from policy.telemetry_sources import PrometheusSource
+
+        signals.append(LiveSignals(PrometheusSource(config.prometheus)))
+    if config.cluster_health:
+        from policy.cluster_health import ClusterHealth, SliceReader
+        from qubelet.kube import load_kube_client
+
+        kubeconfig = str(config.kubeconfig) if config.kubeconfig is not None else None
+        signals.append(ClusterHealth(SliceReader(load_kube_client(kubeconfig, retries=False))))
+    return signals
+
+
 class LocalExecutor:
     """Runs a :class:`RunConfig` end to end on in-process backends."""
 
@@ -156,6 +189,8 @@ class LocalExecutor:
         #: subexperiments dispatched with a predicted error over the budget (no backend met it)
         self.over_budget: set[str] = set()
         self._warned_budget = False
+        #: what the cluster says about the backends, applied at every re-plan
+        self.signals = live_signals(config)
 
     @property
     def manifest(self) -> Manifest:
@@ -183,15 +218,25 @@ class LocalExecutor:
         return loop_settings_for(self.config, self._policy)
 
     def _write_plan(
-        self, loop: SchedulingLoop, batches: Sequence[Batch], states: Sequence[BackendState]
+        self,
+        loop: SchedulingLoop,
+        batches: Sequence[Batch],
+        decided_under: dict[str, list[BackendState]],
     ) -> None:
-        """plan.json: the batches dispatched so far and every decision with its alternatives."""
+        """plan.json: the batches dispatched so far and every decision with its alternatives.
+
+        Each decision's candidates are described as the policy saw them when it made it
+        (``decided_under``): a QPU unhealthy then says why it lost, even if it recovered later.
+        """
         budget = budget_of(self._policy)
         plan = Plan(
             run_id=self._manifest.run_id,
             policy=self.config.policy,
             batches=list(batches),
-            decisions={key: decision_record(d, states, budget) for key, d in loop.decisions.items()},
+            decisions={
+                key: decision_record(d, decided_under.get(key, ()), budget)
+                for key, d in loop.decisions.items()
+            },
             unavailable=dict(self.unavailable),
             invalid=dict(self.invalid),
         )
@@ -274,29 +319,40 @@ class LocalExecutor:
         free = {name: max(1, b.state().workers) for name, b in self.backends.items()}
         in_flight: dict[Future[BatchOutcome], tuple[Batch, Backend, Dispatch]] = {}
         batches: list[Batch] = []
-        states: list[BackendState] = []
+        #: subexperiment -> the backend states its decision was made under (plan.json's reasons)
+        decided_under: dict[str, list[BackendState]] = {}
         written = 0.0
         try:
-            live = None
-            if self.config.prometheus:
-                from policy.live import LiveSignals
-                from policy.telemetry_sources import PrometheusSource
-
-                live = LiveSignals(PrometheusSource(self.config.prometheus))
             while True:
                 states = [b.state() for b in self.backends.values()]
-                if live is not None:
-                    states = live.apply(states)
+                for signal in self.signals:
+                    states = signal.apply(states)
                 try:
                     dispatched = loop.dispatch(states, free)
                 except NoUsableBackendError as exc:
                     dispatched = []
                     if not in_flight:  # nothing left that could change the answer
-                        loop.given_up.update({key: str(exc) for key in loop.pending})
+                        why = str(exc) + "".join(
+                            f"; {s.name} unhealthy: {s.unhealthy_reason}"
+                            for s in states
+                            if s.unhealthy_reason
+                        )
+                        loop.given_up.update({key: why for key in loop.pending})
                         loop.pending.clear()
-                seen = {s.name: s for s in loop.observed_states(states)}
+                seen = {
+                    s.name: (
+                        s.marked_unhealthy(
+                            f"this run: failed {UNHEALTHY_AFTER} batches in a row ({gave_up_on[s.name]})"
+                        )
+                        if s.name in gave_up_on and s.name in loop.unhealthy
+                        else s
+                    )
+                    for s in loop.observed_states(states)
+                }
                 self._check_budget(dispatched)
+                under = list(seen.values())
                 for dispatch in dispatched:
+                    decided_under.update((d.key, under) for d in dispatch.decisions)
                     batch = self._batch_of(dispatch, seen)
                     backend = self.backends[dispatch.backend]
                     batches.append(batch)
@@ -308,7 +364,7 @@ class LocalExecutor:
                     )
                     in_flight[future] = (batch, backend, dispatch)
                 if dispatched and time.monotonic() - written >= PLAN_WRITE_INTERVAL:
-                    self._write_plan(loop, batches, states)
+                    self._write_plan(loop, batches, decided_under)
                     written = time.monotonic()
                 if not in_flight:
                     break
@@ -341,7 +397,7 @@ class LocalExecutor:
             for pool in pools.values():
                 pool.shutdown(wait=True, cancel_futures=True)
             if batches:
-                self._write_plan(loop, batches, states)
+                self._write_plan(loop, batches, decided_under)
         report.moved = loop.moved
         if loop.given_up:
             first, reason = next(iter(loop.given_up.items()))

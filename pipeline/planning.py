@@ -162,8 +162,8 @@ def decision_record(
 
     Each candidate backend the run offered carries the policy's predicted run time, queue wait
     and error for this subexperiment (where the policy predicts them: ``size`` and ``all_cpu``
-    do not) and, for the losers, the reason: unhealthy or too narrow, over the error budget, or
-    a later predicted finish.
+    do not) and, for the losers, the reason: unhealthy (with the signal that said so:
+    ``unhealthy: <reason>``) or too narrow, over the error budget, or a later predicted finish.
     """
     chosen = decision.alternatives.get(decision.backend, {})
     chosen_finish = chosen.get("wait", 0.0) + chosen.get("seconds", 0.0) if chosen else None
@@ -182,7 +182,9 @@ def decision_record(
         if state.name == decision.backend:
             entry["chosen"] = True
         elif not state.healthy:
-            entry["lost_because"] = "unhealthy"
+            entry["lost_because"] = (
+                f"unhealthy: {state.unhealthy_reason}" if state.unhealthy_reason else "unhealthy"
+            )
         elif prediction is None and decision.alternatives:
             entry["lost_because"] = "too narrow or down"
         elif prediction is None:

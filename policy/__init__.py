@@ -9,6 +9,7 @@ __all__ = [
     "admin",
     "bounds",
     "cli",
+    "cluster_health",
     "decide",
     "evaluate",
     "features",

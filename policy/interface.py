@@ -9,7 +9,7 @@ in a scheduler, a simulator or a test without the pipeline's dependencies.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, TypedDict
 
 from qubelet.errors import QubeletError
@@ -45,6 +45,9 @@ class BackendState:
     kind: BackendKind
     workers: int = 1
     healthy: bool = True
+    #: why it is not healthy, for people (plan.json's ``lost_because``): which signal said so;
+    #: empty while healthy
+    unhealthy_reason: str = ""
     max_qubits: int | None = None
     model: str = ""
     fidelity_2q: float | None = None
@@ -62,6 +65,11 @@ class BackendState:
     #: device work per subexperiment relative to none (ZNE runs every circuit at each scale
     #: factor: the sum of the scale factors); predicted run times are multiplied by it
     mitigation_work: float = 1.0
+
+    def marked_unhealthy(self, reason: str) -> BackendState:
+        """This state offered as unhealthy, ``reason`` added to any reason it already had."""
+        reasons = [r for r in (self.unhealthy_reason, reason) if r]
+        return replace(self, healthy=False, unhealthy_reason="; ".join(reasons))
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ PROMQL: dict[str, str] = {
         " unless on (run, task) (push_time_seconds < time() - 3600))"
     ),
     "unhealthy_devices": 'sum(qubelet_device_plugin_devices{health="Unhealthy"})',
+    # The DRA driver's per-QPU health probe (label ``qpu``: the inventory name), kept only from
+    # targets Prometheus scrapes now: the admission check's own expression
+    # (admission_check.telemetry.PROMQL["device_healthy"], checked equal by a test).
+    "qpu_healthy": "min by (qpu) (qubelet_dra_qpu_healthy and on (job, instance) (up == 1))",
     # Kueue's own count of workloads not admitted yet, per LocalQueue qubelet-<kind> (Kueue's
     # LocalQueueMetrics): the truth about the queue in front of each backend class on a cluster.
     "kueue_pending": 'sum by (name) (kueue_local_queue_pending_workloads{name=~"qubelet-.+"})',
@@ -339,6 +343,12 @@ class PrometheusSource:
                     samples.append((ts, value))
             out[str(item.get("metric", {}).get(label, ""))] = samples
         return out
+
+    def qpu_healthy(self) -> dict[str, bool]:
+        """Per QPU (inventory name), whether the DRA driver's health probe passes (empty: unknown)."""
+        return {
+            name: value >= 1.0 for name, value in self._instant(PROMQL["qpu_healthy"], label="qpu").items()
+        }
 
     # -- HTTP -----------------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> list[dict[str, Any]] | None:

@@ -53,4 +53,28 @@ def test_a_run_avoids_the_backend_prometheus_reports_down(tmp_path: Path) -> Non
     for decision in plan["decisions"].values():
         assert decision["backend"] == "cpu"
         lost = {c["backend"]: c.get("lost_because") for c in decision["candidates"]}
-        assert lost["qpu:apollo"] == "unhealthy"
+        # both signals say so: its own up gauge, and the device plugin's unhealthy devices
+        assert lost["qpu:apollo"] == (
+            'unhealthy: Prometheus: qubelet_pipeline_backend_up{backend="qpu:apollo"} is 0; '
+            "Prometheus: 2 device-plugin devices Unhealthy and no QPU reported up"
+        )
+
+
+def test_the_dra_drivers_per_qpu_health_reaches_the_states() -> None:
+    telemetry = replace(
+        DEFAULT_TELEMETRY, backend_up={}, unhealthy_devices=None, qpu_healthy={"apollo": 0.0, "adonis": 1.0}
+    )
+    states = [*STATES, BackendState(name="qpu:adonis", kind="qpu", max_qubits=5)]
+    with FakePrometheus(telemetry=telemetry) as prometheus:
+        cpu, apollo, adonis = LiveSignals(PrometheusSource(prometheus.url)).apply(states)
+    assert cpu.healthy and adonis.healthy and not apollo.healthy
+    assert apollo.unhealthy_reason == (
+        'Prometheus: qubelet_dra_qpu_healthy{qpu="apollo"} is 0 (its DRA health probe fails)'
+    )
+
+
+def test_the_admission_checks_health_expression_is_the_policys() -> None:
+    from admission_check.telemetry import PROMQL as ADMISSION_PROMQL
+    from policy.telemetry_sources import PROMQL
+
+    assert PROMQL["qpu_healthy"] == ADMISSION_PROMQL["device_healthy"]

@@ -11,7 +11,10 @@ The client is assembled as ``IQMProvider.get_backend`` does (``IQMServerClient``
 ``IQMClient`` → ``qiskit_iqm.IQMBackend``), with the request timeout it does not expose.
 Knobs, from the environment (as injected into a pod): ``IQM_QUANTUM_COMPUTER`` (which QC, when
 the server has several), ``QUBELET_IQM_REQUEST_TIMEOUT`` (seconds per HTTP request, default
-120) and ``QUBELET_IQM_JOB_TIMEOUT`` (seconds to wait for one job, default 3600).
+120), ``QUBELET_IQM_JOB_TIMEOUT`` (seconds to wait for one job, default 3600), and for the
+health check the policy sees (:meth:`RemoteIQM.health_check`) ``QUBELET_IQM_HEALTH_TTL``
+(seconds a verdict is reused, default 30) and ``QUBELET_IQM_HEALTH_TIMEOUT`` (seconds one check
+may take, default 5).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from urllib.parse import urlparse
 from qiskit import QuantumCircuit
 
 from pipeline.backends.base import Counts
+from pipeline.backends.health import DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTH_TTL
 from pipeline.backends.reservation import ReservationWindow
 from pipeline.errors import BackendFailedError, BackendUnavailableError, RunTerminated
 from qubelet import klog
@@ -40,6 +44,8 @@ log = klog.get_logger("qubelet.pipeline")
 ENV_QUANTUM_COMPUTER = "IQM_QUANTUM_COMPUTER"
 ENV_REQUEST_TIMEOUT = "QUBELET_IQM_REQUEST_TIMEOUT"
 ENV_JOB_TIMEOUT = "QUBELET_IQM_JOB_TIMEOUT"
+ENV_HEALTH_TTL = "QUBELET_IQM_HEALTH_TTL"
+ENV_HEALTH_TIMEOUT = "QUBELET_IQM_HEALTH_TIMEOUT"
 DEFAULT_REQUEST_TIMEOUT = 120.0
 DEFAULT_JOB_TIMEOUT = 3600.0
 _TOKEN_ENV = ("IQM_TOKEN", "IQM_TOKENS_FILE")
@@ -164,6 +170,10 @@ class RemoteIQM:
         self.tokens_file = tokens_file
         self.request_timeout = _seconds(environ, ENV_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
         self.job_timeout = _seconds(environ, ENV_JOB_TIMEOUT, DEFAULT_JOB_TIMEOUT)
+        self.health_ttl = _seconds(environ, ENV_HEALTH_TTL, DEFAULT_HEALTH_TTL)
+        self.health_timeout = _seconds(environ, ENV_HEALTH_TIMEOUT, DEFAULT_HEALTH_TIMEOUT)
+        #: the connection health checks use: its own, with the short timeout (built on first use)
+        self._health_transport: Any = None
         self._secrets = _secrets(tokens_file, environ)
         self._lock = threading.Lock()
         #: submission fingerprint -> job id, for jobs not known to have finished well
@@ -182,13 +192,13 @@ class RemoteIQM:
             from iqm.qiskit_iqm.iqm_provider import IQMBackend as QiskitIQMBackend
 
             auth = auth_arguments(tokens_file, environ)
-            transport = IQMServerClient(
-                base_url,
-                quantum_computer=quantum_computer,
-                tokens_file=auth.get("tokens_file"),
-                timeout=self.request_timeout,
-                client_signature="qubelet",
-            )
+            self._transport_arguments: dict[str, Any] = {
+                "quantum_computer": quantum_computer,
+                "tokens_file": auth.get("tokens_file"),
+                "client_signature": "qubelet",
+            }
+            self._base_url = base_url
+            transport = IQMServerClient(base_url, timeout=self.request_timeout, **self._transport_arguments)
             self.client = IQMClient(
                 executor=IQMServerExecutor(client=transport), storage=IQMServerStorage(client=transport)
             )
@@ -233,6 +243,37 @@ class RemoteIQM:
             return sum(values) / len(values) if values else None
 
         return mean_fidelity("cz"), mean_fidelity("measure")
+
+    def health_check(self) -> None:
+        """Return if the server says this quantum computer can take work; raise why not.
+
+        Two requests through iqm-client, on a connection of its own whose requests time out
+        after ``health_timeout`` seconds: ``IQMClient.get_health`` (``GET
+        quantum-computers/{qc}/health``; any answer but an error status counts, since
+        iqm-client passes its body on unparsed and documents no fields) and the default
+        calibration's dynamic quantum architecture (``GET calibration-sets/{qc}/default/
+        dynamic-quantum-architecture``), which every job needs: a QPU whose calibration cannot
+        be read cannot run one. Called by :class:`~pipeline.backends.health.CachedHealthCheck`,
+        which bounds it in time and caches the verdict.
+
+        Raises:
+            BackendUnavailableError: one line naming the server and the reason, never the token.
+        """
+        try:
+            from iqm.iqm_server_client.iqm_server_client import IQMServerClient
+            from iqm.iqm_server_client.iqm_server_storage import IQMServerStorage
+
+            if self._health_transport is None:
+                self._health_transport = IQMServerClient(
+                    self._base_url, timeout=self.health_timeout, **self._transport_arguments
+                )
+            self._health_transport.get_health()
+            IQMServerStorage(client=self._health_transport).get_dynamic_quantum_architecture("default")
+        except Exception as exc:
+            message = describe_failure(exc, self.server, self.tokens_file, self.health_timeout)
+            for secret in self._secrets:
+                message = message.replace(secret, "<redacted>")
+            raise BackendUnavailableError(message) from None
 
     def readout_errors(self) -> dict[int, ReadoutError]:
         """Per physical qubit index, the readout errors the server publishes (empty if none).

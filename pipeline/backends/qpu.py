@@ -20,6 +20,7 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 
 from pipeline.backends.base import Counts
+from pipeline.backends.health import HEALTHY, CachedHealthCheck, Health
 from pipeline.errors import PipelineError
 from pipeline.mitigation.levels import MitigationConfig
 from pipeline.mitigation.readout import ReadoutError, apply_confusion
@@ -145,6 +146,8 @@ class IQMBackend:
         self.mitigation = mitigation or MitigationConfig()
         self._readout_calibration: dict[int, ReadoutError] | None = None
         self._remote: RemoteIQM | None = None
+        #: a server QPU's own word on its health (cached, time-bounded); a fake is always up
+        self._health: CachedHealthCheck | None = None
         if target.is_fake:
             self._backend = _fake_backend(target.spec[len(FAKE_PREFIX) :])
         else:
@@ -153,6 +156,13 @@ class IQMBackend:
             # One line naming the server and the reason on failure, never the token.
             self._remote = RemoteIQM(str(target.server_url), target.tokens_file)
             self._backend = self._remote.backend
+            self._health = CachedHealthCheck(
+                self.name,
+                self._remote.health_check,
+                source=f"IQM server {self._remote.server}",
+                ttl=self._remote.health_ttl,
+                timeout=self._remote.health_timeout,
+            )
         self.model = model_name(target)
         if self._remote is not None:  # the server's published quality metrics
             self.fidelity_2q, self.readout_fidelity = self._remote.fidelity_2q, self._remote.readout_fidelity
@@ -162,8 +172,12 @@ class IQMBackend:
         # read now
         self.calibration_time = FAKE_CALIBRATION_EPOCH if target.is_fake else time.time()
 
+    def health(self) -> Health:
+        """Whether the QPU can take work now, by its own word (a server QPU asks its server)."""
+        return self._health.current() if self._health is not None else HEALTHY
+
     def state(self) -> BackendState:
-        """Width, calibration and mitigation as the selection policy sees them."""
+        """Width, calibration, mitigation and health as the selection policy sees them."""
         return qpu_state(
             self.target,
             int(self._backend.num_qubits),
@@ -171,6 +185,7 @@ class IQMBackend:
             self.readout_fidelity,
             self.mitigation,
             self.calibration_time,
+            health=self.health(),
         )
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
@@ -306,18 +321,23 @@ def qpu_state(
     readout_fidelity: float | None,
     mitigation: MitigationConfig | None,
     calibration_time: float | None = None,
+    *,
+    health: Health = HEALTHY,
 ) -> BackendState:
     """The state a QPU reports, built or not yet built (:mod:`pipeline.backends.lazy_qpu`).
 
     ``calibration_time`` identifies the calibration ``fidelity_2q``/``readout_fidelity`` come
     from (the time they were read): the policy learns error corrections per calibration epoch.
+    ``health`` is the QPU's own word (:meth:`IQMBackend.health`); the cluster's comes on top
+    (``policy.live``, ``policy.cluster_health``).
     """
     mitigation = mitigation or MitigationConfig()
     return BackendState(
         name=backend_name(target),
         kind="qpu",
         workers=1,
-        healthy=True,
+        healthy=health.healthy,
+        unhealthy_reason="" if health.healthy else health.reason,
         max_qubits=num_qubits,
         model=model_name(target),
         fidelity_2q=fidelity_2q,

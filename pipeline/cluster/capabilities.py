@@ -117,6 +117,7 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
     """
     from kubernetes import client
 
+    from policy.cluster_health import device_qpu
     from qubelet.errors import ApiError, NotFound
     from qubelet.kube import api_errors
 
@@ -160,10 +161,7 @@ def read_cluster(api_client: Any, namespace: str, source: str = "the cluster") -
         for rs in slices:
             if rs.spec.driver != DRIVER_NAME:
                 continue
-            for device in rs.spec.devices or []:
-                attrs = device.attributes or {}
-                name = attrs.get("qpu")
-                qpus.add(name.string if name is not None and name.string else device.name)
+            qpus.update(device_qpu(device) for device in rs.spec.devices or [])
         try:
             with api_errors(f"list localqueues in {namespace}"):
                 listed = custom.list_namespaced_custom_object(*KUEUE[:2], namespace, KUEUE[2])

@@ -37,6 +37,8 @@ class FakeTelemetry:
     unhealthy_devices: float | None = None
     #: Kueue LocalQueue name -> pending workloads
     kueue_pending: dict[str, float] = field(default_factory=dict)
+    #: QPU inventory name -> the DRA driver's health probe (1 passes, 0 fails)
+    qpu_healthy: dict[str, float] = field(default_factory=dict)
 
 
 #: The values the policy-source unit tests expect.
@@ -109,7 +111,7 @@ class FakePrometheus:
             total = [] if value is None else [{"metric": {}, "value": [now, str(value)]}]
             return {"status": "success", "data": {"resultType": "vector", "result": total}}
         per_backend: dict[str, float] = getattr(self.telemetry, name)
-        label = "name" if name == "kueue_pending" else "backend"
+        label = {"kueue_pending": "name", "qpu_healthy": "qpu"}.get(name, "backend")
         if path == "/api/v1/query_range":
             result = [
                 {

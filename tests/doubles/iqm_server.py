@@ -5,6 +5,7 @@ exactly the endpoints that ``iqm.iqm_server_client`` (the HTTP layer under ``IQM
 ``qiskit_iqm.IQMBackend``) calls for circuit jobs, under ``/api/v1``:
 
 - ``GET quantum-computers``: the one quantum computer (alias, id, display name);
+- ``GET quantum-computers/{qc}/health``: its health (``IQMClient.get_health``);
 - ``GET calibration-sets/{qc}/{id|default}``, ``.../metrics``,
   ``.../dynamic-quantum-architecture``: calibration set, quality metric set, DQA;
 - ``POST jobs/{qc}/circuit``: submit a ``CircuitJobDefinition`` (``PostJobsRequest``), answered
@@ -33,7 +34,8 @@ profile become the DQA and the quality metrics. Jobs are simulated with Aer from
 IQM instructions (``deserialize_instructions``), seeded per job: gates noise-free, readout with
 the published readout errors, so a test can check the physics of what came back. Scripted
 faults: failing jobs, jobs that never finish, requests that hang, transient 503s on status
-polls. It records every request, submission and cancel.
+polls, a health check or the default calibration's DQA answering an error, a hung health check.
+It records every request, submission and cancel.
 """
 
 from __future__ import annotations
@@ -95,6 +97,13 @@ class Faults:
     hang_seconds: float = 0.0
     #: this many status polls (``GET jobs/{id}``) answer 503 before the next one succeeds
     transient_status_errors: int = 0
+    #: the health request (``GET quantum-computers/{qc}/health``) answers this error status
+    #: (0: answered normally) — a station down for maintenance
+    health_error: int = 0
+    #: the default calibration's dynamic quantum architecture answers this error status
+    calibration_error: int = 0
+    #: the health request alone waits this long before it is answered (a hung status service)
+    health_hang_seconds: float = 0.0
     #: new reservations are refused with this reason ("" grants or holds them)
     refuse_reservations: str = ""
     #: new reservations stay ``pending`` until ``grant_pending()``
@@ -443,8 +452,18 @@ class IQMServerDouble:
             case "GET", ["quantum-computers"]:
                 qc = {"id": str(self.qc_id), "alias": self.alias, "display_name": self.alias.capitalize()}
                 return 200, {"quantum_computers": [{**qc, "proxy_path": None}]}
+            case "GET", ["quantum-computers", qc, "health"]:
+                self._check_qc(qc)
+                if self.faults.health_hang_seconds:
+                    time.sleep(self.faults.health_hang_seconds)
+                self._fail_with(self.faults.health_error)
+                # iqm-client passes this body on unparsed (IQMClient.get_health) and documents
+                # no fields; qubelet reads only the status code
+                return 200, {"status": "healthy"}
             case "GET", ["calibration-sets", qc, calset, *rest]:
                 self._check_qc(qc)
+                if rest == ["dynamic-quantum-architecture"] and calset == "default":
+                    self._fail_with(self.faults.calibration_error)
                 if calset not in ("default", str(self.calibration_set_id)):
                     raise _HTTPError(HTTPStatus.NOT_FOUND, f"calibration set {calset} not found", "not_found")
                 if rest == ["dynamic-quantum-architecture"]:
@@ -477,6 +496,11 @@ class IQMServerDouble:
                     self.cancelled.append(job.id)
                 return 200, None
         raise _HTTPError(HTTPStatus.NOT_FOUND, f"no route {method} /{'/'.join(parts)}", "not_found")
+
+    def _fail_with(self, error: int) -> None:
+        if error:
+            status = HTTPStatus(error)
+            raise _HTTPError(status, f"quantum computer {self.alias}: {status.phrase.lower()}", "unavailable")
 
     def _check_qc(self, qc: str) -> None:
         if qc not in (self.alias, str(self.qc_id)):
