@@ -330,6 +330,8 @@ def _check_policy_source(prom: RealPrometheus, summary: dict[str, Any], run_dir:
     cpu = snaps["cpu"]
     assert cpu.up is True and cpu.failure_ratio == 0.0 and cpu.queue_depth == 0.0
     assert source.unhealthy_devices() == 2
+    # the DRA driver's per-QPU probe, as the live signals read it (one QPU unhealthy)
+    assert source.qpu_healthy() == {"adonis-onprem": False, "apollo-cloud": True}
     # Kueue's view per backend class; its own namespace label survives as exported_namespace.
     assert source.kueue_pending() == {"cpu": 0.0, "qpu": 4.0}
     assert prom.query('kueue_local_queue_pending_workloads{exported_namespace="qubelet-workloads"}')
