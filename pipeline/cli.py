@@ -160,10 +160,6 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
         )
     except ValueError:
         raise UsageError(f"--zne-scales {args.zne_scales!r}: give odd integers such as 1,3,5") from None
-    if getattr(args, "kubeconfig", None) is not None and not getattr(args, "cluster_health", False):
-        raise UsageError(
-            f"--kubeconfig {args.kubeconfig}: read only with --cluster-health (add it, or drop this)"
-        )
     circuit = getattr(args, "circuit", None)
     explicit = [flag for flag in ("qubits", "cuts") if getattr(args, flag, None) is not None]
     if circuit is not None and explicit:
@@ -188,7 +184,8 @@ def config_from_args(args: argparse.Namespace, run_dir: Path) -> Any:
             policy_config=getattr(args, "policy_config", None),
             prometheus=getattr(args, "prometheus", None),
             cluster_health=bool(getattr(args, "cluster_health", False)),
-            kubeconfig=getattr(args, "kubeconfig", None),
+            # render and submit read their own --kubeconfig; a run's is for --cluster-health
+            kubeconfig=getattr(args, "kubeconfig", None) if getattr(args, "cluster_health", False) else None,
             error_budget=args.error_budget,
             require_budget=bool(getattr(args, "require_budget", False)),
             backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
@@ -263,6 +260,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qubelet.errors import UsageError
 
     run_dir = args.run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if args.kubeconfig is not None and not args.cluster_health:
+        raise UsageError(
+            f"--kubeconfig {args.kubeconfig}: read only with --cluster-health (add it, or drop this)"
+        )
     config = config_from_args(args, run_dir)
     if args.dry_run:
         return _dry_run(config, args.parameters)
