@@ -10,6 +10,7 @@ The real API server's part is ``tests/e2e/test_cluster_health_run.py``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -241,3 +242,53 @@ def test_cluster_health_without_a_cluster_is_one_line(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("qubelet: error:")]
     assert len(lines) == 1 and "no Kubernetes configuration" in lines[0], lines
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+# --- a real run: the server QPU's own verdict keeps work off it, and plan.json says why ----------
+
+#: the CPU's predicted run time x 1000: the QPU gets work whenever it is offered as healthy
+POLICY_CONFIG = "version: v1\nepsilon: 0\nbackends:\n  - kind: cpu\n    weight: 1000\n"
+
+
+def _run(tmp_path: Path, name: str) -> tuple[int, dict[str, Any], float]:
+    config = tmp_path / "policy.yaml"
+    config.write_text(POLICY_CONFIG)
+    run_dir = tmp_path / name
+    started = time.monotonic()
+    code = main(
+        ["run", "--qubits", "4", "--cuts", "1", "--shots", "200", "--backends", "cpu,qpu",
+         "--policy", "telemetry", "--error-budget", "1", "--policy-config", str(config),
+         "--run-dir", str(run_dir), "--no-progress"]
+    )  # fmt: skip
+    plan = json.loads((run_dir / "plan.json").read_text()) if code == 0 else {}
+    return code, plan, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Faults(health_error=503), "SystemUnavailableError: quantum computer apollo: service unavailable"),
+        (Faults(health_hang_seconds=30), "health check, no answer within 1 s"),
+    ],
+    ids=["answers-503", "hangs"],
+)
+def test_a_run_keeps_work_off_a_qpu_whose_server_says_it_is_down(
+    server: IQMServerDouble, tmp_path: Path, fault: Faults, reason: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    healthy_code, healthy_plan, _ = _run(tmp_path, "healthy")
+    assert healthy_code == 0
+    assert "qpu:iqm" in {b["backend"] for b in healthy_plan["batches"]}  # offered, it gets work
+
+    server.faults.health_error = fault.health_error
+    server.faults.health_hang_seconds = fault.health_hang_seconds
+    capfd.readouterr()
+    code, plan, seconds = _run(tmp_path, "down")
+    assert code == 0
+    warned = [line for line in capfd.readouterr().err.splitlines() if "backend unhealthy" in line]
+    assert len(warned) == 1 and reason in warned[0], warned  # one line, re-checks say nothing new
+    assert seconds < 25  # a hung status service costs the 1 s timeout, not the 30 s hang
+    assert {b["backend"] for b in plan["batches"]} == {"cpu"}
+    for decision in plan["decisions"].values():
+        lost = {c["backend"]: c.get("lost_because") for c in decision["candidates"]}
+        assert lost["qpu:iqm"] == f"unhealthy: IQM server {server.url}/apollo: {reason}"
+    server.faults.health_hang_seconds = 0
