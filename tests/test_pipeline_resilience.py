@@ -63,6 +63,17 @@ def test_unhealthy_backend_work_moves_elsewhere(tmp_path: Path) -> None:
     assert all(abs(o["error"]) <= 4 * o["stderr"] for o in summary["observables"])
     rows = [json.loads(line) for line in (tmp_path / "telemetry.jsonl").read_text().splitlines()]
     assert any(not r["success"] and r["backend"] == "qpu:broken" for r in rows)
+    # plan.json says why the QPU lost the decisions made after it was given up on
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    lost = {
+        c.get("lost_because")
+        for d in plan["decisions"].values()
+        for c in d["candidates"]
+        if c["backend"] == "qpu:broken"
+    }
+    assert lost == {
+        "unhealthy: this run: failed 2 batches in a row (BackendFailedError: qpu:broken: worker crashed)"
+    }
 
 
 def test_exhausted_retries_report_and_keep_results(tmp_path: Path) -> None:
