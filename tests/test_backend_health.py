@@ -292,3 +292,18 @@ def test_a_run_keeps_work_off_a_qpu_whose_server_says_it_is_down(
         lost = {c["backend"]: c.get("lost_because") for c in decision["candidates"]}
         assert lost["qpu:iqm"] == f"unhealthy: IQM server {server.url}/apollo: {reason}"
     server.faults.health_hang_seconds = 0
+
+
+def test_a_run_with_only_an_unhealthy_qpu_says_why_in_its_error_line(
+    server: IQMServerDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.faults.health_error = 503
+    code = main(
+        ["run", "--qubits", "4", "--cuts", "1", "--shots", "200", "--backends", "qpu",
+         "--run-dir", str(tmp_path / "r"), "--no-progress"]
+    )  # fmt: skip
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("qubelet: error:")]
+    assert len(lines) == 1, lines
+    assert f"qpu:iqm unhealthy: IQM server {server.url}/apollo: SystemUnavailableError" in lines[0]
+    assert server.submitted == []
