@@ -57,8 +57,13 @@ def list_schedule(
     rng: np.random.Generator,
     epsilon: float = 0.0,
     explore_slack: float = 0.1,
+    latest_start: np.ndarray | None = None,
 ) -> list[Assignment]:
     """Assign every task (row) to a backend (column); ``fits[i, b]`` marks up-and-wide-enough.
+
+    ``latest_start[i, b]`` (optional, seconds from now) is the last moment task ``i`` may start
+    on backend ``b`` within the budget (a QPU whose errors rise with time): a backend whose
+    earliest free worker is later is not eligible for it, unless no eligible backend is left.
 
     Returns one :class:`Assignment` per task, in the order tasks were scheduled (longest first).
     Raises :class:`UnschedulableTaskError` for the first task no backend can run.
@@ -83,7 +88,13 @@ def list_schedule(
     out: list[Assignment] = []
     explore_draws = np.asarray(rng.random(n_tasks), dtype=float)
     for i in order:
-        finish = np.array([free[b][0] for b in range(n_backends)]) + masked[i]
+        begin = np.array([free[b][0] for b in range(n_backends)])
+        row, late = masked[i], np.zeros(n_backends, dtype=bool)
+        if latest_start is not None:
+            late = begin > latest_start[i]
+            if np.isfinite(np.where(late, np.inf, row)).any():
+                row = np.where(late, np.inf, row)
+        finish = begin + row
         best = int(np.argmin(finish))
         chosen, explored = best, False
         if epsilon > 0 and explore_draws[i] < epsilon:
@@ -95,5 +106,5 @@ def list_schedule(
         end = float(finish[chosen])
         heapq.heapreplace(free[chosen], end)
         makespan = max(makespan, end)
-        out.append(Assignment(i, chosen, end, bool(within[i, chosen]), explored))
+        out.append(Assignment(i, chosen, end, bool(within[i, chosen] and not late[chosen]), explored))
     return out

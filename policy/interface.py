@@ -20,6 +20,12 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("cpu", "gpu", "qpu")
 #: it exactly: ``pipeline.mitigation.observed.MAX_PROBE_QUBITS``, checked equal by a test); the
 #: simulator measures no wider one.
 OBSERVED_ERROR_MAX_WIDTH = 20
+#: ``TelemetryRow.probe``: which probe measured a row's ``observed_error``: ``exact`` (ideal
+#: values simulated, batches with a subexperiment within OBSERVED_ERROR_MAX_WIDTH) or ``mirror``
+#: (a mirror circuit run in the batch's job, :mod:`policy.probe`)
+EXACT_PROBE = "exact"
+MIRROR_PROBE = "mirror"
+PROBES = (EXACT_PROBE, MIRROR_PROBE)
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,13 @@ class TelemetryRow(TypedDict, total=False):
     fidelity_2q: float | None
     readout_fidelity: float | None
     calibration_time: float | None  #: which calibration the two fidelities come from
-    #: optional (added by the policy owner): the subexperiment's measured error against an exact or
-    #: high-shot reference, when the writer knows it (the simulator always does); corrects the
-    #: analytic error prior of ``policy.models.ErrorModel``.
+    #: optional: the measured error of a QPU batch, on ONE of its rows (one measurement per
+    #: probe): the exact probe's shot-noise-corrected deviation from ideal values, or the mirror
+    #: probe's estimate for this row's subexperiment; corrects the analytic error prior
+    #: (``policy.models.PolicyModel.error_factor``)
     observed_error: float | None
+    #: optional, on rows that carry ``observed_error``: the probe that measured it (``PROBES``)
+    probe: str
     #: optional: the mitigation the task's result got and its relative device work (see
     #: :class:`BackendState`); rows without them are unmitigated
     mitigation: str

@@ -136,11 +136,21 @@ def analytic_error(
         return np.zeros(len(tasks))
     a = _arrays(tasks)
     gates = np.power(fidelity_2q, a["n2q"])
+    return error_from_survival(gates, np.power(readout_fidelity, a["measured"]), mitigation)
+
+
+def error_from_survival(gates: Any, readout: Any, mitigation: str = "none") -> Any:
+    """The error prior's shape from its two factors: gate survival and readout survival.
+
+    ``gates`` is the probability that no gate error struck (``f2q^{n2q}`` from the calibration,
+    or measured: :func:`policy.probe.mirror_error`), ``readout`` that no measured bit flipped.
+    Scalars or arrays alike.
+    """
     if mitigation == "zne":
         return (1.0 - gates) ** 2
     if mitigation == "readout":
         return 1.0 - gates
-    return 1.0 - gates * np.power(readout_fidelity, a["measured"])
+    return 1.0 - gates * readout
 
 
 def error_key(backend: str, mitigation: str | None) -> str:
@@ -163,8 +173,14 @@ class Hyperparameters:
     error_shrink_rows: float = 5.0
     max_rows_per_backend: int = 2000
     recent_runs: int = 20  #: runs whose queue waits count for a QPU's learned queue wait
-    recent_half_life_rows: float = 20.0  #: recency weighting of levels, error factors, queue cost
-    fresh_calibration_rows: int = 20  #: rows right after a calibration that show the systematic bias
+    recent_half_life_rows: float = 20.0  #: recency weighting of run-time levels and queue cost
+    #: measured errors come one per probe, i.e. one per QPU batch (a row carrying
+    #: ``observed_error``), so their windows count probes, not rows: recency weighting of the
+    #: error factors, the probes right after a calibration that show the systematic bias, and
+    #: the fewest probes a drift trend is fitted on
+    error_half_life_probes: float = 4.0
+    fresh_calibration_rows: int = 3
+    drift_min_probes: int = 4
 
 
 @dataclass
@@ -252,7 +268,7 @@ class DriftFit:
     rows: int
 
 
-def _drift_fit(points: np.ndarray, weights: np.ndarray) -> DriftFit:
+def _drift_fit(points: np.ndarray, weights: np.ndarray, min_points: int = 4) -> DriftFit:
     """Recency-weighted line through ``(ts, log factor)`` points (oldest first).
 
     The level is the line's value at the newest point when the slope is significantly positive,
@@ -262,7 +278,7 @@ def _drift_fit(points: np.ndarray, weights: np.ndarray) -> DriftFit:
     ts, values = points[:, 0], points[:, 1]
     mean = float(np.average(values, weights=weights))
     fit = DriftFit(level=mean, slope=0.0, last_ts=float(ts[-1]), rows=len(values))
-    if len(values) < 8:
+    if len(values) < max(min_points, 3):
         return fit
     t0 = float(np.average(ts, weights=weights))
     dt = ts - t0
@@ -279,6 +295,35 @@ def _drift_fit(points: np.ndarray, weights: np.ndarray) -> DriftFit:
     return DriftFit(
         level=mean + slope * (float(ts[-1]) - t0), slope=slope, last_ts=float(ts[-1]), rows=len(values)
     )
+
+
+def _pooled_drift_rate(epochs: dict[float | None, list[tuple[float, float]]]) -> float:
+    """Upward drift of the log error factor per second since calibration, pooled over epochs.
+
+    Each epoch with a known calibration time contributes its points' deviations from its own
+    means (age since calibration, log factor), so epochs at different levels do not fake a
+    trend. Only a significant rise (t > 3) counts; otherwise 0.
+    """
+    sxy = sxx = 0.0
+    residuals: list[np.ndarray] = []
+    for epoch, values in epochs.items():
+        if epoch is None or len(values) < 2:
+            continue
+        points = np.array(values)
+        age = points[:, 0] - epoch
+        dx, dy = age - age.mean(), points[:, 1] - points[:, 1].mean()
+        sxy += float(dx @ dy)
+        sxx += float(dx @ dx)
+        residuals.append((dx, dy))  # type: ignore[arg-type]
+    if sxx <= 0:
+        return 0.0
+    slope = sxy / sxx
+    rss = sum(float(np.sum((dy - slope * dx) ** 2)) for dx, dy in residuals)  # type: ignore[misc]
+    dof = sum(len(dx) - 1 for dx, _ in residuals) - 1  # type: ignore[misc]
+    if dof < 2:
+        return 0.0
+    stderr = math.sqrt(max(rss / dof, 1e-18) / sxx)
+    return slope if slope > 3.0 * stderr else 0.0
 
 
 def _level_keys(name: str, kind: str, model: str) -> list[str]:
@@ -306,6 +351,9 @@ class PolicyModel:
         self._error_fresh: dict[str, tuple[float, int]] = {}
         #: per backend and calibration epoch: (recency-weighted mean log factor, rows)
         self._error_by_epoch: dict[str, dict[float | None, DriftFit]] = {}
+        #: per backend: upward drift of the log factor per second since calibration, pooled
+        #: over every epoch seen (what a device does between calibrations)
+        self._error_drift_rate: dict[str, float] = {}
         self.stats: dict[str, BackendStats] = {}
         self.fit()
 
@@ -402,14 +450,24 @@ class PolicyModel:
                 epochs.setdefault(None if epoch is None else float(epoch), []).append(
                     (float(row.get("ts", 0.0) or 0.0), math.log(float(observed) / prior))
                 )
-        half_life, fresh = self.hyper.recent_half_life_rows, self.hyper.fresh_calibration_rows
+        half_life, fresh = self.hyper.error_half_life_probes, self.hyper.fresh_calibration_rows
         self._error_fresh = {}
         self._error_by_epoch = {}
+        self._error_drift_rate = {}
         for name, epochs in logs.items():
-            first = [value for values in epochs.values() for _, value in values[:fresh]]
+            rate = _pooled_drift_rate(epochs)
+            # each epoch's first probes, taken back to the calibration along the pooled drift
+            first = [
+                value - (rate * (ts - epoch) if epoch is not None else 0.0)
+                for epoch, values in epochs.items()
+                for ts, value in values[:fresh]
+            ]
             self._error_fresh[name] = (float(np.mean(first)), len(first))
+            self._error_drift_rate[name] = rate
             self._error_by_epoch[name] = {
-                epoch: _drift_fit(np.array(values), recency_weights(len(values), half_life))
+                epoch: _drift_fit(
+                    np.array(values), recency_weights(len(values), half_life), self.hyper.drift_min_probes
+                )
                 for epoch, values in epochs.items()
             }
 
@@ -480,11 +538,17 @@ class PolicyModel:
         fresh_mean, fresh_rows = self._error_fresh.get(key, (0.0, 0))
         log_factor = fresh_mean * fresh_rows / (fresh_rows + shrink)
         epoch = None if state.calibration_time is None else float(state.calibration_time)
+        rate = self._error_drift_rate.get(key, 0.0)
+        if epoch is not None and at is not None:
+            # what earlier epochs did by this age, before this epoch's own probes say more
+            log_factor += rate * max(at - epoch, 0.0)
         fit = self._error_by_epoch.get(key, {}).get(epoch)
         if fit is not None:
+            # this epoch's own trend once it has enough probes to show one, else the pooled rate
+            slope = fit.slope if fit.rows >= self.hyper.drift_min_probes else rate
             recent = fit.level
             if at is not None and at > fit.last_ts:
-                recent += fit.slope * (at - fit.last_ts)
+                recent += slope * (at - fit.last_ts)
             log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink)
         return math.exp(min(max(log_factor, -20.0), 20.0))
 

@@ -22,8 +22,15 @@ a batch ends, the same :class:`~policy.interface.BackendState` and
   ``metrics_lag_seconds`` old, whose jobs have random lengths, so depth does not encode the wait;
 * per batch, the wait before it started and an equal share of its run time per subexperiment
   (the pipeline times batches, not subexperiments);
-* a measured error only where the pipeline's probe measures one (subexperiments of at most
-  :data:`~policy.interface.OBSERVED_ERROR_MAX_WIDTH` qubits plus clbits), once per batch.
+* a measured error once per QPU batch, as the pipeline's probes measure it: the exact probe
+  where the batch has subexperiments of at most
+  :data:`~policy.interface.OBSERVED_ERROR_MAX_WIDTH` qubits plus clbits (their true mean error,
+  5 % measurement noise); else the mirror probe (:mod:`policy.probe`): the job ends with a
+  mirror circuit of its subexperiment with the most two-qubit gates, which takes QPU time like
+  any circuit (twice the depth, the job's shots), whose ``0…0`` reads are drawn binomially from
+  its *true* error at its start time (the same truth model applied to the mirror circuit), and
+  which :func:`policy.probe.mirror_error` converts, with the published calibration, as the
+  pipeline does.
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ from policy.interface import (
 )
 from policy.loop import Dispatch, LoopSettings, SchedulingLoop
 from policy.models import analytic_error
+from policy.probe import (
+    EXACT_PROBE,
+    MIRROR_PROBE,
+    mirror_error,
+    mirror_features,
+    mirror_zero_probability,
+    mirrored_index,
+)
 from policy.scenarios import BackendSpec, Scenario
 
 
@@ -209,6 +224,20 @@ def simulate(
             t = spec.busy_until(t)
             starts.append(t)
             t += float(mean * spec.slowdown_at(t) * rng.lognormal(-sigma * sigma / 2, sigma))
+        probe = [
+            j
+            for j, i in enumerate(idx)
+            if tasks[i].num_qubits + tasks[i].num_clbits <= OBSERVED_ERROR_MAX_WIDTH
+        ]
+        # Too wide for the exact probe: the job ends with a mirror circuit (policy.probe), run
+        # and paid for whatever the policy.
+        mirrored = mirror = None
+        if spec.kind == "qpu" and not probe:
+            mirrored = mirrored_index([tasks[i] for i in idx])
+            mirror = mirror_features(tasks[idx[mirrored]])
+            mirror_start = t = spec.busy_until(t)
+            mirror_mean = float(true_seconds([mirror], spec)[0])
+            t += mirror_mean * spec.slowdown_at(t) * float(rng.lognormal(-sigma * sigma / 2, sigma))
         if rng.random() < spec.failure_prob:  # the job fails part-way: nothing of it is kept
             failed_at = started + (t - started) * float(rng.random())
         # the backend goes down while the job runs: the job fails then (all or nothing)
@@ -219,15 +248,24 @@ def simulate(
         attempts += len(idx)
         ok = failed_at is None
         share = (end - started) / len(idx)
-        probe = [
-            j
-            for j, i in enumerate(idx)
-            if tasks[i].num_qubits + tasks[i].num_clbits <= OBSERVED_ERROR_MAX_WIDTH
-        ]
-        observed = None
+        observed, observed_at, probe_kind = None, 0, EXACT_PROBE
         if ok and probe and spec.kind == "qpu":
             true = float(np.mean([_scalar_error(tasks[idx[j]], spec, starts[j]) for j in probe]))
             observed = true * float(rng.lognormal(0.0, 0.05))
+        elif ok and mirror is not None and mirrored is not None:
+            # the mirror's true error at its start, then binomial shot noise on its 0…0 reads
+            survival = 1.0 - _scalar_error(mirror, spec, mirror_start)
+            zero = mirror_zero_probability(survival, mirror.num_qubits)
+            reads = int(rng.binomial(mirror.shots, zero)) / max(mirror.shots, 1)
+            observed = mirror_error(
+                reads,
+                mirror.num_qubits,
+                tasks[idx[mirrored]],
+                spec.fidelity_2q or 1.0,  # published, as the pipeline knows it
+                spec.readout_fidelity or 1.0,
+                seen.mitigation,
+            )
+            observed_at, probe_kind = mirrored, MIRROR_PROBE
         batch_rows: list[TelemetryRow] = []
         for j, i in enumerate(idx):
             row: TelemetryRow = {
@@ -255,9 +293,11 @@ def simulate(
                 "fidelity_2q": spec.fidelity_2q,  # published, not the truth
                 "readout_fidelity": spec.readout_fidelity,
                 "calibration_time": seen.calibration_time,
-                # one measurement per probe: the first row carries it
-                "observed_error": observed if j == 0 else None,
+                # one measurement per probe: one row carries it (the mirrored subexperiment's)
+                "observed_error": observed if j == observed_at else None,
             }
+            if observed is not None and j == observed_at:
+                row["probe"] = probe_kind
             batch_rows.append(row)
             if ok:
                 errors[i] = _scalar_error(tasks[i], spec, starts[j])

@@ -5,10 +5,12 @@ time (inflated by ``1 / (1 − failure ratio)`` for expected retries) and error;
 queue wait comes from its state or, for a cloud QPU, recent telemetry. :func:`policy.decide.list_schedule`
 then minimises expected completion time within the per-subexperiment error budget.
 
-A QPU whose measured errors are rising (drift between calibrations) is judged at the time its
-last task of the batch would start, not now: the batch is scheduled once with errors as of now,
-then again with each QPU's errors extrapolated to the end of the work the first pass gave it, so
-a queue is never filled past the moment the QPU is predicted to leave the budget.
+A QPU whose measured errors are rising (drift between calibrations) is judged at the time each
+task would start there, not now: the batch is scheduled once with errors as of now; if any
+backend's errors rise before that plan's work ends, each task's last start within budget on each
+backend is found on a grid of moments up to then, and the batch is scheduled again with no task
+starting on a backend after its moment, so a queue is never filled past the moment the QPU is
+predicted to leave the budget, and fills up to it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from policy.telemetry_sources import TelemetrySource
 
 DEFAULT_ERROR_BUDGET = 0.35
 DEFAULT_EPSILON = 0.02
+#: moments between now and the end of a plan's work at which rising QPU errors are checked
+DRIFT_GRID = 8
 
 
 class TelemetryPolicy:
@@ -158,14 +162,10 @@ class TelemetryPolicy:
         seconds, errors, fits, start, workers = self._matrices(tasks, backends)
         try:
             plan = self._schedule(seconds, errors, fits, start, workers)
-            ahead = np.zeros(len(backends))
-            for a in plan:
-                ahead[a.backend] = max(ahead[a.backend], a.finish)
             if any(s.kind == "qpu" for s in backends):
-                again = self._matrices(tasks, backends, ahead)[1]
-                if not np.array_equal(again, errors):
-                    errors = again
-                    plan = self._schedule(seconds, errors, fits, start, workers)
+                latest = self._latest_starts(tasks, backends, plan)
+                if latest is not None:
+                    plan = self._schedule(seconds, errors, fits, start, workers, latest)
         except UnschedulableTaskError as exc:
             task = tasks[exc.index]
             raise NoUsableBackendError(
@@ -181,6 +181,34 @@ class TelemetryPolicy:
                 metrics.record_decision(self.name, d.kind, d.backend)
         return out
 
+    def _latest_starts(
+        self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState], plan: list[Assignment]
+    ) -> np.ndarray | None:
+        """Per task and backend, the last start (seconds from now) within the error budget.
+
+        Errors rise with time on a drifting QPU; they are evaluated at ``DRIFT_GRID`` moments up
+        to the end of the first plan's work, and a task may start on a backend up to the moment
+        it leaves the budget there (interpolated between the two moments around it). None when
+        no backend's errors rise over that span.
+        """
+        horizon = max((a.finish for a in plan), default=0.0)
+        if horizon <= 0:
+            return None
+        n, m = len(tasks), len(backends)
+        latest = np.full((n, m), np.inf)
+        budget = self.error_budget
+        first = previous = self._matrices(tasks, backends, np.zeros(m))[1]
+        for step in range(1, DRIFT_GRID + 1):
+            at = horizon * step / DRIFT_GRID
+            errors = self._matrices(tasks, backends, np.full(m, at))[1]
+            over = (errors > budget) & ~np.isfinite(latest) & (first <= budget)
+            # where between the two moments the budget is crossed (linear: rising errors are
+            # convex in time, so the chord crosses first and the estimate errs early)
+            share = (budget - previous) / np.maximum(errors - previous, 1e-12)
+            latest[over] = (horizon * (step - 1 + np.clip(share, 0.0, 1.0)) / DRIFT_GRID)[over]
+            previous = errors
+        return latest if not np.array_equal(previous, first) else None
+
     def _schedule(
         self,
         seconds: np.ndarray,
@@ -188,10 +216,11 @@ class TelemetryPolicy:
         fits: np.ndarray,
         start: np.ndarray,
         workers: np.ndarray,
+        latest: np.ndarray | None = None,
     ) -> list[Assignment]:
         return list_schedule(
             seconds, errors, fits, start, workers,
-            budget=self.error_budget, rng=self._rng, epsilon=self.epsilon,
+            budget=self.error_budget, rng=self._rng, epsilon=self.epsilon, latest_start=latest,
         )  # fmt: skip
 
     def _decision(

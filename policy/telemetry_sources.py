@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from policy.interface import BACKEND_KINDS, TelemetryRow
+from policy.interface import BACKEND_KINDS, PROBES, TelemetryRow
 from qubelet import klog
 from qubelet.prometheus import PrometheusError, get_result, instant_values
 
@@ -131,6 +131,10 @@ def validate_row(raw: Any) -> TelemetryRow:
         raise ValueError(f"field 'mitigation' must be one of {MITIGATION_LEVELS}, got {raw['mitigation']!r}")
     if raw.get("mitigation_work") is not None and not raw["mitigation_work"] >= 1:
         raise ValueError(f"field 'mitigation_work' must be >= 1, got {raw['mitigation_work']!r}")
+    if raw.get("probe") is not None and raw["probe"] not in PROBES:
+        raise ValueError(f"field 'probe' must be one of {PROBES}, got {raw['probe']!r}")
+    if raw.get("probe") is not None and raw.get("observed_error") is None:
+        raise ValueError("field 'probe' names the probe of an observed_error the row does not carry")
     row: TelemetryRow = raw  # type: ignore[assignment]
     return row
 
