@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.mitigation.levels import MitigationConfig
+from pipeline.mitigation.observed import MAX_PROBE_QUBITS
 from pipeline.mitigation.zne import DEFAULT_EXTRAPOLATION, DEFAULT_FOLD, DEFAULT_SCALES
 from qubelet import serde
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
@@ -78,6 +79,10 @@ class RunConfig:
     #: measure each QPU batch's error against exact ideal values (cheap: subexperiments are
     #: small) and record it in telemetry, so ``policy fit`` learns per mitigation level
     observe_errors: bool = True
+    #: widest QPU subexperiment (qubits + clbits) whose error is measured by exact simulation; a
+    #: batch with none that narrow is measured by a mirror circuit in its job instead
+    #: (pipeline.mitigation.mirror). Tests lower it to exercise the mirror on small circuits.
+    exact_probe_max_width: int = MAX_PROBE_QUBITS
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)

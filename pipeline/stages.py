@@ -46,7 +46,8 @@ from pipeline.cutting import (
 from pipeline.errors import PipelineError
 from pipeline.estimate import RunEstimate, estimate_run
 from pipeline.mitigation import MitigationConfig
-from pipeline.mitigation.observed import batch_observed_error
+from pipeline.mitigation.mirror import plan_mirror
+from pipeline.mitigation.observed import BatchObservation, observe_batch
 from pipeline.observable_summary import observable_estimates
 from pipeline.planning import Batch, Plan, batch_decisions, decision_record, loop_settings_for
 from pipeline.records import ExpectedRecord, problem_with
@@ -810,20 +811,33 @@ def execute_batch(
     use_job_journal = getattr(backend, "use_job_journal", None)
     if use_job_journal is not None:  # a server QPU: a resumed run re-attaches to its jobs
         use_job_journal(store.jobs_dir)
-    counts = backend.run_batch(circuits, config.shots, seeds)
+    features = [manifest.features[k] for k in todo]
+    observe = backend.kind == "qpu" and config.observe_errors
+    run_probed = getattr(backend, "run_batch_probed", None)
+    mirror = None
+    if observe and callable(run_probed):  # too wide for the exact probe: a mirror in the job
+        mirror = plan_mirror(circuits, features, config.exact_probe_max_width)
+    mirror_counts = None
+    if mirror is not None and callable(run_probed):
+        counts, mirror_counts = run_probed(circuits, config.shots, seeds, mirror.circuit)
+    else:
+        counts = backend.run_batch(circuits, config.shots, seeds)
     finished = time.time()
     state = seen or backend.state()
-    observed = None
-    if backend.kind == "qpu" and config.observe_errors:
-        observed = batch_observed_error(circuits, counts, config.mitigation_config())
+    observation = None
+    if observe:
+        observation = observe_batch(
+            circuits, counts, config.mitigation_config(), max_width=config.exact_probe_max_width,
+            mirror=mirror, mirror_counts=mirror_counts, features=features, state=state,
+        )  # fmt: skip
     rows: list[TelemetryRow] = []
     for index, (key, seed, result) in enumerate(zip(todo, seeds, counts, strict=True)):
         row = telemetry_row(
             manifest, batch, backend.name, backend.kind, state, key,
             started=started, finished=finished, batch_size=len(todo), attempt=attempt,
             queued_at=None if queued_at is None else queued_at + startup, startup_seconds=startup,
-            # one measurement per probe: the batch's first row carries it, not every row
-            observed_error=observed if index == 0 else None,
+            # one measurement per probe: one row carries it (the first, or the mirrored one's)
+            observation=observation if observation is not None and observation.index == index else None,
         )  # fmt: skip
         # The row rides in the result record too: a run killed between the two writes gets it
         # back into telemetry.jsonl on resume (pipeline.telemetry_log.backfill).
@@ -860,7 +874,7 @@ def telemetry_row(
     batch_size: int,
     queued_at: float | None,
     attempt: int,
-    observed_error: float | None,
+    observation: BatchObservation | None,
     startup_seconds: float = 0.0,
 ) -> TelemetryRow:
     """The telemetry row of one result: what ran where, what was seen, how long it took."""
@@ -893,8 +907,9 @@ def telemetry_row(
         mitigation=state.mitigation,
         mitigation_work=state.mitigation_work,
     )
-    if observed_error is not None:
-        row["observed_error"] = observed_error
+    if observation is not None:
+        row["observed_error"] = observation.error
+        row["probe"] = observation.probe
     if startup_seconds > 1e-3:
         row["startup_seconds"] = round(startup_seconds, 6)
     return row

@@ -540,7 +540,8 @@ class PolicyModel:
         epoch = None if state.calibration_time is None else float(state.calibration_time)
         rate = self._error_drift_rate.get(key, 0.0)
         if epoch is not None and at is not None:
-            # what earlier epochs did by this age, before this epoch's own probes say more
+            # what earlier epochs did by this age, before this epoch's own probes say more (kept
+            # rising past the ages they were seen at: for a budget, the safe side)
             log_factor += rate * max(at - epoch, 0.0)
         fit = self._error_by_epoch.get(key, {}).get(epoch)
         if fit is not None:

@@ -21,10 +21,11 @@ Which statistic: the fraction of shots that read ``0…0`` (not the mean all-qub
   risk.
 * It is binomial with a known variance at any width.
 
-Conversion (:func:`mirror_error`): a depolarised register reads ``0…0`` with probability
-``2^-n``, so the mirror's survival is ``F = (P − 2^-n) / (1 − 2^-n)``. One probe measures one
-number, so the model has one free parameter: the device is ``k`` times as bad, in log-fidelity,
-as its published calibration says, every error source alike. The calibration predicts the
+Conversion (:func:`mirror_error`): the mirror's survival is ``F = P(0…0)`` (an error that
+moved the state rarely moves it back: no random-outcome floor is taken off, which would be right
+only for a globally depolarised register). One probe measures one number, so the model has one
+free parameter: the device is ``k`` times as bad, in log-fidelity, as its published calibration
+says, every error source alike. The calibration predicts the
 mirror's log-survival ``L_m = 2·n2q·ln f2q + n·ln fro`` (twice the gates, its ``n`` qubits read
 once), so ``k = ln F / L_m``, and the subexperiment's gate and readout survivals are
 ``f2q^{k·n2q}`` and ``fro^{k·n_measured}``: its error at the row's mitigation level is
@@ -54,8 +55,6 @@ __all__ = [
     "PROBES",
     "mirror_error",
     "mirror_features",
-    "mirror_survival",
-    "mirror_zero_probability",
     "mirrored_index",
 ]
 
@@ -81,18 +80,6 @@ def mirrored_index(tasks: list[CircuitFeatures]) -> int:
     return max(range(len(tasks)), key=lambda i: (tasks[i].num_2q_gates, -i))
 
 
-def mirror_survival(zero_fraction: float, qubits: int) -> float:
-    """The mirror's survival ``F`` from its fraction of ``0…0`` reads (depolarised floor removed)."""
-    floor = math.ldexp(1.0, -min(qubits, 1000))
-    return min(max((zero_fraction - floor) / (1.0 - floor), 0.0), 1.0)
-
-
-def mirror_zero_probability(survival: float, qubits: int) -> float:
-    """Inverse of :func:`mirror_survival`: the chance a mirror with survival ``F`` reads ``0…0``."""
-    floor = math.ldexp(1.0, -min(qubits, 1000))
-    return survival + (1.0 - survival) * floor
-
-
 def mirror_error(
     zero_fraction: float,
     mirror_qubits: int,
@@ -107,7 +94,7 @@ def mirror_error(
     ``fidelity_2q`` and ``readout_fidelity`` are the published calibration. See the module
     docstring for the model.
     """
-    survival = mirror_survival(zero_fraction, mirror_qubits)
+    survival = min(max(zero_fraction, 0.0), 1.0)
     if survival <= 0.0:
         return 1.0
     log_f2q = math.log(min(max(fidelity_2q, 1e-9), 1.0))

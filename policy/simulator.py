@@ -55,7 +55,6 @@ from policy.probe import (
     MIRROR_PROBE,
     mirror_error,
     mirror_features,
-    mirror_zero_probability,
     mirrored_index,
 )
 from policy.scenarios import BackendSpec, Scenario
@@ -255,8 +254,7 @@ def simulate(
         elif ok and mirror is not None and mirrored is not None:
             # the mirror's true error at its start, then binomial shot noise on its 0…0 reads
             survival = 1.0 - _scalar_error(mirror, spec, mirror_start)
-            zero = mirror_zero_probability(survival, mirror.num_qubits)
-            reads = int(rng.binomial(mirror.shots, zero)) / max(mirror.shots, 1)
+            reads = int(rng.binomial(mirror.shots, survival)) / max(mirror.shots, 1)
             observed = mirror_error(
                 reads,
                 mirror.num_qubits,

@@ -85,7 +85,12 @@ def test_a_recalibration_resets_what_drift_taught() -> None:
     rows = _drifted_rows(CALIBRATED_AT - 86_400.0)  # yesterday's epoch drifted
     fresh = [_row(QPU, WIDE[i], CALIBRATED_AT + i, observed_error=0.3) for i in range(3)]
     policy = _learned(_telemetry(), rows + fresh)
+    policy.clock = lambda: CALIBRATED_AT + 3  # right after today's calibration
     assert _qpu_share(policy, WIDE, [CPU, GPU, QPU]) > 0.8
+    # ...but yesterday showed how fast it drifts after a calibration: a minute and a half on,
+    # with no probe since, the same drift is expected
+    policy.clock = lambda: CALIBRATED_AT + 100
+    assert _qpu_share(policy, WIDE, [CPU, GPU, QPU]) == 0.0
     # the same history with today's calibration still the drifted one keeps it off
     stale = _learned(_telemetry(), rows + fresh)
     yesterday = replace(QPU, calibration_time=CALIBRATED_AT - 86_400.0)

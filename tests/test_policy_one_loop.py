@@ -21,7 +21,7 @@ from pipeline.executor import LocalExecutor
 from pipeline.mitigation.observed import MAX_PROBE_QUBITS
 from policy import loop as loop_module
 from policy.baselines import GreedyPolicy
-from policy.interface import OBSERVED_ERROR_MAX_WIDTH, BackendState, CircuitFeatures, Decision
+from policy.interface import OBSERVED_ERROR_MAX_WIDTH, PROBES, BackendState, CircuitFeatures, Decision
 from policy.scenarios import SCENARIOS
 from policy.simulator import simulate
 from policy.size_rule import SizePolicy
@@ -111,24 +111,34 @@ def test_observation_types_and_fields_are_the_same(
     assert {type(r) for r in sim_policy.rows} == {type(r) for r in run_policy.rows} == {dict}
     sim_keys = {k for r in sim_policy.rows if r["success"] for k in r}
     run_keys = {k for r in run_policy.rows if r["success"] for k in r}
-    assert sim_keys <= run_keys | {"observed_error"}, sim_keys - run_keys
+    # a measured error and the probe that measured it come together, in both (this short
+    # pipeline run may give the QPU no batch; tests/test_mirror_probe.py runs both probes)
+    assert sim_keys <= run_keys | {"observed_error", "probe"}, sim_keys - run_keys
+    for rows in (sim_policy.rows, run_policy.rows):
+        for r in rows:
+            assert (r.get("observed_error") is not None) == ("probe" in r)
+    sim_probes = {r["probe"] for r in sim_policy.rows if "probe" in r}
+    assert sim_probes == {"mirror"}  # 24- and 34-qubit subexperiments
+    assert {r["probe"] for r in run_policy.rows if "probe" in r} <= set(PROBES)
 
 
 def test_errors_measured_only_where_the_pipeline_measures_once_per_batch() -> None:
     assert OBSERVED_ERROR_MAX_WIDTH == MAX_PROBE_QUBITS
     result = simulate(SCENARIOS["qpu_only_wide"].scaled(120), TelemetryPolicy(record_metrics=False), seed=1)
-    qpu = [r for r in result.rows if r["backend_kind"] == "qpu" and r["success"]]
-    assert qpu
-    # 24- and 34-qubit subexperiments: wider than the probe, never measured
-    assert all(r.get("observed_error") is None for r in qpu)
     narrow = simulate(SCENARIOS["drift"].scaled(300), TelemetryPolicy(record_metrics=False), seed=1)
-    batches: dict[str, list[dict[str, Any]]] = {}
-    for row in narrow.rows:
-        if row["backend_kind"] == "qpu" and row["success"]:
-            batches.setdefault(str(row["task_id"]).split("/")[0], []).append(dict(row))
-    assert batches
-    for rows in batches.values():
-        assert sum(r.get("observed_error") is not None for r in rows) == 1
+    # 24- and 34-qubit subexperiments are wider than the exact probe: the mirror measures them,
+    # once per batch, on the mirrored (most two-qubit gates) subexperiment's row, as the pipeline
+    for run, probe in ((result, "mirror"), (narrow, "exact")):
+        batches: dict[str, list[dict[str, Any]]] = {}
+        for row in run.rows:
+            if row["backend_kind"] == "qpu" and row["success"]:
+                batches.setdefault(str(row["task_id"]).split("/")[0], []).append(dict(row))
+        assert batches
+        for rows in batches.values():
+            observed = [r for r in rows if r.get("observed_error") is not None]
+            assert len(observed) == 1 and observed[0]["probe"] == probe
+            if probe == "mirror":
+                assert observed[0]["num_2q_gates"] == max(r["num_2q_gates"] for r in rows)
 
 
 def test_simulated_queue_depth_does_not_encode_the_wait() -> None:

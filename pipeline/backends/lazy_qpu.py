@@ -138,3 +138,13 @@ class LazyFakeQPUBackend:
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         """Build the fake backend if this is its first batch, then run the batch on it."""
         return self._loaded().run_batch(circuits, shots, seeds)
+
+    def run_batch_probed(
+        self,
+        circuits: Sequence[QuantumCircuit],
+        shots: int,
+        seeds: Sequence[int],
+        probe: QuantumCircuit | None,
+    ) -> tuple[list[Counts], Counts | None]:
+        """:meth:`IQMBackend.run_batch_probed`, building the fake backend on first use."""
+        return self._loaded().run_batch_probed(circuits, shots, seeds, probe)

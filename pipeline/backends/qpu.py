@@ -190,6 +190,20 @@ class IQMBackend:
 
     def run_batch(self, circuits: Sequence[QuantumCircuit], shots: int, seeds: Sequence[int]) -> list[Counts]:
         """Transpile and run ``circuits`` as one job; counts per circuit, in order."""
+        return self.run_batch_probed(circuits, shots, seeds, None)[0]
+
+    def run_batch_probed(
+        self,
+        circuits: Sequence[QuantumCircuit],
+        shots: int,
+        seeds: Sequence[int],
+        probe: QuantumCircuit | None,
+    ) -> tuple[list[Counts], Counts | None]:
+        """:meth:`run_batch` with a probe circuit appended to the same job (its raw counts apart).
+
+        The probe (the mirror circuit, :mod:`pipeline.mitigation.mirror`) is transpiled with the
+        batch, runs at the job's shots and is never folded for ZNE: it measures the device.
+        """
         too_wide = [c.num_qubits for c in circuits if c.num_qubits > self._backend.num_qubits]
         if too_wide:
             raise PipelineError(
@@ -198,14 +212,18 @@ class IQMBackend:
             )
         seed = int(seeds[0]) if seeds else 0
         compiled = transpile(
-            list(circuits),
+            [*circuits, *([probe] if probe is not None else [])],
             backend=self._backend,
             optimization_level=self._optimization_level,
             seed_transpiler=seed,
         )
+        compiled_probe = compiled.pop() if probe is not None else None
         scales = self.mitigation.zne_scales if self.mitigation.zne else (1,)
         jobs = [fold_two_qubit_gates(c, scale, self.mitigation.fold) for scale in scales for c in compiled]
         job_seeds = [folded_seed(int(s), scale) for scale in scales for s in seeds]
+        if compiled_probe is not None:
+            jobs.append(compiled_probe)
+            job_seeds.append(probe_seed(seed))
         if self.target.is_fake:
             raw = run_noisy_exact(jobs, self._backend.noise_model, shots, job_seeds)
         else:
@@ -213,7 +231,12 @@ class IQMBackend:
 
             assert self._remote is not None
             extra = f"seeds={list(map(int, seeds))}|scales={list(scales)}|fold={self.mitigation.fold}"
-            raw = self._remote.run(jobs, shots, submission_fingerprint(circuits, shots, extra))
+            submitted = list(circuits)
+            if probe is not None:  # a retry with the probe re-attaches only to a job with it
+                extra += "|probe"
+                submitted.append(probe)
+            raw = self._remote.run(jobs, shots, submission_fingerprint(submitted, shots, extra))
+        probe_counts = raw.pop() if compiled_probe is not None else None
         calibration = self.readout_calibration()
         n = len(compiled)
         out = []
@@ -222,7 +245,7 @@ class IQMBackend:
             readout = [calibration.get(measured.get(b, -1)) for b in range(circuit.num_clbits)]
             folded = [(scale, raw[k * n + i]) for k, scale in enumerate(scales) if scale != 1]
             out.append(raw[i].with_mitigation_data(readout, folded))
-        return out
+        return out, probe_counts
 
     def readout_calibration(self) -> dict[int, ReadoutError]:
         """Per physical qubit, its readout error: the backend's calibration data, else measured.
@@ -361,6 +384,11 @@ def inventory_states(qpus: Sequence[Any], mitigation: MitigationConfig | None) -
         state = qpu_state(target, qpu.qubits, qpu.fidelity_2q, qpu.readout_fidelity, mitigation)
         states.append(replace(state, model=qpu.model, calibration_time=qpu.calibration_time))
     return states
+
+
+def probe_seed(seed: int) -> int:
+    """Sampling seed of a batch's probe circuit: independent of its subexperiments' seeds."""
+    return (seed * 1_000_003 + 104_729) & ((1 << 63) - 1)
 
 
 def folded_seed(seed: int, scale: int) -> int:
