@@ -171,6 +171,10 @@ class Hyperparameters:
     ridge_alpha: float = 1.0
     shrink_rows: float = 3.0
     error_shrink_rows: float = 5.0
+    #: the same for probes that say the device is *worse* than predicted: for a budget, bad
+    #: news is believed faster than good news (shrinking it towards the calibration is the
+    #: optimistic error, the one that breaks the budget)
+    error_shrink_rows_worse: float = 1.0
     max_rows_per_backend: int = 2000
     recent_runs: int = 20  #: runs whose queue waits count for a QPU's learned queue wait
     recent_half_life_rows: float = 20.0  #: recency weighting of run-time levels and queue cost
@@ -530,13 +534,16 @@ class PolicyModel:
         """Multiplicative correction of the analytic error prior for the state's calibration.
 
         The fresh factor shrunk towards 1 by its rows, then the current calibration epoch's
-        recency-weighted factor shrunk towards that by its own rows (1 without data). With
+        recency-weighted factor shrunk towards that by its own rows (1 without data); a factor
+        that says worse is shrunk less (``error_shrink_rows_worse``). With
         ``at`` (a time, like rows' ``ts``) a significant upward drift is extrapolated to it.
         """
-        shrink = self.hyper.error_shrink_rows
+        def shrink(worse: bool) -> float:
+            return self.hyper.error_shrink_rows_worse if worse else self.hyper.error_shrink_rows
+
         key = error_key(state.name, state.mitigation)
         fresh_mean, fresh_rows = self._error_fresh.get(key, (0.0, 0))
-        log_factor = fresh_mean * fresh_rows / (fresh_rows + shrink)
+        log_factor = fresh_mean * fresh_rows / (fresh_rows + shrink(fresh_mean > 0))
         epoch = None if state.calibration_time is None else float(state.calibration_time)
         rate = self._error_drift_rate.get(key, 0.0)
         if epoch is not None and at is not None:
@@ -550,7 +557,7 @@ class PolicyModel:
             recent = fit.level
             if at is not None and at > fit.last_ts:
                 recent += slope * (at - fit.last_ts)
-            log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink)
+            log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink(recent > log_factor))
         return math.exp(min(max(log_factor, -20.0), 20.0))
 
     def predict_error(
