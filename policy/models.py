@@ -538,6 +538,7 @@ class PolicyModel:
         that says worse is shrunk less (``error_shrink_rows_worse``). With
         ``at`` (a time, like rows' ``ts``) a significant upward drift is extrapolated to it.
         """
+
         def shrink(worse: bool) -> float:
             return self.hyper.error_shrink_rows_worse if worse else self.hyper.error_shrink_rows
 

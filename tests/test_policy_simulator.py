@@ -24,7 +24,10 @@ def test_makespan_never_beats_the_lower_bound_and_no_task_is_lost(name: str) -> 
     bound = lower_bound(scenario, tasks)
     for policy in (SizePolicy(), TelemetryPolicy(seed=3, record_metrics=False)):
         result = simulate(scenario, policy, seed=3, tasks=tasks)
-        assert result.makespan >= bound * 0.98  # noise can make a run slightly lucky, not much
+        # noise can make a run slightly lucky, not much; the bound holds the error budget (true
+        # errors), so a cold policy that breaks it (calibration_optimistic) may beat it
+        broke = result.budget_violations(scenario.error_budget) > 0.01 * len(tasks)
+        assert result.makespan >= bound * 0.98 or broke
         assert sum(result.tasks_per_backend().values()) == len(tasks)  # conservation
         assert all(result.backend_of)
         successes = [r for r in result.rows if r["success"]]
