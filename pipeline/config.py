@@ -13,8 +13,8 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.mitigation.levels import MitigationConfig
-from pipeline.mitigation.observed import MAX_PROBE_QUBITS
 from pipeline.mitigation.zne import DEFAULT_EXTRAPOLATION, DEFAULT_FOLD, DEFAULT_SCALES
+from policy.interface import OBSERVED_ERROR_MAX_WIDTH
 from qubelet import serde
 from qubelet.inventory.names import DEFAULT_QPU_SPEC
 
@@ -82,7 +82,7 @@ class RunConfig:
     #: widest QPU subexperiment (qubits + clbits) whose error is measured by exact simulation; a
     #: batch with none that narrow is measured by a mirror circuit in its job instead
     #: (pipeline.mitigation.mirror). Tests lower it to exercise the mirror on small circuits.
-    exact_probe_max_width: int = MAX_PROBE_QUBITS
+    exact_probe_max_width: int = OBSERVED_ERROR_MAX_WIDTH
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)

@@ -18,6 +18,7 @@ __all__ = [
     "loop",
     "metrics",
     "models",
+    "probe",
     "registry",
     "scenario_files",
     "scenarios",
