@@ -385,3 +385,42 @@ def test_run_killed_outright_reattaches_to_its_job_on_resume(
     assert len(iqm.double.submitted) == 1  # collected, not submitted again
     assert not list((run_dir / "jobs").glob("*.json"))  # collected jobs leave the journal
     iqm.assert_no_token(out, err)
+
+
+def test_a_wide_batch_carries_one_mirror_circuit_in_its_server_job(iqm: Env, tmp_path: Path) -> None:
+    """The mirror probe through the real client: one extra circuit in the same job, one reading.
+
+    The exact probe's width limit is lowered so this small run takes the mirror path. The
+    double's gates are noise-free (only its published readout errors are real), so the device
+    is better than its published CZ fidelity says: the estimate must fall below the calibration's
+    prediction, and the reconstruction is untouched by the extra circuit.
+    """
+    from qiskit.circuit.library import efficient_su2
+
+    from pipeline.api import run
+    from policy.interface import CircuitFeatures
+    from policy.models import analytic_error
+
+    circuit = efficient_su2(4, entanglement="linear", reps=2)
+    circuit.assign_parameters([0.4] * len(circuit.parameters), inplace=True)
+    result = run(
+        circuit, ["ZZII", "IZZI"], "AABB", run_dir=tmp_path / "run", backends=("qpu",), policy="size",
+        shots=2000, batch_size=1000, exact_probe_max_width=2,
+    )  # fmt: skip
+    plan = stages.load_plan(result.run_dir)
+    assert len(plan.batches) == 1 == len(iqm.double.jobs)
+    (job,) = iqm.double.jobs.values()
+    assert len(job.definition.circuits) == len(plan.batches[0].keys) + 1  # the mirror rides along
+    rows = [json.loads(line) for line in (result.run_dir / "telemetry.jsonl").read_text().splitlines()]
+    measured = [r for r in rows if r.get("observed_error") is not None]
+    assert len(measured) == 1 and measured[0]["probe"] == "mirror"
+    row = measured[0]
+    task = CircuitFeatures("k", row["num_qubits"], row["depth"], row["num_2q_gates"], row["num_clbits"], 1)
+    predicted = float(
+        analytic_error([task], "qpu", row["fidelity_2q"], row["readout_fidelity"], row["mitigation"])[0]
+    )
+    assert row["mitigation"] == "readout"
+    assert 0.0 < row["observed_error"] < predicted
+    # readout-mitigated with the published calibration, as the exact-probe run above
+    for observable in result.summary["observables"]:
+        assert abs(observable["error"]) <= 4 * observable["stderr"] + 1e-9, observable
