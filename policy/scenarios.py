@@ -155,7 +155,8 @@ def _builtins() -> dict[str, Scenario]:
 
 
 #: The built-in scenarios, read from their files (``policy/builtin_scenarios/*.yaml``): the
-#: paper's cut (``paper``), a cloud queue, a calibration step, wide partitions, and four where
+#: paper's cut (``paper``), a cloud queue, a calibration step, wide partitions, four where
 #: the choice matters and only learning reveals the truth (``qpu_only_wide``,
-#: ``queue_comes_and_goes``, ``drift_gradual``, ``shared_gpu``).
+#: ``queue_comes_and_goes``, ``drift_gradual``, ``shared_gpu``), and two where the published
+#: calibration misjudges the QPU's error (``calibration_optimistic``, ``calibration_pessimistic``).
 SCENARIOS: dict[str, Scenario] = _builtins()
