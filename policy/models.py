@@ -19,12 +19,16 @@ is ~0; a backend slowed 8x reaches ~log 8 within a few dozen rows.
 Error. For a QPU the prior is ``1 − f2q^{n2q} · fro^{n_measured}`` from the calibration
 (BackendState first, the latest telemetry second, a conservative default last); a simulator's is
 0 (only shot noise, which every backend shares). Rows that carry ``observed_error`` correct the
-prior by a shrunk per-backend factor ``exp(mean log(observed / prior))``. Published calibration
-goes stale as the device drifts between calibrations and only the measured errors show it, so the
-factor is tracked per calibration epoch (``calibration_time``): the *fresh* factor (each epoch's
-first rows, pooled over epochs: the model's systematic bias) is the starting point, and the
-current epoch's recency-weighted mean takes over as its rows arrive. A recalibration thus resets
-what drift had taught, but not the systematic bias.
+prior by a shrunk per-backend factor ``exp(mean log(observed / prior))``. Measured errors come
+one per probe (one per QPU batch: ``policy.probe``), so their windows count probes. Published
+calibration goes stale as the device drifts between calibrations and only the measured errors
+show it, so the factor is tracked per calibration epoch (``calibration_time``): the *fresh*
+factor (each epoch's first probes, pooled over epochs: the model's systematic bias) is the
+starting point, and the current epoch's recency-weighted level and, once significant, its trend
+take over as its probes arrive. How fast the factor rose with age after earlier calibrations is
+pooled over epochs and expected of the current one until its own probes show a trend. A
+recalibration thus resets the level drift had reached, not the systematic bias or the drift
+rate. Shrinkage towards the calibration is weaker for factors that say worse than for better.
 
 Queue. Our own jobs ahead cost their predicted run time / workers each. Other tenants' jobs
 (``external_queue_depth``, a possibly stale metric) are of unknown length: rows that saw some
