@@ -56,7 +56,7 @@ def list_schedule(
     budget: float,
     rng: np.random.Generator,
     epsilon: float = 0.0,
-    explore_slack: float = 0.1,
+    explore_slack: float = 0.0,
     latest_start: np.ndarray | None = None,
 ) -> list[Assignment]:
     """Assign every task (row) to a backend (column); ``fits[i, b]`` marks up-and-wide-enough.

@@ -73,6 +73,16 @@ class Dispatch:
         return [d.key for d in self.decisions]
 
 
+def _hand_out_order(decision: Decision) -> tuple[int, float]:
+    """Work only this backend can run first, then the longest first.
+
+    Work another backend could also run is handed out last, so that a later re-plan can still
+    move it if this backend falls behind; were it handed out first, the work nothing else can
+    run would be left for the end of the run, when no other backend can help.
+    """
+    return (len(decision.alternatives), -(decision.predicted_seconds or 0.0))
+
+
 class SchedulingLoop:
     """Plan the remaining subexperiments, dispatch to free workers, feed back what finished."""
 
@@ -170,8 +180,11 @@ class SchedulingLoop:
         alternatives = sum(1 for s in observed if s.healthy) > 1
         rounds = max(self.settings.rounds, 1) if alternatives else 1
         for backend, planned in plan.items():
-            planned.sort(key=lambda d: -(d.predicted_seconds or 0.0))
-            per = math.ceil(len(planned) / (workers.get(backend, 1) * rounds))
+            planned.sort(key=_hand_out_order)
+            share = len(planned) / (workers.get(backend, 1) * rounds)
+            # rounded down when re-plans follow (never more than 1/rounds of a worker's share:
+            # one long subexperiment too many, handed out late, is the run's straggler)
+            per = math.floor(share) if rounds > 1 else math.ceil(share)
             self._chunk[backend] = min(max(per, 1), self.settings.batch_size)
         self._plan = plan
 

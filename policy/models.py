@@ -197,6 +197,9 @@ class BackendStats:
 
     rows: int = 0
     failures: int = 0
+    #: jobs (batches) the rows came from and how many failed: each row counts 1/batch_size
+    jobs: float = 0.0
+    failed_jobs: float = 0.0
     #: per run id, the shortest queue wait a task of that run saw on this backend (insertion order)
     run_waits: dict[str, float] = field(default_factory=dict)
     fidelity_2q: float | None = None
@@ -209,8 +212,14 @@ class BackendStats:
     seconds_per_external_job: float | None = None
 
     def failure_ratio(self) -> float:
-        """Failures per attempt, with a weak prior of 1 failure in 50 attempts' worth of doubt."""
-        return (self.failures + 0.02) / (self.rows + 1.0)
+        """Failed jobs per job, with a weak prior of 1 failure in 50 jobs' worth of doubt.
+
+        Counted per job, not per row: a batch fails as a whole, so one failed batch of 30 is one
+        event, not 30 (counted per row, one unlucky batch made a QPU that fails 2 % of its jobs
+        look 7-15 % unreliable and pushed work off it). A failed job's subexperiments all run
+        again, so the expected attempts per subexperiment are ``1 / (1 − this)``.
+        """
+        return (self.failed_jobs + 0.02) / (self.jobs + 1.0)
 
     def queue_wait(self, recent_runs: int = 20) -> float:
         """Median over recent runs of each run's shortest wait (0 when unknown).
@@ -427,6 +436,9 @@ class PolicyModel:
             stats = self.stats.setdefault(row["backend"], BackendStats())
             stats.rows += 1
             stats.failures += 0 if row.get("success", True) else 1
+            share = 1.0 / max(int(row.get("batch_size") or 1), 1)
+            stats.jobs += share
+            stats.failed_jobs += 0.0 if row.get("success", True) else share
             runs.setdefault(row["backend"], []).append(float(row["run_seconds"]))
             if row["backend_kind"] == "qpu" and row.get("queue_wait_seconds") is not None:
                 run, wait = str(row.get("run_id", "")), float(row.get("queue_wait_seconds") or 0.0)
