@@ -17,13 +17,18 @@ Cadence (the cost is bounded):
   finished since. That is about ``ln(n) / replan_fraction`` plans per run (~90 for 10^4
   subexperiments), each one ``select`` over what is left: the whole loop costs about
   ``1 / replan_fraction`` one-shot plans.
-* **Hand-out**: between plans, a free worker gets the longest-predicted
-  ``ceil(share / (workers × rounds))`` of the subexperiments the last plan gave its backend (at
-  least 1, at most ``batch_size``), so each backend's share leaves in about ``rounds`` (default
-  4) hand-outs per worker and later ones follow a re-plan with what has been learned. Batches are
-  a few times more numerous than with a one-shot plan: the price of reacting to a backend that
-  slows, fails or drifts. With a single healthy backend there is nothing to react with, and its
-  share leaves in one hand-out per worker (batches as a one-shot plan makes them).
+* **Hand-out**: between plans, a free worker gets ``floor(share / (workers × rounds))`` of the
+  subexperiments the last plan gave its backend (at least 1, at most ``batch_size``), so each
+  backend's share leaves in about ``rounds`` (default 4) hand-outs per worker and later ones
+  follow a re-plan with what has been learned. Rounded down, not up: late in a run, when a
+  worker's share is a few long subexperiments, one too many handed out at once is the run's
+  straggler (a CPU given two 12 s subexperiments when the plan was already wrong). Work only
+  this backend can run leaves first, then the longest first: work another backend could also
+  run stays re-plannable to the end, instead of leaving the backend's exclusive work for a tail
+  no other backend can help with. Batches are a few times more numerous than with a one-shot
+  plan: the price of reacting to a backend that slows, fails or drifts. With a single healthy
+  backend there is nothing to react with, and its share leaves in ``ceil(share / workers)``:
+  one hand-out per worker (batches as a one-shot plan makes them).
 * **Refit**: rows of finished subexperiments reach the policy at once (``observe`` with
   ``refit=False``: prediction-error metrics, rows appended); the model is refit before a re-plan
   once ``refit_rows`` (default 20) new rows have arrived since the last fit, so at most one fit

@@ -241,7 +241,7 @@ class TelemetryPolicy:
             if fits[i, k]
         }
         if a.explored:
-            reason = f"exploring {state.name} (finish {a.finish:.3g}s, within 10% of the makespan so far)"
+            reason = f"exploring {state.name} (finish {a.finish:.3g}s, within the makespan so far)"
         else:
             reason = f"earliest expected finish {a.finish:.3g}s"
         if not a.within_budget:
