@@ -6,11 +6,13 @@ Each rule here was a measured cause of the telemetry policy losing to its own sc
 * the QPU's exclusive work must be handed out before work a simulator could take instead;
 * hand-outs are rounded down, so a slow backend is not committed to one long subexperiment too many;
 * exploration only uses idle time the plan has anyway, never lengthening it;
-* failures are counted per job, not per row of a failed batch.
+* failures are counted per job, not per row of a failed batch;
+* a drift of a QPU's error is significant by Student's t for its degrees of freedom, not by t > 3.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ from policy.decide import list_schedule
 from policy.evaluate import evaluate
 from policy.interface import BackendState, CircuitFeatures, Decision, TelemetryRow
 from policy.loop import LoopSettings, SchedulingLoop
-from policy.models import PolicyModel
+from policy.models import PolicyModel, _pooled_drift_rate, _three_sigma_t
 from policy.scenarios import SCENARIOS
 from policy.telemetry import TelemetryPolicy
 
@@ -157,3 +159,21 @@ def test_telemetry_is_within_five_percent_of_greedy_where_it_lost_by_seven() -> 
     summary = evaluate(SCENARIOS["qpu_only_wide"], seed=5).summary()
     assert summary["error_budget_held"]
     assert summary["makespan_ratio_vs_best_baseline"] <= 1.05, summary
+
+
+def test_five_probes_showing_noise_do_not_make_a_drift() -> None:
+    """queue_comes_and_goes, seed 1: three mirror probes of a steady QPU rose by chance (2 degrees
+    of freedom, t > 3); read as drift, the error was extrapolated past the budget and the QPU
+    left idle for the rest of the run (1.89× greedy)."""
+    epochs: dict[float | None, list[tuple[float, float]]] = {
+        0.0: [(0.0, math.log(0.2567)), (3.9, math.log(0.2721)), (7.6, math.log(0.2858))],
+        -86400.0: [(-86399.0, math.log(0.2567)), (-86395.0, math.log(0.2580))],
+    }
+    assert _pooled_drift_rate(epochs) == 0.0
+    # the same noise level over a dozen probes of a real drift is found
+    rng = np.random.default_rng(0)
+    rising = {0.0: [(t, 0.002 * t + float(rng.normal(0, 0.02))) for t in np.linspace(0, 300, 12)]}
+    assert _pooled_drift_rate(rising) == pytest.approx(0.002, rel=0.25)
+    # the threshold is Student's t at the normal's 3 sigma: a few dof need far more than 3
+    assert _three_sigma_t(2) > 10 and 3.9 < _three_sigma_t(10) < 4.0
+    assert _three_sigma_t(10_000) == pytest.approx(3.0, abs=0.01)
