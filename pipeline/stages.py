@@ -704,7 +704,7 @@ def rehearse_run(
 ) -> tuple[dict[str, str], dict[str, int]]:
     """The scheduling loop's split (key → backend) and batches per backend, on predicted times."""
     from pipeline.estimate import load_model
-    from policy.rehearsal import rehearse
+    from policy.rehearsal import batch_seconds, rehearse
 
     model, _ = load_model(config.policy_model)
     policy = policy_for(config)
@@ -713,7 +713,7 @@ def rehearse_run(
         tasks,
         states,
         loop_settings_for(config, policy),
-        predict=lambda work, state: float(model.predict_seconds(work, state).sum()),
+        predict=lambda work, state: batch_seconds(model, work, state, config.exact_probe_max_width),
         queue_wait=lambda state: float(model.queue_wait(state)),
     )
     return rehearsal.assignment(), rehearsal.batches()

@@ -53,6 +53,7 @@ __all__ = [
     "EXACT_PROBE",
     "MIRROR_PROBE",
     "PROBES",
+    "batch_mirror",
     "mirror_error",
     "mirror_features",
     "mirrored_index",
@@ -78,6 +79,18 @@ def mirror_features(task: CircuitFeatures) -> CircuitFeatures:
 def mirrored_index(tasks: list[CircuitFeatures]) -> int:
     """Which subexperiment of a batch is mirrored: the most two-qubit gates (first on ties)."""
     return max(range(len(tasks)), key=lambda i: (tasks[i].num_2q_gates, -i))
+
+
+def batch_mirror(tasks: list[CircuitFeatures], exact_max_width: int) -> CircuitFeatures | None:
+    """The mirror circuit a QPU batch of ``tasks`` carries, or None when the exact probe covers it.
+
+    The exact probe measures a batch with any subexperiment of at most ``exact_max_width`` qubits
+    plus clbits; a batch with none gets the mirror of :func:`mirrored_index`'s subexperiment.
+    What it costs is part of the batch's QPU time, so the dry run's rehearsal counts it too.
+    """
+    if not tasks or any(t.num_qubits + t.num_clbits <= exact_max_width for t in tasks):
+        return None
+    return mirror_features(tasks[mirrored_index(tasks)])
 
 
 def mirror_error(

@@ -18,9 +18,22 @@ from dataclasses import dataclass
 
 from policy.interface import BackendState, CircuitFeatures, SelectionPolicy
 from policy.loop import Dispatch, LoopSettings, SchedulingLoop
+from policy.models import PolicyModel
+from policy.probe import batch_mirror
 
 #: predicted seconds of ``tasks`` run one after another on ``state`` (the caller's cost model)
 Predictor = Callable[[Sequence[CircuitFeatures], BackendState], float]
+
+
+def batch_seconds(
+    model: PolicyModel, tasks: Sequence[CircuitFeatures], state: BackendState, exact_max_width: int
+) -> float:
+    """Predicted seconds of one batch: its subexperiments, and on a QPU the mirror probe it carries."""
+    seconds = float(model.predict_seconds(tasks, state).sum())
+    mirror = batch_mirror(list(tasks), exact_max_width) if state.kind == "qpu" else None
+    if mirror is not None:
+        seconds += float(model.predict_seconds([mirror], state)[0])
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from dataclasses import replace
 import pytest
 
 from policy.baselines import GreedyPolicy
+from policy.interface import OBSERVED_ERROR_MAX_WIDTH
 from policy.loop import LoopSettings
 from policy.models import PRIOR_COSTS, PolicyModel
-from policy.rehearsal import rehearse
+from policy.rehearsal import batch_seconds, rehearse
 from policy.scenarios import SCENARIOS
 from policy.simulator import _Backend, make_tasks, simulate
 
@@ -40,7 +41,7 @@ def test_rehearsal_is_the_loop_under_exact_predictions(name: str) -> None:
         tasks,
         states,
         settings,
-        predict=lambda work, state: float(model.predict_seconds(work, state).sum()),
+        predict=lambda work, state: batch_seconds(model, work, state, OBSERVED_ERROR_MAX_WIDTH),
     )
     batches: dict[str, list[str]] = {}
     for row in simulated.rows:
