@@ -38,6 +38,7 @@ from pipeline.stages import (
     Manifest,
     budget_of,
     execute_batch,
+    execute_probe,
     policy_for,
     prepare,
     reconstruct,
@@ -279,6 +280,11 @@ class LocalExecutor:
             )
 
     def _batch_of(self, dispatch: Dispatch, states: dict[str, BackendState]) -> Batch:
+        if dispatch.probe is not None:  # plan.json lists it as a batch of no subexperiment
+            slug = dispatch.backend.replace(":", "-")
+            return Batch(
+                f"d{dispatch.seq:04d}-probe-{slug}", dispatch.backend, states[dispatch.backend].kind, []
+            )
         (batch,) = batch_decisions(
             dispatch.decisions,
             len(dispatch.decisions),
@@ -301,6 +307,13 @@ class LocalExecutor:
             attempt=attempt,
             manifest=self._manifest,
             seen=seen,
+        )
+
+    def _run_probe(
+        self, batch: Batch, backend: Backend, key: str, queued_at: float, seen: BackendState
+    ) -> BatchOutcome:
+        return execute_probe(
+            self.config.run_dir, batch, backend, key, queued_at=queued_at, manifest=self._manifest, seen=seen
         )
 
     def execute(self, pending: Sequence[str]) -> ExecutionReport:
@@ -358,6 +371,13 @@ class LocalExecutor:
                     batches.append(batch)
                     free[backend.name] -= 1
                     metrics.QUEUE_DEPTH.labels(backend.name).inc()
+                    if dispatch.probe is not None:  # a probe-only job: the mirror alone
+                        future = pools[backend.name].submit(
+                            self._run_probe, batch, backend, dispatch.probe.key, time.time(),
+                            seen[backend.name],
+                        )  # fmt: skip
+                        in_flight[future] = (batch, backend, dispatch)
+                        continue
                     attempt = max(loop.attempts[k] for k in batch.keys)
                     future = pools[backend.name].submit(
                         self._run_one, batch, backend, time.time(), attempt, seen[backend.name]

@@ -861,6 +861,50 @@ def execute_batch(
     return BatchOutcome(batch.id, backend.name, started, finished, todo, skipped, rows, build_started)
 
 
+def execute_probe(
+    run_dir: Path,
+    batch: Batch,
+    backend: Backend,
+    key: str,
+    *,
+    queued_at: float | None = None,
+    manifest: Manifest | None = None,
+    seen: BackendState | None = None,
+) -> BatchOutcome:
+    """A probe-only job: the mirror circuit of subexperiment ``key`` alone on a QPU (no result).
+
+    The scheduling loop sends one when the policy wants a QPU measured that its calibration
+    alone keeps idle (``policy.loop``); its one telemetry row is marked ``probe_only``.
+    """
+    manifest = manifest or load_manifest(run_dir)
+    config = manifest.config
+    store = ArtifactStore(run_dir)
+    run_probed = getattr(backend, "run_batch_probed", None)
+    circuit = manifest.circuits[key] if key in manifest.circuits else store.get_circuit(key)
+    mirror = plan_mirror([circuit], [manifest.features[key]], exact_max_width=-1)
+    if not callable(run_probed) or mirror is None:  # nothing to probe with: an empty outcome
+        now = time.time()
+        return BatchOutcome(batch.id, backend.name, now, now, [], [])
+    load = getattr(backend, "load", None)
+    if callable(load):
+        load()
+    started = time.time()
+    _, counts = run_probed([], config.shots, [], mirror.circuit)
+    finished = time.time()
+    state = seen or backend.state()
+    observation = observe_batch(
+        [], [], config.mitigation_config(), mirror=mirror, mirror_counts=counts,
+        features=[manifest.features[key]], state=state,
+    )  # fmt: skip
+    row = telemetry_row(
+        manifest, batch, backend.name, backend.kind, state, key, started=started, finished=finished,
+        batch_size=0, queued_at=queued_at, attempt=1, observation=observation,
+    )  # fmt: skip
+    row["probe_only"] = True
+    store.append_telemetry([dict(row)])
+    return BatchOutcome(batch.id, backend.name, started, finished, [], [], [row])
+
+
 def telemetry_row(
     manifest: Manifest,
     batch: Batch,

@@ -142,6 +142,9 @@ class TelemetryRow(TypedDict, total=False):
     observed_error: float | None
     #: optional, on rows that carry ``observed_error``: the probe that measured it (``PROBES``)
     probe: str
+    #: optional: the row of a probe-only job (no subexperiment ran: only the mirror circuit of
+    #: the row's subexperiment, whose time ``run_seconds`` is); kept out of run-time fits
+    probe_only: bool
     #: optional: the mitigation the task's result got and its relative device work (see
     #: :class:`BackendState`); rows without them are unmitigated
     mitigation: str

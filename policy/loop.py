@@ -71,6 +71,9 @@ class Dispatch:
     seq: int
     backend: str
     decisions: list[Decision]
+    #: a probe-only job (no subexperiment): the mirror circuit of this one (``policy.probe``),
+    #: asked for by the policy's ``error_probe`` for a QPU its calibration alone keeps idle
+    probe: CircuitFeatures | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -121,6 +124,8 @@ class SchedulingLoop:
         self._chunk: dict[str, int] = {}
         self._pending_at_plan = 0
         self._done_since_plan = 0
+        #: (backend, calibration time) already given a probe-only job this run
+        self._probed: set[tuple[str, float | None]] = set()
 
     @property
     def done(self) -> bool:
@@ -161,6 +166,36 @@ class SchedulingLoop:
                     break
                 del planned[: len(chunk)]
                 out.append(self._hand_out(backend, chunk))
+        out.extend(self._error_probes(states, free, out))
+        return out
+
+    def _error_probes(
+        self, states: Sequence[BackendState], free: Mapping[str, int], handed: Sequence[Dispatch]
+    ) -> list[Dispatch]:
+        """Probe-only jobs for idle QPUs whose predicted error alone keeps them idle.
+
+        The policy's optional ``error_probe(pending, state)`` names a subexperiment whose mirror
+        circuit is worth one job; at most one per backend and calibration, only on a backend
+        with a free worker and no work planned, handed out or in flight (that work is probed).
+        """
+        wanted = getattr(self.policy, "error_probe", None)
+        if wanted is None or not self.pending:
+            return []
+        busy = {d.backend for d in handed} | {d.backend for d in self.in_flight.values()}
+        out: list[Dispatch] = []
+        for state in self.observed_states(states):
+            mark = (state.name, state.calibration_time)
+            planned = (self._plan or {}).get(state.name)
+            if state.name in busy or planned or free.get(state.name, 0) <= 0 or mark in self._probed:
+                continue
+            task = wanted(list(self.pending.values()), state)
+            if task is None:
+                continue
+            self._probed.add(mark)
+            self._seq += 1
+            dispatch = Dispatch(self._seq, state.name, [], probe=task)
+            self.in_flight[dispatch.seq] = dispatch
+            out.append(dispatch)
         return out
 
     def _planned_on_unhealthy(self, states: Sequence[BackendState]) -> bool:
@@ -216,6 +251,9 @@ class SchedulingLoop:
         self.consecutive_failures[dispatch.backend] = 0
         self._done_since_plan += len(dispatch.decisions) - len(unfinished)
         self._observe(rows)
+        if dispatch.probe is not None:  # new knowledge of a QPU's error: refit and re-plan
+            self._unfitted_rows = max(self._unfitted_rows, self.settings.refit_rows)
+            self._plan = None
         by_key = {d.key: d for d in dispatch.decisions}
         for key in unfinished:
             self._requeue(by_key[key], "not finished")

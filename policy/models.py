@@ -400,8 +400,8 @@ class PolicyModel:
         self._fit_stats()
         groups: dict[str, list[TelemetryRow]] = {}
         for row in self.rows:
-            if row.get("success", True) is False:
-                continue
+            if row.get("success", True) is False or row.get("probe_only"):
+                continue  # a probe-only job's time is its mirror circuit's, not the row's task's
             for key in _level_keys(row["backend"], row["backend_kind"], str(row.get("model", ""))):
                 groups.setdefault(key, []).append(row)
         self._corrections = {}
@@ -420,7 +420,7 @@ class PolicyModel:
         half_life = self.hyper.recent_half_life_rows
         for name, group in _by_backend_in_time(self.rows).items():
             stats = self.stats[name]
-            ok = [r for r in group if r.get("success", True) is not False]
+            ok = [r for r in group if r.get("success", True) is not False and not r.get("probe_only")]
             if ok:
                 state = BackendState(name=name, kind=ok[0]["backend_kind"], model=str(ok[0].get("model", "")))
                 predicted = self._static_seconds([self._tasks[id(r)] for r in ok], state)
@@ -447,10 +447,11 @@ class PolicyModel:
             stats = self.stats.setdefault(row["backend"], BackendStats())
             stats.rows += 1
             stats.failures += 0 if row.get("success", True) else 1
-            share = 1.0 / max(int(row.get("batch_size") or 1), 1)
+            share = 1.0 / max(int(row.get("batch_size") or 1), 1)  # a probe-only job is one job
             stats.jobs += share
             stats.failed_jobs += 0.0 if row.get("success", True) else share
-            runs.setdefault(row["backend"], []).append(float(row["run_seconds"]))
+            if not row.get("probe_only"):
+                runs.setdefault(row["backend"], []).append(float(row["run_seconds"]))
             if row["backend_kind"] == "qpu" and row.get("queue_wait_seconds") is not None:
                 run, wait = str(row.get("run_id", "")), float(row.get("queue_wait_seconds") or 0.0)
                 stats.run_waits[run] = min(wait, stats.run_waits.get(run, wait))
@@ -459,7 +460,7 @@ class PolicyModel:
             if row.get("readout_fidelity") is not None:
                 stats.readout_fidelity = float(row["readout_fidelity"])  # type: ignore[arg-type]
         for name, values in runs.items():
-            self.stats[name].mean_run_seconds = float(np.mean(values))
+            self.stats[name].mean_run_seconds = float(np.mean(values)) if values else None
 
     def _fit_error(self) -> None:
         logs: dict[str, dict[float | None, list[tuple[float, float]]]] = {}
@@ -587,6 +588,11 @@ class PolicyModel:
                 recent += slope * (at - fit.last_ts)
             log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink(recent > log_factor))
         return math.exp(min(max(log_factor, -20.0), 20.0))
+
+    def has_probe(self, state: BackendState) -> bool:
+        """Whether any error was measured on ``state`` (at its mitigation) in its current calibration."""
+        epoch = None if state.calibration_time is None else float(state.calibration_time)
+        return epoch in self._error_by_epoch.get(error_key(state.name, state.mitigation), {})
 
     def predict_error(
         self, tasks: Sequence[CircuitFeatures], state: BackendState, at: float | None = None

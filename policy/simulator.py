@@ -229,11 +229,13 @@ def simulate(
             if tasks[i].num_qubits + tasks[i].num_clbits <= OBSERVED_ERROR_MAX_WIDTH
         ]
         # Too wide for the exact probe: the job ends with a mirror circuit (policy.probe), run
-        # and paid for whatever the policy.
-        mirrored = mirror = None
+        # and paid for whatever the policy. A probe-only job (the loop's error probe) is that
+        # mirror alone, of the subexperiment it names.
+        mirrored = mirror = target = None
         if spec.kind == "qpu" and not probe:
-            mirrored = mirrored_index([tasks[i] for i in idx])
-            mirror = mirror_features(tasks[idx[mirrored]])
+            mirrored = mirrored_index([tasks[i] for i in idx]) if idx else 0
+            target = dispatch.probe if dispatch.probe is not None else tasks[idx[mirrored]]
+            mirror = mirror_features(target)
             mirror_start = t = spec.busy_until(t)
             mirror_mean = float(true_seconds([mirror], spec)[0])
             t += mirror_mean * spec.slowdown_at(t) * float(rng.lognormal(-sigma * sigma / 2, sigma))
@@ -246,19 +248,19 @@ def simulate(
         end = t if failed_at is None else failed_at
         attempts += len(idx)
         ok = failed_at is None
-        share = (end - started) / len(idx)
+        share = (end - started) / max(len(idx), 1)
         observed, observed_at, probe_kind = None, 0, EXACT_PROBE
         if ok and probe and spec.kind == "qpu":
             true = float(np.mean([_scalar_error(tasks[idx[j]], spec, starts[j]) for j in probe]))
             observed = true * float(rng.lognormal(0.0, 0.05))
-        elif ok and mirror is not None and mirrored is not None:
+        elif ok and mirror is not None and mirrored is not None and target is not None:
             # the mirror's true error at its start, then binomial shot noise on its 0…0 reads
             survival = 1.0 - _scalar_error(mirror, spec, mirror_start)
             reads = int(rng.binomial(mirror.shots, survival)) / max(mirror.shots, 1)
             observed = mirror_error(
                 reads,
                 mirror.num_qubits,
-                tasks[idx[mirrored]],
+                target,
                 spec.fidelity_2q or 1.0,  # published, as the pipeline knows it
                 spec.readout_fidelity or 1.0,
                 seen.mitigation,
@@ -300,6 +302,25 @@ def simulate(
             if ok:
                 errors[i] = _scalar_error(tasks[i], spec, starts[j])
                 backend_of[i] = spec.name
+        if dispatch.probe is not None:  # the probe-only job's one row: no subexperiment ran
+            task = dispatch.probe
+            row = {
+                "ts": start_time + started, "run_id": run_id,
+                "task_id": f"{run_id}-{dispatch.seq}/probe", "key": task.key,
+                "partition": task.partition, "backend": spec.name, "backend_kind": spec.kind,
+                "model": spec.model, "num_qubits": task.num_qubits, "depth": task.depth,
+                "num_2q_gates": task.num_2q_gates, "num_clbits": task.num_clbits,
+                "shots": task.shots, "batch_size": 0, "queue_wait_seconds": started - now,
+                "queue_depth": seen.queue_depth, "external_queue_depth": seen.external_queue_depth,
+                "run_seconds": end - started, "success": ok,
+                "error": None if ok else "simulated failure", "attempt": 1,
+                "fidelity_2q": spec.fidelity_2q, "readout_fidelity": spec.readout_fidelity,
+                "calibration_time": seen.calibration_time, "observed_error": observed,
+                "probe_only": True,
+            }  # fmt: skip
+            if observed is not None:
+                row["probe"] = MIRROR_PROBE
+            batch_rows.append(row)  # type: ignore[arg-type]
         rows.extend(batch_rows)
         heapq.heappush(events, (end, dispatch.seq, dispatch, ok, batch_rows))
 

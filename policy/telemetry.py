@@ -41,6 +41,10 @@ DEFAULT_ERROR_BUDGET = 0.35
 DEFAULT_EPSILON = 0.02
 #: moments between now and the end of a plan's work at which rising QPU errors are checked
 DRIFT_GRID = 8
+#: a QPU kept idle by its predicted error alone gets a probe-only job (``error_probe``) when its
+#: least predicted error is within this many budgets: published calibrations are seen off by up
+#: to ~2x (simultaneous vs isolated benchmarking); beyond that a probe is not worth its job
+PROBE_WITHIN_BUDGETS = 2.0
 
 
 class TelemetryPolicy:
@@ -74,6 +78,9 @@ class TelemetryPolicy:
         self._rng = np.random.default_rng(seed)
         #: predictions of decided tasks, (key, backend) -> seconds, for the prediction-error metric
         self._predicted: dict[tuple[str, str], float] = {}
+        #: the last select's inputs: task and backend positions, predicted finish, error, fits
+        self._last_inputs: tuple[dict[str, int], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None
+        self._last_inputs = None
 
     @classmethod
     def load_or_prior(cls, model_path: Path | None, seed: int, **kwargs: Any) -> TelemetryPolicy:
@@ -152,6 +159,39 @@ class TelemetryPolicy:
         need = target ** (1.0 / task.num_2q_gates)
         return round(need, 6) if need <= 1.0 else None
 
+    def error_probe(self, tasks: Sequence[CircuitFeatures], state: BackendState) -> CircuitFeatures | None:
+        """The subexperiment whose mirror is worth a probe-only job on ``state``, or None.
+
+        A QPU that no plan gives work only because its predicted error is over budget would
+        never be measured, so a calibration that is too pessimistic would never be found out.
+        When it has no measured error in its current calibration, the least predicted error of a
+        pending subexperiment it fits is over the budget but within ``PROBE_WITHIN_BUDGETS`` of
+        it, and (per the last plan's predictions) the QPU would finish that subexperiment before
+        every backend within budget, that subexperiment is returned: the loop sends its mirror
+        circuit alone (no result at risk). Exploration: off with ε = 0.
+        """
+        if self.epsilon <= 0 or state.kind != "qpu" or not self.model.is_up(state):
+            return None
+        if self.model.has_probe(state) or self._last_inputs is None:
+            return None
+        rows, columns, finish, errors, fits = self._last_inputs
+        b = columns.get(state.name)
+        known = [t for t in tasks if t.key in rows]
+        if b is None or not known:
+            return None
+        index = np.array([rows[t.key] for t in known])
+        on_qpu = np.where(fits[index, b], errors[index, b], np.inf)
+        best = int(np.argmin(on_qpu))
+        if not self.error_budget < float(on_qpu[best]) <= PROBE_WITHIN_BUDGETS * self.error_budget:
+            return None
+        # worth a job only if, within budget, the QPU would finish that task first
+        i = int(index[best])
+        others = fits[i] & (errors[i] <= self.error_budget)
+        others[b] = False
+        if others.any() and float(finish[i, b]) >= float(finish[i][others].min()):
+            return None
+        return known[best]
+
     # -- the SelectionPolicy contract ---------------------------------------------------------
     def select(self, tasks: Sequence[CircuitFeatures], backends: Sequence[BackendState]) -> list[Decision]:
         """One decision per task, same order; deterministic for a seed and call sequence."""
@@ -160,6 +200,13 @@ class TelemetryPolicy:
         if not backends:
             raise NoUsableBackendError("no backends offered")
         seconds, errors, fits, start, workers = self._matrices(tasks, backends)
+        self._last_inputs = (
+            {t.key: i for i, t in enumerate(tasks)},
+            {s.name: b for b, s in enumerate(backends)},
+            seconds + start,
+            errors,
+            fits,
+        )
         try:
             plan = self._schedule(seconds, errors, fits, start, workers)
             if any(s.kind == "qpu" for s in backends):

@@ -131,6 +131,8 @@ def validate_row(raw: Any) -> TelemetryRow:
         raise ValueError(f"field 'mitigation' must be one of {MITIGATION_LEVELS}, got {raw['mitigation']!r}")
     if raw.get("mitigation_work") is not None and not raw["mitigation_work"] >= 1:
         raise ValueError(f"field 'mitigation_work' must be >= 1, got {raw['mitigation_work']!r}")
+    if raw.get("probe_only") is not None and not isinstance(raw["probe_only"], bool):
+        raise ValueError(f"field 'probe_only' must be true or false, got {raw['probe_only']!r}")
     if raw.get("probe") is not None and raw["probe"] not in PROBES:
         raise ValueError(f"field 'probe' must be one of {PROBES}, got {raw['probe']!r}")
     if raw.get("probe") is not None and raw.get("observed_error") is None:

@@ -239,3 +239,44 @@ def test_a_real_run_measures_each_wide_batch_once_and_reconstructs_the_same(tmp_
     # the fake Adonis is noisy: the readout-mitigated mirror estimate sees its gate error
     estimates = [r["observed_error"] for rows in batches.values() for r in rows if r.get("probe")]
     assert float(np.mean(estimates)) > 0.01
+
+
+@pytest.mark.slow
+def test_a_real_run_probes_a_qpu_its_calibration_alone_keeps_idle(tmp_path: Path) -> None:
+    """Budget under every QPU prediction but within twice it: one probe-only job, no QPU result.
+
+    The admin's config makes the CPU look slow (weight 10^5), so the QPU would finish first if
+    it were within budget: a probe is worth its job. The fake QPU's calibration is its noise
+    model, so the probe confirms it and the QPU stays idle; what matters here is that the
+    pipeline runs the job the loop asks for, as the simulator does (tests/test_policy_probe.py
+    shows the gain when the calibration is wrong).
+    """
+    from pipeline import stages
+    from pipeline.backends.factory import make_backend
+    from pipeline.config import RunConfig
+    from pipeline.executor import LocalExecutor
+    from policy.models import PolicyModel
+
+    options: dict[str, Any] = {
+        "qubits": 4, "cuts": 1, "shots": 500, "backends": ("cpu", "qpu"), "policy": "telemetry",
+        "qpu_backend": "fake:IQMFakeAdonis",
+    }  # fmt: skip
+    manifest = stages.prepare(RunConfig(run_dir=tmp_path / "prepare", **options))
+    state = make_backend("qpu", qpu_spec=options["qpu_backend"]).state()
+    predicted = PolicyModel().predict_error(list(manifest.features.values()), state)
+    budget = round(0.75 * float(predicted.min()), 4)
+    assert budget < float(predicted.min()) <= 2 * budget
+    run_dir = tmp_path / "run"
+    admin = tmp_path / "policy.yaml"
+    admin.write_text("version: v1\nbackends:\n  - kind: cpu\n    weight: 100000\n")
+    LocalExecutor(RunConfig(run_dir=run_dir, error_budget=budget, policy_config=admin, **options)).run()
+    rows = [json.loads(line) for line in (run_dir / "telemetry.jsonl").read_text().splitlines()]
+    probes = [r for r in rows if r.get("probe_only")]
+    assert len(probes) == 1
+    (probe,) = probes
+    assert probe["backend"] == state.name and probe["probe"] == "mirror" and probe["batch_size"] == 0
+    assert 0.0 < probe["observed_error"] < 1.0
+    results = [r for r in rows if not r.get("probe_only")]
+    assert results and {r["backend_kind"] for r in results} == {"cpu"}
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert [b["keys"] for b in plan["batches"] if b["backend"] == state.name] == [[]]

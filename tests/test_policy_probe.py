@@ -22,6 +22,7 @@ from policy.probe import mirror_error, mirror_features, mirrored_index
 from policy.scenarios import SCENARIOS
 from policy.simulator import make_tasks, simulate, true_seconds
 from policy.size_rule import SizePolicy
+from policy.telemetry import TelemetryPolicy
 from policy.telemetry_sources import validate_row
 
 TASK = CircuitFeatures(key="k", num_qubits=26, depth=30, num_2q_gates=40, num_clbits=27, shots=4096)
@@ -152,3 +153,23 @@ def test_telemetry_holds_the_budget_on_a_drifting_qpu_and_still_uses_it() -> Non
         telemetry = e.outcomes["telemetry"]
         assert telemetry.tasks_per_backend.get("qpu:aphrodite-onprem", 0) > 20
         assert telemetry.makespan < e.outcomes["greedy_sim"].makespan
+
+
+def test_a_qpu_the_calibration_alone_keeps_idle_gets_one_probe_only_job() -> None:
+    """calibration_pessimistic: every task is over budget by the calibration, within it in truth.
+
+    Nothing would ever run on the QPU, so nothing would ever show the calibration wrong. The
+    telemetry policy sends one probe-only job (the mirror alone, no subexperiment at risk),
+    learns from it, and uses the QPU; with exploration off (ε = 0) it does not, like greedy.
+    """
+    scenario = SCENARIOS["calibration_pessimistic"].scaled(300)
+    explored = simulate(scenario, TelemetryPolicy(seed=0, record_metrics=False), seed=0)
+    probes = [r for r in explored.rows if r.get("probe_only")]
+    assert len(probes) == 1 and probes[0]["probe"] == "mirror" and probes[0]["batch_size"] == 0
+    assert probes[0]["observed_error"] < scenario.error_budget  # the truth: within it
+    assert explored.tasks_per_backend().get("qpu:aphrodite-onprem", 0) > 100
+    assert explored.budget_violations(scenario.error_budget) <= 0.01 * scenario.num_tasks
+    closed = simulate(scenario, TelemetryPolicy(seed=0, epsilon=0.0, record_metrics=False), seed=0)
+    assert not [r for r in closed.rows if r.get("probe_only")]
+    assert closed.tasks_per_backend().get("qpu:aphrodite-onprem", 0) == 0
+    assert explored.makespan < 0.5 * closed.makespan
