@@ -297,6 +297,22 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def _probes(model: Any, state: Any) -> str:
+    """`` (probes: 12 mirror, 3 exact; drift +2.1%/min)``: what the error factor rests on."""
+    counts: dict[str, int] = {}
+    for row in model.rows:
+        if row["backend"] == state.name and row.get("observed_error") is not None:
+            kind = str(row.get("probe") or "exact")
+            counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        return " (no probes: calibration only)"
+    text = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    rate = model.drift_rate(state)
+    if rate > 0:
+        text += f"; drift +{100 * math.expm1(60 * rate):.1f}%/min after calibration"
+    return f" (probes: {text})"
+
+
 def _show(args: argparse.Namespace) -> int:
     """What a model learned per backend, and each Prometheus input with its age and expiry."""
     import time
@@ -325,7 +341,7 @@ def _show(args: argparse.Namespace) -> int:
             f"run-time fit={source} ({rows} rows) recent x{math.exp(level):.2f} "
             f"queue_wait={stats.queue_wait(model.hyper.recent_runs):.3g}s"
             + (f" s/foreign job={per_job:.3g}" if per_job is not None else "")
-            + (f" error x{model.error_factor(state):.2f}" if kind == "qpu" else "")
+            + (f" error x{model.error_factor(state):.2f}{_probes(model, state)}" if kind == "qpu" else "")
         )
     if not model.snapshots:
         print("  no Prometheus inputs")

@@ -589,6 +589,10 @@ class PolicyModel:
             log_factor += (recent - log_factor) * fit.rows / (fit.rows + shrink(recent > log_factor))
         return math.exp(min(max(log_factor, -20.0), 20.0))
 
+    def drift_rate(self, state: BackendState) -> float:
+        """How fast (per second) the log error factor rose after earlier calibrations (0: no rise)."""
+        return self._error_drift_rate.get(error_key(state.name, state.mitigation), 0.0)
+
     def has_probe(self, state: BackendState) -> bool:
         """Whether any error was measured on ``state`` (at its mitigation) in its current calibration."""
         epoch = None if state.calibration_time is None else float(state.calibration_time)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,19 @@ def test_a_qpu_the_calibration_alone_keeps_idle_gets_one_probe_only_job() -> Non
     assert not [r for r in closed.rows if r.get("probe_only")]
     assert closed.tasks_per_backend().get("qpu:aphrodite-onprem", 0) == 0
     assert explored.makespan < 0.5 * closed.makespan
+
+
+def test_policy_show_says_what_the_error_factor_rests_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qubelet.cli import main
+
+    rising = [_probe_row(e + t, e, math.exp(0.1 + 0.01 * t)) for e in (0.0, 1000.0) for t in range(0, 60, 6)]
+    path = tmp_path / "model.json"
+    PolicyModel(rising).save(path)
+    assert main(["policy", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "(probes: 20 mirror; drift +" in out and "%/min after calibration)" in out
+    PolicyModel([{**r, "observed_error": None, "probe": None} for r in rising]).save(path)
+    assert main(["policy", "show", str(path)]) == 0
+    assert "(no probes: calibration only)" in capsys.readouterr().out
