@@ -89,12 +89,12 @@ def test_unreadable_calibration_makes_the_qpu_unhealthy(server: IQMServerDouble)
 
 def test_a_hung_health_check_does_not_hang_the_caller(server: IQMServerDouble) -> None:
     qpu = make_backend("qpu")
-    server.faults.health_hang_seconds = 5  # the status service hangs; nothing else does
+    server.faults.health_hang_seconds = 8  # the status service hangs; nothing else does
     time.sleep(0.35)
     started = time.monotonic()
     state = qpu.state()
     waited = time.monotonic() - started
-    assert waited < 2.0, waited  # the 1 s health timeout, not the 5 s hang (nor 120 s requests)
+    assert waited < 5.0, waited  # the 1 s health timeout (slack for a loaded machine), not the 8 s hang
     assert not state.healthy
     assert state.unhealthy_reason == f"IQM server {server.url}/apollo: health check, no answer within 1 s"
     server.faults.health_hang_seconds = 0
