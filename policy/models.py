@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from policy.features import circuit_matrix, task_from_row
-from policy.interface import BackendKind, BackendState, CircuitFeatures, TelemetryRow
+from policy.interface import MIRROR_PROBE, BackendKind, BackendState, CircuitFeatures, TelemetryRow
 from policy.telemetry_sources import BackendSnapshot, validate_row
 
 #: How long each Prometheus input of a model stays valid (seconds): a backend's up/down and its
@@ -263,6 +263,22 @@ class _Correction:
     rows: int
 
 
+def measured_at(row: TelemetryRow) -> float:
+    """When a row's ``observed_error`` was measured (its ``ts`` is when its batch started).
+
+    The mirror probe is the job's last circuit (``policy.probe``): it measures the device as it
+    is when the batch ends, ``ts + run_seconds × batch_size`` (a row's ``run_seconds`` is its
+    share of the batch; a probe-only job's row holds the job's whole time). Dated at the
+    batch's start, a drifting QPU's measurements would look a batch older than they are and
+    be extrapolated a second time over the batch they already include. The exact probe
+    averages the probed subexperiments at their own starts: its row's ``ts``.
+    """
+    ts = float(row.get("ts", 0.0) or 0.0)
+    if row.get("probe") != MIRROR_PROBE:
+        return ts
+    return ts + float(row.get("run_seconds", 0.0) or 0.0) * max(int(row.get("batch_size") or 1), 1)
+
+
 def recency_weights(n: int, half_life: float) -> np.ndarray:
     """Weights for ``n`` items oldest first: the newest weighs 1, one ``half_life`` older 0.5."""
     return np.power(0.5, (n - 1 - np.arange(n)) / max(half_life, 1e-9))
@@ -464,7 +480,7 @@ class PolicyModel:
 
     def _fit_error(self) -> None:
         logs: dict[str, dict[float | None, list[tuple[float, float]]]] = {}
-        for row in sorted(self.rows, key=lambda r: float(r.get("ts", 0.0) or 0.0)):
+        for row in sorted(self.rows, key=measured_at):
             observed = row.get("observed_error")
             if row["backend_kind"] != "qpu" or observed is None or row.get("fidelity_2q") is None:
                 continue
@@ -480,7 +496,7 @@ class PolicyModel:
                 epoch = row.get("calibration_time")
                 epochs = logs.setdefault(error_key(row["backend"], mitigation), {})
                 epochs.setdefault(None if epoch is None else float(epoch), []).append(
-                    (float(row.get("ts", 0.0) or 0.0), math.log(float(observed) / prior))
+                    (measured_at(row), math.log(float(observed) / prior))
                 )
         half_life, fresh = self.hyper.error_half_life_probes, self.hyper.fresh_calibration_rows
         self._error_fresh = {}
