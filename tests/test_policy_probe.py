@@ -190,3 +190,12 @@ def test_policy_show_says_what_the_error_factor_rests_on(
     PolicyModel([{**r, "observed_error": None, "probe": None} for r in rising]).save(path)
     assert main(["policy", "show", str(path)]) == 0
     assert "(no probes: calibration only)" in capsys.readouterr().out
+
+
+def test_a_mirror_reading_is_dated_when_its_batch_ended() -> None:
+    from policy.models import measured_at
+
+    row = {"ts": 10.0, "run_seconds": 0.5, "batch_size": 4, "probe": "mirror", "observed_error": 0.3}
+    assert measured_at(row) == 12.0  # the mirror is the job's last circuit
+    assert measured_at({**row, "probe": "exact"}) == 10.0  # the exact probe: its batch's starts
+    assert measured_at({**row, "batch_size": 0, "run_seconds": 0.2}) == 10.2  # a probe-only job
