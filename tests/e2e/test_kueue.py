@@ -124,14 +124,19 @@ def test_default_render_qpu_steps_gated_admitted_charged_ungated_and_bound(
             assert result["request"] == "qpu"
             record = e2e_cluster.prepared(NS, name)
             assert record["claims"]["qpu"]["error"] == ""
-        queue = e2e_cluster.kubectl_json("get", "clusterqueue", "qubelet")
-        usage = {
-            r["name"]: r["total"]
-            for f in queue["status"]["flavorsUsage"]
-            if f["name"] == "qpu"
-            for r in f["resources"]
-        }
-        assert usage[QPU] == str(len(pods)), queue["status"]["flavorsUsage"]
+
+        def charged() -> dict[str, Any] | None:
+            # Kueue writes the ClusterQueue's usage asynchronously: wait for the last admission
+            queue = e2e_cluster.kubectl_json("get", "clusterqueue", "qubelet")
+            usage = {
+                r["name"]: r["total"]
+                for f in queue["status"].get("flavorsUsage", [])
+                if f["name"] == "qpu"
+                for r in f["resources"]
+            }
+            return queue if usage.get(QPU) == str(len(pods)) else None
+
+        wait_for(charged, 30, f"ClusterQueue qubelet charged {len(pods)} {QPU}")
     finally:
         delete_pods(e2e_cluster, pods)
 
